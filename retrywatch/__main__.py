@@ -1,0 +1,3 @@
+from retrywatch.cli import main
+
+main()

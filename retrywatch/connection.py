@@ -1,0 +1,97 @@
+"""What the detector remembers about one connection key: bounded, whatever the storm."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from retrywatch.events import Event
+from retrywatch.window import SecondWindow
+
+__all__ = ["MAX_DISTINCT", "ConnKey", "ConnState"]
+
+#: Distinct upstreams, errnos and requests remembered per connection; more are summed
+#: under "(other)", so a connection's memory is bounded however long it runs.
+MAX_DISTINCT = 32
+OTHER = "(other)"
+
+ConnKey = tuple[str, int, int]  # (source, worker pid, connection id)
+
+
+def _bump(table: dict[str, int], key: str, n: int) -> int:
+    if key in table or len(table) < MAX_DISTINCT:
+        value = table.get(key, 0) + n
+    else:
+        key = OTHER
+        value = table.get(OTHER, 0) + n
+    table[key] = value
+    return value
+
+
+class ConnState:
+    """Failures of one (source, pid, cid) while it is tracked."""
+
+    __slots__ = (
+        "client", "failures", "first", "first_seen", "host", "key", "kinds", "last",
+        "last_seen", "max_repeat", "peak", "peak_ts", "requests", "sample", "server",
+        "subsystem", "upstream_url", "upstreams", "window", "errnos",
+    )
+
+    def __init__(self, key: ConnKey, width: int, ev: Event) -> None:
+        self.key = key
+        self.window = SecondWindow(width)
+        self.failures = 0
+        self.first = ev.ts
+        self.first_seen: datetime = ev.time
+        self.last = ev.ts
+        self.last_seen: datetime = ev.time
+        self.peak = 0
+        self.peak_ts = ev.ts
+        self.max_repeat = 0  # the most failures against any one upstream
+        self.upstreams: dict[str, int] = {}
+        self.errnos: dict[str, int] = {}
+        self.kinds: dict[str, int] = {}
+        self.requests: dict[str, int] = {}
+        self.client = ev.client
+        self.server = ev.server
+        self.host = ev.host
+        self.subsystem = ev.subsystem
+        self.upstream_url = ev.upstream
+        self.sample = ev.line
+
+    def add(self, ev: Event, n: int) -> int:
+        """Count ``n`` identical failures; returns the failures now in the window."""
+        ts = ev.ts
+        self.failures += n
+        in_second = self.window.add(ts, n)
+        if in_second > self.peak:
+            self.peak = in_second
+            self.peak_ts = ts
+        if ts >= self.last:
+            self.last = ts
+            self.last_seen = ev.time
+        elif ts < self.first:
+            self.first = ts
+            self.first_seen = ev.time
+        repeat = _bump(self.upstreams, ev.peer or "?", n)
+        if repeat > self.max_repeat:
+            self.max_repeat = repeat
+        kind = ev.kind or "other"
+        self.kinds[kind] = self.kinds.get(kind, 0) + n
+        if ev.errno is not None:
+            _bump(self.errnos, f"{ev.errno}: {ev.errno_text}", n)
+        if ev.request is not None:
+            _bump(self.requests, ev.request, n)
+        if self.client is None:
+            self.client = ev.client
+        if self.server is None:
+            self.server = ev.server
+        if self.host is None:
+            self.host = ev.host
+        if self.subsystem is None:
+            self.subsystem = ev.subsystem
+        if self.upstream_url is None:
+            self.upstream_url = ev.upstream
+        return self.window.count()
+
+    def in_window(self, now: int, width: int | None = None) -> int:
+        return self.window.count(now)

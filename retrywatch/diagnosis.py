@@ -1,0 +1,113 @@
+"""Why a connection keeps failing, and what to change: read from what the log shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from retrywatch.connection import ConnState
+
+__all__ = ["Diagnosis", "diagnose"]
+
+#: Immediate failures in one log second above which the worker must be spinning
+#: synchronously (asynchronous refusals on loopback top out near 45k/s, but an
+#: immediate connect() error never returns to the event loop: shared/real-nginx).
+SYNC_LOOP_PER_SECOND = 1000
+#: Distinct failing requests on one connection that make it a keep-alive pattern.
+KEEPALIVE_MIN_REQUESTS = 3
+
+
+@dataclass(slots=True, frozen=True)
+class Diagnosis:
+    code: str
+    cause: str
+    fix: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "cause": self.cause, "fix": self.fix}
+
+
+def _share(st: ConnState, *kinds: str) -> float:
+    return sum(st.kinds.get(k, 0) for k in kinds) / max(st.failures, 1)
+
+
+def _peers(st: ConnState) -> str:
+    top = sorted(st.upstreams.items(), key=lambda kv: -kv[1])[:3]
+    text = ", ".join(f"{addr} ({count:,})" for addr, count in top)
+    more = len(st.upstreams) - len(top)
+    return text + (f" and {more} more" if more > 0 else "")
+
+
+def diagnose(st: ConnState) -> Diagnosis:
+    """The likely cause and the fix for a connection whose failures crossed the threshold."""
+    seconds = st.last - st.first + 1
+    what = (
+        f"{st.failures:,} connect failures in {seconds:,} s (peak {st.peak:,}/s) "
+        f"against {_peers(st)}"
+    )
+    scheme = (st.upstream_url or "").split("://", 1)[0]
+    directive = "grpc_next_upstream_tries" if scheme in ("grpc", "grpcs") else (
+        "proxy_next_upstream_tries")
+    requests = len(st.requests)
+
+    if _share(st, "connect_to_failed") >= 0.5 and st.peak >= SYNC_LOOP_PER_SECOND:
+        return Diagnosis(
+            "synchronous_loop",
+            f"connect() fails at once ({_top(st.errnos)}) and nginx retries inside one event: "
+            f"the worker is stuck in a synchronous loop, blocking every other connection it "
+            f"serves, and its clock is frozen (the lines share one second). {what}.",
+            f"Bound the retries now: {directive} 3; (and with a Lua balancer call "
+            "set_more_tries() only while a try budget remains). Then repair the address "
+            "itself: a stale unix socket, an unroutable or unassignable address.",
+        )
+    if _share(st, "upstream_timed_out") >= 0.5:
+        return Diagnosis(
+            "slow_timeout_loop",
+            "The connection keeps retrying peers that never answer the SYN "
+            f"({_top(st.errnos)}): one try per proxy_connect_timeout, without end. {what}.",
+            f"Set {directive} 3; and proxy_next_upstream_timeout (e.g. 30s) so a request "
+            "gives up; lower proxy_connect_timeout (ingress-nginx: proxy-connect-timeout) "
+            "and remove the dead peers (readiness probes, max_fails).",
+        )
+    if st.subsystem == "http" and requests >= KEEPALIVE_MIN_REQUESTS and (
+        st.failures <= requests * max(len(st.upstreams), 1) * 2
+    ):
+        return Diagnosis(
+            "keepalive_failing_requests",
+            f"A keep-alive connection carries many different requests ({requests}) and each "
+            f"one fails: the upstream is down, but this is not a retry loop. {what}.",
+            "Restore the upstream (check its pods or processes and its port); make nginx stop "
+            "sending to dead peers sooner (max_fails/fail_timeout, readiness probes).",
+        )
+    if st.subsystem == "stream":
+        return Diagnosis(
+            "stream_retry_loop",
+            "A TCP/UDP stream session retries its dead upstreams without end: a Lua balancer "
+            "adds a try (set_more_tries) on every attempt while proxy_next_upstream_tries is 0 "
+            f"(unlimited), the ingress-nginx 0.25 incident. {what}.",
+            "In the stream server set proxy_next_upstream_tries 3; (and "
+            "proxy_next_upstream_timeout). ingress-nginx >= 0.42: set "
+            "proxy-stream-next-upstream-tries in the controller ConfigMap; older versions: "
+            "upgrade. Then restore the upstream.",
+        )
+    if st.subsystem == "http":
+        return Diagnosis(
+            "http_retry_loop",
+            "One HTTP request retries its dead upstreams without end: a balancer "
+            "(balancer_by_lua) adds a try on every attempt while "
+            f"{directive} is 0 (unlimited). {what}.",
+            f"Set {directive} 3; (and proxy_next_upstream_timeout) in the location; in Lua "
+            "call set_more_tries() only while a budget remains. ingress-nginx: "
+            "proxy-next-upstream-tries. Then restore the upstream.",
+        )
+    return Diagnosis(
+        "retry_loop",
+        f"One connection keeps retrying upstreams that refuse it. {what}.",
+        "Cap the retries (proxy_next_upstream_tries 3; proxy_next_upstream_timeout) and "
+        "restore the upstream.",
+    )
+
+
+def _top(errnos: dict[str, int]) -> str:
+    if not errnos:
+        return "no errno"
+    return max(errnos.items(), key=lambda kv: kv[1])[0]

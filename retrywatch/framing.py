@@ -1,0 +1,103 @@
+"""Line framing: bytes in, lines (still bytes) out.
+
+The one place that knows about line ends (LF and CRLF), the maximum line size (a
+longer line is cut, counted and skipped, never a crash), NUL padding left by a crash,
+and the final partial line (held until more bytes come, or flushed at the end of
+input). A datagram is one record and is framed on its own (:func:`frame_datagram`).
+
+Lines stay bytes here: in a storm most lines repeat, and :func:`decode` runs once per
+distinct line, keeping invalid UTF-8 visible as ``\\xNN`` (the way nginx escapes bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["DEFAULT_MAX_LINE", "Framed", "LineFramer", "decode", "frame_datagram"]
+
+DEFAULT_MAX_LINE = 64 * 1024
+
+
+@dataclass(slots=True)
+class Framed:
+    """Complete lines from one chunk, and how many over-long lines were skipped."""
+
+    lines: list[bytes] = field(default_factory=list)
+    too_long: int = 0
+
+
+def decode(line: bytes) -> str:
+    """Text of a line: invalid UTF-8 as ``\\xNN`` escapes."""
+    return line.decode("utf-8", "backslashreplace")
+
+
+def _split(data: bytes) -> list[bytes]:
+    if b"\x00" in data:
+        data = data.replace(b"\x00", b"")
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+        if data.endswith(b"\r"):
+            data = data[:-1]
+    return data.split(b"\n")
+
+
+class LineFramer:
+    """Splits a byte stream into lines, carrying the partial last line between chunks."""
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+        self.max_line = max_line
+        self._pending = b""
+        self._skipping = False  # inside an over-long line, dropping bytes up to its end
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._pending)
+
+    def feed(self, chunk: bytes) -> Framed:
+        out = Framed()
+        data = self._pending + chunk if self._pending else chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._pending = b"" if self._skipping else data
+            self._check_pending(out)
+            return out
+        complete, self._pending = data[:cut], data[cut + 1 :]
+        if self._skipping:
+            # The first line ending here is the rest of the over-long line: drop it.
+            self._skipping = False
+            first_end = complete.find(b"\n")
+            if first_end < 0:
+                self._check_pending(out)
+                return out
+            complete = complete[first_end + 1 :]
+        lines = _split(complete)
+        if len(complete) > self.max_line and max(map(len, lines)) > self.max_line:
+            kept = [line for line in lines if len(line) <= self.max_line]
+            out.too_long += len(lines) - len(kept)
+            lines = kept
+        out.lines = lines
+        self._check_pending(out)
+        return out
+
+    def _check_pending(self, out: Framed) -> None:
+        if len(self._pending) > self.max_line:
+            # The line in progress is already too long: count it once, drop it to its end.
+            out.too_long += 1
+            self._pending = b""
+            self._skipping = True
+
+    def flush(self) -> Framed:
+        """The final line without a line end, at the end of input."""
+        out = Framed()
+        if self._pending:
+            out.lines = _split(self._pending.removesuffix(b"\r"))
+            self._pending = b""
+        self._skipping = False
+        return out
+
+
+def frame_datagram(payload: bytes, max_line: int = DEFAULT_MAX_LINE) -> Framed:
+    """A datagram is one record: trailing line ends dropped, never joined to the next."""
+    if len(payload) > max_line:
+        return Framed(too_long=1)
+    return Framed(lines=[payload.rstrip(b"\r\n").replace(b"\x00", b"")])

@@ -1,0 +1,207 @@
+"""One source's path from bytes to events: framing, unwrapping, assembling, parsing.
+
+Work moves in chunks. In a retry storm the same line repeats thousands of times
+within a second, so a chunk's events are parsed once per distinct text and handed
+on as ``(event, times)`` pairs, in order of first appearance. The detector treats
+``n`` identical events exactly as ``n`` events in a row (they share one second), so
+this is exact, not a sample.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import Any
+
+from retrywatch.assemble import Assembled, EventAssembler
+from retrywatch.events import Event, Unparsed
+from retrywatch.formats import compile_pattern, load_format
+from retrywatch.framing import DEFAULT_MAX_LINE, Framed, LineFramer, decode, frame_datagram
+from retrywatch.parser import EventHead, Parser
+from retrywatch.stats import SourceStats
+from retrywatch.wrappers import Unwrapper
+
+__all__ = ["Batch", "SourcePipeline", "parse_text"]
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one chunk produced: distinct events with their counts, and what failed."""
+
+    events: list[tuple[EventHead, int]] = field(default_factory=list)
+    unparsed: list[Unparsed] = field(default_factory=list)
+    #: In ``ordered`` mode: every event and unparsed line, one item each, in input order.
+    records: list[Event | Unparsed] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+class SourcePipeline:
+    """Turns one source's bytes into batches of events. Never raises on bad input."""
+
+    def __init__(self, name: str, parser: Parser, *, max_line: int = DEFAULT_MAX_LINE,
+                 ordered: bool = False) -> None:
+        self.name = name
+        self.parser = parser
+        self.stats = SourceStats(name)
+        #: Keep every event and unparsed line in order (``retrywatch parse``) instead
+        #: of counting identical events.
+        self.ordered = ordered
+        self._framer = LineFramer(max_line)
+        self._unwrapper = Unwrapper(max_line)
+        self._assembler = EventAssembler()
+        self._start = compile_pattern(load_format("nginx_error")["event_start"], "re").match
+
+    def feed(self, chunk: bytes) -> Batch:
+        self.stats.bytes_read += len(chunk)
+        return self._lines(self._framer.feed(chunk))
+
+    def feed_record(self, record: bytes) -> Batch:
+        """A datagram or other self-delimited record: one line, joined to nothing."""
+        self.stats.bytes_read += len(record)
+        batch = self._lines(frame_datagram(record, self._framer.max_line))
+        flushed = self._finish(self._assembler.flush())
+        _extend(batch, flushed)
+        return batch
+
+    def flush(self) -> Batch:
+        """End of input (or a quiet source): release the held line and event."""
+        batch = self._lines(self._framer.flush())
+        tail = self._finish(self._assembler.flush())
+        _extend(batch, tail)
+        return batch
+
+    # -- stages ------------------------------------------------------------
+    def _lines(self, framed: Framed) -> Batch:
+        lines = framed.lines
+        stats = self.stats
+        stats.lines_read += len(lines) + framed.too_long
+        if framed.too_long:
+            stats.unparsed["too_long"] += framed.too_long
+        if not lines:
+            return Batch()
+        if not self.ordered:
+            batch = self._fast(lines)
+            if batch is not None:
+                return batch
+        unwrapped = self._unwrapper.unwrap_lines(list(map(decode, lines)))
+        batch = Batch()
+        for reason, raw in unwrapped.broken:
+            stats.unparsed[reason] += 1
+            if self.ordered:
+                item = Unparsed(reason, raw, self.name)
+                batch.unparsed.append(item)
+                batch.records.append(item)
+        if unwrapped.partial:
+            stats.lines_parsed += unwrapped.partial  # pieces joined into one line
+        _extend(batch, self._finish(self._assembler.feed(unwrapped.lines)))
+        return batch
+
+    def _fast(self, lines: list[bytes]) -> Batch | None:
+        """Count identical lines and read each distinct one's head once; ``None`` when a
+        line does not start an event (a wrapper, a continuation): the slow path then."""
+        counts = Counter(lines)
+        head = self.parser.head
+        name = self.name
+        heads: list[tuple[EventHead, int]] = []
+        rejected: list[tuple[Unparsed, int]] = []
+        for raw, n in counts.items():
+            result = head(decode(raw), name)
+            if type(result) is EventHead:
+                heads.append((result, n))
+            elif self._start(result.line) is None:  # type: ignore[union-attr]
+                return None
+            else:
+                rejected.append((result, n))  # type: ignore[arg-type]
+        # The last line is held back (continuation lines may follow in the next chunk),
+        # and the one held from the previous chunk is released first.
+        last = decode(lines[-1])
+        released, blanks = self._assembler.release(last)
+        batch = Batch()
+        stats = self.stats
+        if blanks:
+            stats.unparsed["blank"] += blanks
+        if released is not None:
+            batch = self._heads({released: 1})
+        events = batch.events
+        n_events = n_lines = 0
+        for item, n in heads:
+            if item.text == last:
+                n -= 1
+                if not n:
+                    continue
+            events.append((item, n))
+            n_events += n
+            n_lines += n
+        for bad, n in rejected:
+            if bad.line == last:
+                n -= 1
+            if n:
+                stats.unparsed[bad.reason] += n
+        stats.events += n_events
+        stats.lines_parsed += n_lines
+        return batch
+
+    def _finish(self, assembled: Assembled) -> Batch:
+        batch = Batch()
+        stats = self.stats
+        for orphan in assembled.orphans:
+            reason = "blank" if not orphan.strip() else "no_timestamp"
+            stats.unparsed[reason] += 1
+            if self.ordered:
+                item = Unparsed(reason, orphan, self.name)
+                batch.unparsed.append(item)
+                batch.records.append(item)
+        if not assembled.events:
+            return batch
+        if self.ordered:
+            self._parse_all(assembled.events, batch)
+            return batch
+        return self._heads(Counter(assembled.events))
+
+    def _heads(self, counts: dict[str, int]) -> Batch:
+        """Read the head of each distinct event text once; pass it on with its count."""
+        batch = Batch()
+        stats = self.stats
+        head = self.parser.head
+        name = self.name
+        events = batch.events
+        n_events = n_lines = 0
+        for text, n in counts.items():
+            result = head(text, name)
+            if type(result) is EventHead:
+                events.append((result, n))
+                n_events += n
+                n_lines += result.lines * n
+            else:
+                stats.unparsed[result.reason] += (text.count("\n") + 1) * n  # type: ignore[union-attr]
+        stats.events += n_events
+        stats.lines_parsed += n_lines
+        return batch
+
+    def _parse_all(self, texts: list[str], batch: Batch) -> None:
+        stats = self.stats
+        for text in texts:
+            result = self.parser.parse(text, self.name)
+            if isinstance(result, Event):
+                stats.events += 1
+                stats.lines_parsed += result.lines
+            else:
+                stats.unparsed[result.reason] += text.count("\n") + 1
+                batch.unparsed.append(result)
+            batch.records.append(result)
+
+
+def _extend(batch: Batch, more: Batch) -> None:
+    batch.events.extend(more.events)
+    batch.unparsed.extend(more.unparsed)
+    batch.records.extend(more.records)
+
+
+def parse_text(text: str | bytes, tz: tzinfo, source: str = "") -> list[Event | Unparsed]:
+    """Every event and unparsed line of a text, in order: for tests and ``retrywatch parse``."""
+    data = text.encode() if isinstance(text, str) else text
+    pipe = SourcePipeline(source, Parser(tz), ordered=True)
+    return pipe.feed(data).records + pipe.flush().records

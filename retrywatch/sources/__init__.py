@@ -1,0 +1,1 @@
+"""Sources: where bytes come from. One module per input kind."""

@@ -1,0 +1,46 @@
+"""Reading whole files (plain or gzip) in chunks, for replay and analysis."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["CHUNK_SIZE", "iter_chunks", "source_name"]
+
+CHUNK_SIZE = 4 * 1024 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+# error.log.1, error.log.2.gz, error.log-20240101, error.log-20240101.gz
+_ROTATION_SUFFIX = re.compile(r"(?:\.\d+|-\d{8}(?:\d{2})?)?(?:\.gz)?$")
+
+
+def source_name(path: str) -> str:
+    """The source a file belongs to: its path with rotation and compression suffixes removed,
+    so ``error.log.2.gz``, ``error.log.1`` and ``error.log`` are one nginx's log."""
+    if path == "-":
+        return "stdin"
+    return _ROTATION_SUFFIX.sub("", path) or path
+
+
+def _open(path: str) -> BinaryIO:
+    if path == "-":
+        return sys.stdin.buffer
+    with Path(path).open("rb") as probe:
+        compressed = probe.read(2) == _GZIP_MAGIC
+    if compressed:
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return Path(path).open("rb")
+
+
+def iter_chunks(path: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """The file's bytes in chunks of about ``chunk_size`` (decompressed when gzip)."""
+    stream = _open(path)
+    try:
+        while chunk := stream.read(chunk_size):
+            yield chunk
+    finally:
+        if path != "-":
+            stream.close()

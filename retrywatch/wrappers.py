@@ -1,0 +1,132 @@
+"""Removing the wrappers around nginx error lines: syslog, journal, CRI, docker, compose.
+
+Detection is per line with a per-source memory of the last wrapper seen, so a
+source can be any of them without configuration. CRI ``P`` pieces and docker
+json-file pieces (no trailing ``\\n``) are joined into one line here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from retrywatch.formats import compile_pattern, load_format
+
+__all__ = ["Unwrapped", "Unwrapper"]
+
+_MAX_DEPTH = 3
+#: Wrappers whose shape is unmistakable; the others must reveal an nginx line.
+_DEFINITE = frozenset({"cri", "docker_json", "rfc5424", "rfc3164"})
+
+
+@dataclass(slots=True)
+class Unwrapped:
+    """Lines with wrappers removed, and lines that were wrapped but broken."""
+
+    lines: list[str] = field(default_factory=list)
+    broken: list[tuple[str, str]] = field(default_factory=list)  # (reason, raw line)
+    partial: int = 0  # raw lines that were pieces of a longer line (joined)
+
+
+class Unwrapper:
+    """Per-source state: the wrapper seen last, and partial CRI/docker pieces."""
+
+    def __init__(self, max_line: int = 64 * 1024) -> None:
+        spec = load_format("wrappers")
+        nginx = load_format("nginx_error")
+        self._event_start = compile_pattern(nginx["event_start"])
+        self._patterns: dict[str, Any] = {
+            name: compile_pattern(w["pattern"]) for name, w in spec["wrapper"].items()
+        }
+        self._order = list(self._patterns)
+        self.last: str | None = None
+        self.max_line = max_line
+        self._pieces: list[str] = []
+
+    def is_event_start(self, line: str) -> bool:
+        return self._event_start.match(line) is not None
+
+    def unwrap_lines(self, lines: list[str]) -> Unwrapped:
+        out = Unwrapped()
+        for line in lines:
+            self._one(line, out)
+        return out
+
+    def _one(self, line: str, out: Unwrapped) -> None:
+        if self._event_start.match(line) is not None:
+            out.lines.append(line)
+            return
+        text = line
+        for _ in range(_MAX_DEPTH):
+            found = self._match(text)
+            if found is None:
+                break
+            name, m = found
+            self.last = name
+            if name == "cri":
+                piece = m.group("payload") or ""
+                if m.group("tag") == "P":
+                    self._add_piece(piece, out)
+                    return
+                text = self._join(piece)
+            elif name == "docker_json":
+                try:
+                    record = orjson.loads(text)
+                    piece = record["log"]
+                    if not isinstance(piece, str):
+                        raise TypeError("log is not a string")
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    out.broken.append(("bad_docker_json", line))
+                    return
+                if not piece.endswith("\n"):
+                    self._add_piece(piece, out)
+                    return
+                text = self._join(piece[:-1].removesuffix("\r"))
+            else:
+                text = m.group("payload") or ""
+            if self._event_start.match(text) is not None:
+                break
+        out.lines.append(text)
+
+    def _match(self, text: str) -> tuple[str, Any] | None:
+        order = self._order
+        if self.last is not None:
+            order = [self.last, *(n for n in order if n != self.last)]
+        for name in order:
+            m = self._patterns[name].match(text)
+            if m is None:
+                continue
+            if name in _DEFINITE or self._reveals_event(m.group("payload") or "", _MAX_DEPTH):
+                return name, m
+        return None
+
+    def _reveals_event(self, payload: str, depth: int) -> bool:
+        """Whether a loose wrapper's payload is an nginx line, directly or inside more
+        wrappers; a continuation line such as ``PHP message: ...`` is not unwrapped."""
+        if self._event_start.match(payload) is not None:
+            return True
+        if depth <= 1:
+            return False
+        for name, pattern in self._patterns.items():
+            m = pattern.match(payload)
+            if m is not None and (name in _DEFINITE or self._reveals_event(
+                m.group("payload") or "", depth - 1)):
+                return True
+        return False
+
+    def _add_piece(self, piece: str, out: Unwrapped) -> None:
+        self._pieces.append(piece)
+        out.partial += 1
+        if sum(map(len, self._pieces)) > self.max_line:
+            out.broken.append(("too_long", "".join(self._pieces)[:200]))
+            self._pieces.clear()
+
+    def _join(self, last: str) -> str:
+        if not self._pieces:
+            return last
+        self._pieces.append(last)
+        text = "".join(self._pieces)
+        self._pieces.clear()
+        return text

@@ -14,9 +14,9 @@ that tells a retry loop from one request failing over across many distinct peers
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
 
@@ -67,6 +67,7 @@ class DetectorConfig:
 @dataclass(slots=True)
 class DetectorStats:
     connect_failures: int = 0  # failure lines counted
+    by_kind: Counter[str] = field(default_factory=Counter)  # the same, by kind
     evictions: int = 0  # tracked keys pushed out by the cap
     untracked: int = 0  # failures of new keys not tracked because every slot was firing
     expired: int = 0  # idle keys dropped after the window
@@ -101,6 +102,7 @@ class Detector:
                 continue
             if head.failure:
                 stats.connect_failures += n
+                stats.by_kind[head.failure] += n
                 key = (head.source, head.pid, cid)
                 hit = firing.get(key)
                 if hit is not None:

@@ -31,16 +31,6 @@ def decode(line: bytes) -> str:
     return line.decode("utf-8", "backslashreplace")
 
 
-def _split(data: bytes) -> list[bytes]:
-    if b"\x00" in data:
-        data = data.replace(b"\x00", b"")
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n")
-        if data.endswith(b"\r"):
-            data = data[:-1]
-    return data.split(b"\n")
-
-
 class LineFramer:
     """Splits a byte stream into lines, carrying the partial last line between chunks."""
 
@@ -55,23 +45,24 @@ class LineFramer:
 
     def feed(self, chunk: bytes) -> Framed:
         out = Framed()
-        data = self._pending + chunk if self._pending else chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            self._pending = b"" if self._skipping else data
+        if b"\x00" in chunk:
+            chunk = chunk.replace(b"\x00", b"")
+        if b"\n" not in chunk:
+            self._pending = b"" if self._skipping else self._pending + chunk
             self._check_pending(out)
             return out
-        complete, self._pending = data[:cut], data[cut + 1 :]
+        lines = chunk.split(b"\n")
+        partial = lines.pop()  # the unfinished last line (b"" after a final "\n")
         if self._skipping:
             # The first line ending here is the rest of the over-long line: drop it.
             self._skipping = False
-            first_end = complete.find(b"\n")
-            if first_end < 0:
-                self._check_pending(out)
-                return out
-            complete = complete[first_end + 1 :]
-        lines = _split(complete)
-        if len(complete) > self.max_line and max(map(len, lines)) > self.max_line:
+            del lines[0]
+        elif self._pending:
+            lines[0] = self._pending + lines[0]
+        if b"\r" in chunk or self._pending.endswith(b"\r"):
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        self._pending = partial
+        if len(chunk) > self.max_line and max(map(len, lines), default=0) > self.max_line:
             kept = [line for line in lines if len(line) <= self.max_line]
             out.too_long += len(lines) - len(kept)
             lines = kept
@@ -90,7 +81,7 @@ class LineFramer:
         """The final line without a line end, at the end of input."""
         out = Framed()
         if self._pending:
-            out.lines = _split(self._pending.removesuffix(b"\r"))
+            out.lines = [self._pending.removesuffix(b"\r")]
             self._pending = b""
         self._skipping = False
         return out

@@ -11,6 +11,7 @@ line is an upstream connect failure, which is all the detector needs for most li
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -49,7 +50,7 @@ class EventHead:
                  "source", "text", "time", "ts")
 
     def __init__(self, parser: Parser, text: str, source: str, time: datetime, ts: int,
-                 pid: int, cid: int | None, failure: bool, ended_hint: bool) -> None:
+                 pid: int, cid: int | None, failure: Kind | None, ended_hint: bool) -> None:
         self._parser = parser
         self._event: Event | None = None
         self.text = text
@@ -58,7 +59,7 @@ class EventHead:
         self.ts = ts
         self.pid = pid
         self.cid = cid
-        self.failure = failure  # an upstream connect failure (Event.connect_failure)
+        self.failure = failure  # the kind, when an upstream connect failure (connect_failure)
         self.ended_hint = ended_hint  # may end its connection (Event.ended decides)
         self.lines = text.count("\n") + 1
 
@@ -90,6 +91,9 @@ class Parser:
         self._lua_context = compile_pattern(pats["lua_context"], "re")
         self._ended = compile_pattern(pats["ended"], "re")
         self._times: dict[str, tuple[datetime, int] | None] = {}
+        self._block = _block_pattern(head, spec["kinds"])
+        self._btimes: dict[bytes, tuple[datetime, int]] = {}
+        self._blevels = frozenset(level.encode() for level in spec["levels"])
 
     # -- time -------------------------------------------------------------
     def _time(self, stamp: str) -> tuple[datetime, int] | None:
@@ -131,19 +135,59 @@ class Parser:
         if when is None or level not in self._levels:
             return Unparsed("bad_timestamp" if when is None else "unknown_level", text, source)
         pos = m.end()
+        failure = self._failure_kind(text, pos) if text.startswith(_FAILURE_STARTS, pos) else None
         return EventHead(
             self, text, source, when[0], when[1], int(pid), int(cid) if cid else None,
-            text.startswith(_FAILURE_STARTS, pos) and self._failure_kind(text, pos) is not None,
+            failure if cid else None,
             "closed" in text or "client disconnected" in text or "client timed out" in text,
         )
 
-    def _failure_kind(self, text: str, pos: int) -> Any:
-        """The kind match if the message at ``pos`` is an upstream connect failure."""
+    def scan(self, raws: list[bytes], source: str = "") -> list[EventHead | Unparsed | None]:
+        """:meth:`head` for many distinct single lines at once (one regex pass in C).
+
+        Aligned with ``raws``: an :class:`EventHead` where the detector needs the line (a
+        connect failure, a line that may end a connection, or a line whose time is newer
+        than all before it), ``None`` for a valid event it does not need, and
+        :class:`Unparsed` for a line that is no event.
+        """
+        found = self._block.findall(b"\n".join(raws))
+        if len(found) != len(raws):  # cannot happen (one match per line); stay exact anyway
+            return [self.head(_text(raw), source) for raw in raws]
+        out: list[EventHead | Unparsed | None] = []
+        times = self._btimes
+        levels = self._blevels
+        newest = -1
+        for raw, (stamp, level, pid, cid, fail, timeout) in zip(raws, found, strict=True):
+            when = times.get(stamp) if level in levels else None
+            if when is None:
+                result = self.head(_text(raw), source)
+                if type(result) is EventHead:
+                    times[stamp] = (result.time, result.ts)
+                out.append(result)
+                continue
+            ended = cid != b"" and (b"closed" in raw or b"client disconnected" in raw
+                                    or b"client timed out" in raw)
+            failure: Kind | None = None
+            if cid:
+                if fail:
+                    failure = _KIND_OF_START[fail[:11]]
+                elif timeout and _BCONNECTING in raw:
+                    failure = "upstream_timed_out"
+            if failure or ended or when[1] > newest:
+                if when[1] > newest:
+                    newest = when[1]
+                out.append(EventHead(self, _text(raw), source, when[0], when[1], int(pid),
+                                     int(cid) if cid else None, failure, ended))
+            else:
+                out.append(None)
+        return out
+
+    def _failure_kind(self, text: str, pos: int) -> Kind | None:
+        """The kind if the message at ``pos`` is an upstream connect failure."""
         for name, pattern in self._kinds:
-            km = pattern.match(text, pos)
-            if km is not None:
+            if pattern.match(text, pos) is not None:
                 if name in CONNECT_FAILURE_KINDS or _CONNECTING in text:
-                    return km
+                    return name
                 return None
         return None
 
@@ -246,6 +290,37 @@ def _subsystem(ev: Event, message: str) -> Subsystem | None:
     if ev.upstream is not None:
         return "http" if ev.upstream.startswith(_HTTP_SCHEMES) else "stream"
     return None
+
+
+_BCONNECTING = _CONNECTING.encode()
+_KIND_OF_START: dict[bytes, Kind] = {
+    b"connect() f": "connect_failed", b"connect() t": "connect_to_failed",
+    b"no live ups": "no_live_upstreams"}
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _block_pattern(head: str, kinds: dict[str, str]) -> Any:
+    """One pattern that matches every line of a block of single lines (so ``findall``
+    stays aligned with them), capturing the head fields and the failure kind."""
+    prefix = head.strip().removeprefix("^").removesuffix(r"(?:\x20|\Z)")
+    failing = "|".join(kinds[k] for k in ("connect_failed", "connect_to_failed",
+                                          "no_live_upstreams"))
+    source = (
+        rf"^(?:{prefix}(?=\x20|$)"
+        rf"(?:\x20(?:(?P<fail>{failing})|(?P<timeout>{kinds['upstream_timed_out']})))?)?.*$"
+    )
+    # Only the outer groups are kept: findall returns (stamp, level, pid, cid, fail, timeout).
+    source = _keep_groups(source, ("stamp", "level", "pid", "cid", "fail", "timeout"))
+    return re.compile(source.encode(), re.VERBOSE | re.MULTILINE)
+
+
+def _keep_groups(source: str, keep: tuple[str, ...]) -> str:
+    """Turn every named group not in ``keep`` into a non-capturing one."""
+    return re.sub(r"\(\?P<(\w+)>", lambda m: m.group(0) if m.group(1) in keep else "(?:",
+                  source)
 
 
 def _prefix_problem(text: str) -> str:

@@ -103,45 +103,35 @@ class SourcePipeline:
         """Count identical lines and read each distinct one's head once; ``None`` when a
         line does not start an event (a wrapper, a continuation): the slow path then."""
         counts = Counter(lines)
-        head = self.parser.head
-        name = self.name
-        heads: list[tuple[EventHead, int]] = []
-        rejected: list[tuple[Unparsed, int]] = []
-        for raw, n in counts.items():
-            result = head(decode(raw), name)
-            if type(result) is EventHead:
-                heads.append((result, n))
-            elif self._start(result.line) is None:  # type: ignore[union-attr]
+        raws = list(counts)
+        scanned = self.parser.scan(raws, self.name)
+        for raw, result in zip(raws, scanned, strict=True):
+            if type(result) is Unparsed and self._start(result.line) is None:
                 return None
-            else:
-                rejected.append((result, n))  # type: ignore[arg-type]
         # The last line is held back (continuation lines may follow in the next chunk),
         # and the one held from the previous chunk is released first.
-        last = decode(lines[-1])
-        released, blanks = self._assembler.release(last)
-        batch = Batch()
+        last = lines[-1]
+        released, blanks = self._assembler.release(decode(last))
+        counts[last] -= 1
+        batch = self._heads({released: 1}) if released is not None else Batch()
         stats = self.stats
         if blanks:
             stats.unparsed["blank"] += blanks
-        if released is not None:
-            batch = self._heads({released: 1})
         events = batch.events
-        n_events = n_lines = 0
-        for item, n in heads:
-            if item.text == last:
-                n -= 1
-                if not n:
-                    continue
-            events.append((item, n))
-            n_events += n
-            n_lines += n
-        for bad, n in rejected:
-            if bad.line == last:
-                n -= 1
-            if n:
-                stats.unparsed[bad.reason] += n
+        n_events = 0
+        for raw, result in zip(raws, scanned, strict=True):
+            n = counts[raw]
+            if not n:
+                continue
+            if result is None:
+                n_events += n
+            elif type(result) is EventHead:
+                events.append((result, n))
+                n_events += n
+            else:
+                stats.unparsed[result.reason] += n  # type: ignore[union-attr]
         stats.events += n_events
-        stats.lines_parsed += n_lines
+        stats.lines_parsed += n_events
         return batch
 
     def _finish(self, assembled: Assembled) -> Batch:

@@ -47,6 +47,7 @@ class ReplayResult:
             "bytes_read": sum(s.bytes_read for s in self.sources),
             "events": sum(s.events for s in self.sources),
             "connect_failures": d.connect_failures,
+            "connect_failures_by_kind": dict(sorted(d.by_kind.items())),
             "alerts_fired": d.fired,
             "alerts_resolved": d.resolved,
             "evictions": d.evictions,

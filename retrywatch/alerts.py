@@ -63,6 +63,7 @@ class Alert:
             "errnos": dict(st.errnos),
             "kinds": dict(st.kinds),
             "distinct_requests": len(st.requests),
+            "request_changes": st.request_changes,
             "sample": st.sample,
         }
 

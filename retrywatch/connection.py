@@ -31,9 +31,28 @@ class ConnState:
     """Failures of one (source, pid, cid) while it is tracked."""
 
     __slots__ = (
-        "client", "failures", "first", "first_seen", "host", "key", "kinds", "last",
-        "last_seen", "max_repeat", "peak", "peak_ts", "requests", "sample", "server",
-        "subsystem", "upstream_url", "upstreams", "window", "errnos",
+        "client",
+        "errnos",
+        "failures",
+        "first",
+        "first_seen",
+        "host",
+        "key",
+        "kinds",
+        "last",
+        "last_request",
+        "last_seen",
+        "max_repeat",
+        "peak",
+        "peak_ts",
+        "request_changes",
+        "requests",
+        "sample",
+        "server",
+        "subsystem",
+        "upstream_url",
+        "upstreams",
+        "window",
     )
 
     def __init__(self, key: ConnKey, width: int, ev: Event) -> None:
@@ -51,6 +70,10 @@ class ConnState:
         self.errnos: dict[str, int] = {}
         self.kinds: dict[str, int] = {}
         self.requests: dict[str, int] = {}
+        # How often the failing request changed: a keep-alive connection carrying request
+        # after request, not one request stuck (unbounded, unlike ``requests``).
+        self.request_changes = 0
+        self.last_request: str | None = None
         self.client = ev.client
         self.server = ev.server
         self.host = ev.host
@@ -73,14 +96,17 @@ class ConnState:
             self.first = ts
             self.first_seen = ev.time
         repeat = _bump(self.upstreams, ev.peer or "?", n)
-        if repeat > self.max_repeat:
-            self.max_repeat = repeat
+        self.max_repeat = max(self.max_repeat, repeat)
         kind = ev.kind or "other"
         self.kinds[kind] = self.kinds.get(kind, 0) + n
         if ev.errno is not None:
             _bump(self.errnos, f"{ev.errno}: {ev.errno_text}", n)
         if ev.request is not None:
             _bump(self.requests, ev.request, n)
+            if ev.request != self.last_request:
+                if self.last_request is not None:
+                    self.request_changes += 1
+                self.last_request = ev.request
         if self.client is None:
             self.client = ev.client
         if self.server is None:

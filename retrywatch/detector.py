@@ -132,10 +132,10 @@ class Detector:
                     self._resolve(hit, head.time, "connection_ended", changes)
                 elif tracked.pop(key, None) is not None:
                     stats.ended += 1
-        for key, (st, alert) in touched.items():
-            if key in firing:
-                alert.refresh(st)
-                changes.append(AlertChange("updated", alert))
+        for key, hit in touched.items():
+            if firing.get(key) is hit:  # still the same firing alert (not resolved since)
+                hit[1].refresh(hit[0])
+                changes.append(AlertChange("updated", hit[1]))
         return changes
 
     def advance(self, ts: int, when: datetime) -> list[AlertChange]:
@@ -197,10 +197,10 @@ class Detector:
         entry = self.tracked.get(key)
         if entry is None:
             if n < cfg.threshold:
-                self._track(key, _Pending(head, n))
+                self._track(key, _Pending(head, n), n)
                 return None
             st = ConnState(key, cfg.window, head.event())
-            return st if self._track(key, st) else None
+            return st if self._track(key, st, n) else None
         self.tracked.move_to_end(key)
         if type(entry) is not _Pending:
             return entry  # type: ignore[return-value]
@@ -208,8 +208,7 @@ class Detector:
         if entry.n + n < cfg.threshold and oldest > head.ts - cfg.window:
             entry.entries.append((head, n))
             entry.n += n
-            if head.ts > entry.last:
-                entry.last = head.ts
+            entry.last = max(entry.last, head.ts)
             return None
         first = entry.entries[0][0].event()
         st = ConnState(key, cfg.window, first)
@@ -218,9 +217,9 @@ class Detector:
         self.tracked[key] = st
         return st
 
-    def _track(self, key: ConnKey, entry: ConnState | _Pending) -> bool:
+    def _track(self, key: ConnKey, entry: ConnState | _Pending, n: int) -> bool:
         if len(self.tracked) + len(self.firing) >= self.config.max_tracked and not self._evict():
-            self.stats.untracked += entry.n if type(entry) is _Pending else 1
+            self.stats.untracked += n
             return False
         self.tracked[key] = entry
         return True

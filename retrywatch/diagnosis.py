@@ -37,6 +37,11 @@ def _peers(st: ConnState) -> str:
     return text + (f" and {more} more" if more > 0 else "")
 
 
+#: The upstream module (directive prefix) of each ``upstream:`` scheme.
+_MODULES = {"grpc": "grpc", "grpcs": "grpc", "fastcgi": "fastcgi", "uwsgi": "uwsgi",
+            "suwsgi": "uwsgi", "scgi": "scgi", "memcached": "memcached"}
+
+
 def diagnose(st: ConnState) -> Diagnosis:
     """The likely cause and the fix for a connection whose failures crossed the threshold."""
     seconds = st.last - st.first + 1
@@ -44,10 +49,13 @@ def diagnose(st: ConnState) -> Diagnosis:
         f"{st.failures:,} connect failures in {seconds:,} s (peak {st.peak:,}/s) "
         f"against {_peers(st)}"
     )
-    scheme = (st.upstream_url or "").split("://", 1)[0]
-    directive = "grpc_next_upstream_tries" if scheme in ("grpc", "grpcs") else (
-        "proxy_next_upstream_tries")
-    requests = len(st.requests)
+    scheme = (st.upstream_url or "").split("://", 1)[0] if "://" in (st.upstream_url or "") else ""
+    module = _MODULES.get(scheme, "proxy")
+    tries = f"{module}_next_upstream_tries"
+    timeout = f"{module}_next_upstream_timeout"
+    connect_timeout = f"{module}_connect_timeout"
+    ingress = module == "proxy"
+    requests = st.request_changes + 1
 
     if _share(st, "connect_to_failed") >= 0.5 and st.peak >= SYNC_LOOP_PER_SECOND:
         return Diagnosis(
@@ -55,28 +63,30 @@ def diagnose(st: ConnState) -> Diagnosis:
             f"connect() fails at once ({_top(st.errnos)}) and nginx retries inside one event: "
             f"the worker is stuck in a synchronous loop, blocking every other connection it "
             f"serves, and its clock is frozen (the lines share one second). {what}.",
-            f"Bound the retries now: {directive} 3; (and with a Lua balancer call "
+            f"Bound the retries now: {tries} 3; (and with a Lua balancer call "
             "set_more_tries() only while a try budget remains). Then repair the address "
             "itself: a stale unix socket, an unroutable or unassignable address.",
+        )
+    if st.subsystem == "http" and requests >= KEEPALIVE_MIN_REQUESTS and (
+        st.failures <= requests * max(len(st.upstreams), 1) * 3
+    ):
+        return Diagnosis(
+            "keepalive_failing_requests",
+            f"A keep-alive connection carries many different requests ({requests:,}) and "
+            f"each one fails a bounded number of times: the upstream is down, but this is not "
+            f"a retry loop. {what}.",
+            "Restore the upstream (check its pods or processes and its port); make nginx stop "
+            "sending to dead peers sooner (max_fails/fail_timeout, readiness probes).",
         )
     if _share(st, "upstream_timed_out") >= 0.5:
         return Diagnosis(
             "slow_timeout_loop",
             "The connection keeps retrying peers that never answer the SYN "
-            f"({_top(st.errnos)}): one try per proxy_connect_timeout, without end. {what}.",
-            f"Set {directive} 3; and proxy_next_upstream_timeout (e.g. 30s) so a request "
-            "gives up; lower proxy_connect_timeout (ingress-nginx: proxy-connect-timeout) "
-            "and remove the dead peers (readiness probes, max_fails).",
-        )
-    if st.subsystem == "http" and requests >= KEEPALIVE_MIN_REQUESTS and (
-        st.failures <= requests * max(len(st.upstreams), 1) * 2
-    ):
-        return Diagnosis(
-            "keepalive_failing_requests",
-            f"A keep-alive connection carries many different requests ({requests}) and each "
-            f"one fails: the upstream is down, but this is not a retry loop. {what}.",
-            "Restore the upstream (check its pods or processes and its port); make nginx stop "
-            "sending to dead peers sooner (max_fails/fail_timeout, readiness probes).",
+            f"({_top(st.errnos)}): one try per {connect_timeout}, without end. {what}.",
+            f"Set {tries} 3; and {timeout} (e.g. 30s) so a request gives up; lower "
+            f"{connect_timeout}"
+            + (" (ingress-nginx: proxy-connect-timeout)" if ingress else "")
+            + " and remove the dead peers (readiness probes, max_fails).",
         )
     if st.subsystem == "stream":
         return Diagnosis(
@@ -93,17 +103,17 @@ def diagnose(st: ConnState) -> Diagnosis:
         return Diagnosis(
             "http_retry_loop",
             "One HTTP request retries its dead upstreams without end: a balancer "
-            "(balancer_by_lua) adds a try on every attempt while "
-            f"{directive} is 0 (unlimited). {what}.",
-            f"Set {directive} 3; (and proxy_next_upstream_timeout) in the location; in Lua "
-            "call set_more_tries() only while a budget remains. ingress-nginx: "
-            "proxy-next-upstream-tries. Then restore the upstream.",
+            f"(balancer_by_lua) adds a try on every attempt while {tries} is 0 "
+            f"(unlimited). {what}.",
+            f"Set {tries} 3; (and {timeout}) in the location; in Lua call set_more_tries() "
+            "only while a budget remains."
+            + (" ingress-nginx: proxy-next-upstream-tries." if ingress else "")
+            + " Then restore the upstream.",
         )
     return Diagnosis(
         "retry_loop",
         f"One connection keeps retrying upstreams that refuse it. {what}.",
-        "Cap the retries (proxy_next_upstream_tries 3; proxy_next_upstream_timeout) and "
-        "restore the upstream.",
+        f"Cap the retries ({tries} 3; {timeout}) and restore the upstream.",
     )
 
 

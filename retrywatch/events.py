@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 __all__ = ["CONNECT_FAILURE_KINDS", "Event", "Kind", "Subsystem", "Unparsed"]
 
-Kind = Literal["connect_failed", "connect_to_failed", "upstream_timed_out", "no_live_upstreams", "other"]
+Kind = Literal[
+    "connect_failed", "connect_to_failed", "upstream_timed_out", "no_live_upstreams", "other"
+]
 Subsystem = Literal["http", "stream", "mail"]
 
 #: Kinds that are always an upstream connect failure (a timeout is one only

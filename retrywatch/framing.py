@@ -62,7 +62,8 @@ class LineFramer:
         if b"\r" in chunk or self._pending.endswith(b"\r"):
             lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
         self._pending = partial
-        if len(chunk) > self.max_line and max(map(len, lines), default=0) > self.max_line:
+        longest_possible = len(chunk) + len(lines[0]) if lines else 0
+        if longest_possible > self.max_line and max(map(len, lines), default=0) > self.max_line:
             kept = [line for line in lines if len(line) <= self.max_line]
             out.too_long += len(lines) - len(kept)
             lines = kept

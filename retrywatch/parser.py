@@ -174,8 +174,7 @@ class Parser:
                 elif timeout and _BCONNECTING in raw:
                     failure = "upstream_timed_out"
             if failure or ended or when[1] > newest:
-                if when[1] > newest:
-                    newest = when[1]
+                newest = max(newest, when[1])
                 out.append(EventHead(self, _text(raw), source, when[0], when[1], int(pid),
                                      int(cid) if cid else None, failure, ended))
             else:

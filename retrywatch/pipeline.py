@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import tzinfo
-from typing import Any
 
 from retrywatch.assemble import Assembled, EventAssembler
 from retrywatch.events import Event, Unparsed
@@ -105,7 +104,7 @@ class SourcePipeline:
         counts = Counter(lines)
         raws = list(counts)
         scanned = self.parser.scan(raws, self.name)
-        for raw, result in zip(raws, scanned, strict=True):
+        for result in scanned:
             if type(result) is Unparsed and self._start(result.line) is None:
                 return None
         # The last line is held back (continuation lines may follow in the next chunk),

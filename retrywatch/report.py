@@ -29,41 +29,56 @@ def render_jsonl(alerts: list[Alert], stats: dict[str, Any], out: TextIO) -> Non
 
 def _upstreams(d: dict[str, Any]) -> str:
     items = list(d["upstreams"].items())
-    text = "\n".join(f"{addr} ×{count:,}" for addr, count in items[:3])
+    text = "\n".join(f"{addr} x{count:,}" for addr, count in items[:3])
     if len(items) > 3:
-        text += f"\n… {len(items) - 3} more"
+        text += f"\n+{len(items) - 3} more"
     return text
 
 
+def _clock(iso: str) -> str:
+    return iso[11:19]
+
+
 def render_table(alerts: list[Alert], stats: dict[str, Any], out: TextIO) -> None:
-    console = Console(file=out, width=max(Console(file=out).width, 120))
+    """A table of the runaway connections, then each one's cause and fix."""
+    console = Console(file=out, width=max(Console(file=out).width, 120), highlight=False)
     if alerts:
         table = Table(title=f"Runaway connections: {len(alerts)}", show_lines=True)
-        for col in ("state", "connection", "client → server", "upstreams", "failures",
-                    "peak/s", "first → last seen", "diagnosis"):
+        for col in ("state", "connection", "client -> server / request", "upstreams",
+                    "failures", "peak/s", "seen (event time)", "diagnosis"):
             table.add_column(col, overflow="fold")
         for alert in alerts:
             d = alert.to_dict()
             target = d["server"] or ""
             if d["request"]:
                 target += f"\n{d['request']}"
-            diag = d["diagnosis"] or {}
+            state = "[red]firing[/red]" if d["state"] == "firing" else (
+                f"resolved\n({d['resolved_reason']})")
             table.add_row(
-                d["state"],
-                f"*{d['cid']} pid {d['pid']}\n{d['source']}\n{d['subsystem'] or ''}",
-                f"{d['client']} → {target}",
+                state,
+                f"*{d['cid']} pid {d['pid']}\n{d['subsystem'] or ''}",
+                f"{d['client']} -> {target}",
                 _upstreams(d),
                 f"{d['failures']:,}",
                 f"{d['peak_per_second']:,}",
-                f"{d['first_seen']}\n{d['last_seen']}",
-                f"[b]{diag.get('code', '')}[/b]\nfix: {diag.get('fix', '')}",
+                f"{d['first_seen'][:10]}\n{_clock(d['first_seen'])} -> "
+                f"{_clock(d['last_seen'])}\n({d['duration_seconds']:,} s)",
+                (d["diagnosis"] or {}).get("code", ""),
             )
         console.print(table)
+        for alert in alerts:
+            d = alert.to_dict()
+            diag = d["diagnosis"] or {}
+            console.print(f"\n[b]*{d['cid']}[/b] (pid {d['pid']}, {d['source']}): "
+                          f"{diag.get('cause', '')}")
+            console.print(f"  [b]Fix:[/b] {diag.get('fix', '')}")
     else:
-        console.print("[green]No runaway connections.[/green]")
+        console.print("No runaway connections.")
+    by_kind = ", ".join(f"{k} {v:,}" for k, v in stats.get("connect_failures_by_kind", {}).items())
     console.print(
-        f"lines {stats['lines_read']:,} (parsed {stats['lines_parsed']:,}, unparsed "
-        f"{stats['lines_unparsed']:,}), connect failures {stats['connect_failures']:,}, "
-        f"alerts fired {stats['alerts_fired']}, resolved {stats['alerts_resolved']}"
-        + (f", {stats['lines_per_second']:,.0f} lines/s" if "lines_per_second" in stats else "")
+        f"\nlines {stats['lines_read']:,} (parsed {stats['lines_parsed']:,}, unparsed "
+        f"{stats['lines_unparsed']:,}); connect failures {stats['connect_failures']:,}"
+        + (f" ({by_kind})" if by_kind else "")
+        + f"; alerts fired {stats['alerts_fired']}, resolved {stats['alerts_resolved']}"
+        + (f"; {stats['lines_per_second']:,} lines/s" if "lines_per_second" in stats else "")
     )

@@ -61,12 +61,14 @@ class SecondWindow:
             self._total -= buckets.popleft()[1]
 
     def count(self, now: int | None = None) -> int:
-        """Events in ``(now - width, now]``; ``now`` defaults to the newest second seen."""
-        if now is not None:
-            self._expire(now)
-            if self._buckets and self._buckets[-1][0] > now:
-                return sum(c for s, c in self._buckets if s <= now)
-        return self._total
+        """Events in ``(now - width, now]``; ``now`` defaults to the newest second seen.
+
+        A query: asking about another second changes nothing.
+        """
+        if now is None:
+            return self._total
+        edge = now - self.width
+        return sum(c for s, c in self._buckets if edge < s <= now)
 
     @property
     def newest(self) -> int | None:

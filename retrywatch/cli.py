@@ -46,12 +46,20 @@ def parse(files: tuple[str, ...], tz: Any) -> None:
     Unparsed lines print as {"unparsed": true, "reason": ..., "line": ...}.
     """
     from retrywatch.parser import Parser
-    from retrywatch.pipeline import SourcePipeline
-    from retrywatch.sources.files import iter_chunks, source_name
 
     out = sys.stdout.buffer
     parser = Parser(tz)
-    for path in files or ("-",):
+    try:
+        _print_events(list(files) or ["-"], parser, out)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _print_events(files: list[str], parser: Any, out: Any) -> None:
+    from retrywatch.pipeline import SourcePipeline
+    from retrywatch.sources.files import iter_chunks, source_name
+
+    for path in files:
         pipe = SourcePipeline(source_name(path), parser, ordered=True)
         for chunk in [*iter_chunks(path), None]:
             batch = pipe.feed(chunk) if chunk is not None else pipe.flush()

@@ -171,14 +171,12 @@ class Detector:
                 break
             del tracked[key]
             self.stats.expired += 1
+        # Firing keys are few: check them all (their order of update is not the order of
+        # their last failure when workers' clocks differ by a second).
         quiet_edge = ts - self.config.resolve_after
         firing = self.firing
-        while firing:
-            key = next(iter(firing))
-            st, alert = firing[key]
-            if st.last > quiet_edge:
-                break
-            del firing[key]
+        for key in [k for k, (st, _) in firing.items() if st.last <= quiet_edge]:
+            st, alert = firing.pop(key)
             quiet_at = when - timedelta(seconds=ts - st.last - self.config.resolve_after)
             self._resolve((st, alert), quiet_at, "quiet", changes)
 
@@ -195,6 +193,11 @@ class Detector:
         (or no slot was free)."""
         cfg = self.config
         entry = self.tracked.get(key)
+        if entry is not None and entry.last <= head.ts - cfg.window:
+            # Idle for a whole window: a fresh start, whether or not the sweep got to it.
+            del self.tracked[key]
+            self.stats.expired += 1
+            entry = None
         if entry is None:
             if n < cfg.threshold:
                 self._track(key, _Pending(head, n), n)

@@ -72,7 +72,8 @@ class LineFramer:
         return out
 
     def _check_pending(self, out: Framed) -> None:
-        if len(self._pending) > self.max_line:
+        size = len(self._pending) - self._pending.endswith(b"\r")  # a CR of CRLF is no byte
+        if size > self.max_line:
             # The line in progress is already too long: count it once, drop it to its end.
             out.too_long += 1
             self._pending = b""
@@ -92,4 +93,4 @@ def frame_datagram(payload: bytes, max_line: int = DEFAULT_MAX_LINE) -> Framed:
     """A datagram is one record: trailing line ends dropped, never joined to the next."""
     if len(payload) > max_line:
         return Framed(too_long=1)
-    return Framed(lines=[payload.rstrip(b"\r\n").replace(b"\x00", b"")])
+    return Framed(lines=[payload.replace(b"\x00", b"").rstrip(b"\r\n")])

@@ -24,6 +24,13 @@ _HTTP_SCHEMES = ("http://", "https://", "grpc://", "grpcs://", "fastcgi://", "uw
                  "scgi://", "memcached://")
 _TAIL_KEY = ", client: "
 _CONNECTING = " while connecting to upstream"
+_CONNECTING_TAIL = _CONNECTING + _TAIL_KEY
+
+
+def _while_connecting(text: str) -> bool:
+    """A timeout is a connect failure only when nginx's action (the context right before
+    the tail, or at the end) is connecting: not a Host header that says so."""
+    return _CONNECTING_TAIL in text or text.endswith(_CONNECTING)
 _FAILURE_STARTS = ("connect() ", "no live upstreams", "upstream timed out (")
 
 
@@ -171,7 +178,7 @@ class Parser:
             if cid:
                 if fail:
                     failure = _KIND_OF_START[fail[:11]]
-                elif timeout and _BCONNECTING in raw:
+                elif timeout and (_BCONNECTING_TAIL in raw or raw.endswith(_BCONNECTING)):
                     failure = "upstream_timed_out"
             if failure or ended or when[1] > newest:
                 newest = max(newest, when[1])
@@ -181,11 +188,29 @@ class Parser:
                 out.append(None)
         return out
 
+    def failure_fields(self, head: EventHead) -> tuple[str | None, str | None, int | None]:
+        """``(peer, server, errno)`` of a connect-failure line, cheaper than :meth:`parse`
+        when the line has the common tail (the fields are the same)."""
+        text = head.text
+        start = text.find(": ", 20) + 2
+        if head.failure == "connect_to_failed" or "\n" in text:
+            ev = head.event()
+            return ev.peer, ev.server, ev.errno
+        pos = text.rfind(_TAIL_KEY, start)
+        tail = self._fast_tail.match(text, pos) if pos >= 0 else None
+        if tail is None:
+            ev = head.event()
+            return ev.peer, ev.server, ev.errno
+        upstream = tail.group("upstream") or tail.group("upstream_bare")
+        em = self._errno.search(text, start, pos)
+        return (peer_of(upstream) if upstream is not None else None, tail.group("server"),
+                int(em.group("errno")) if em is not None else None)
+
     def _failure_kind(self, text: str, pos: int) -> Kind | None:
         """The kind if the message at ``pos`` is an upstream connect failure."""
         for name, pattern in self._kinds:
             if pattern.match(text, pos) is not None:
-                if name in CONNECT_FAILURE_KINDS or _CONNECTING in text:
+                if name in CONNECT_FAILURE_KINDS or _while_connecting(text):
                     return name
                 return None
         return None
@@ -268,7 +293,7 @@ class Parser:
                     ev.errno_text = found["errno_text"]
                 if found.get("peer") is not None:
                     ev.peer = found["peer"]
-                ev.connect_failure = name in CONNECT_FAILURE_KINDS or _CONNECTING in ev.line
+                ev.connect_failure = name in CONNECT_FAILURE_KINDS or _while_connecting(ev.line)
                 return
         if ": " in message:
             em = self._errno.search(message)
@@ -292,6 +317,7 @@ def _subsystem(ev: Event, message: str) -> Subsystem | None:
 
 
 _BCONNECTING = _CONNECTING.encode()
+_BCONNECTING_TAIL = _CONNECTING_TAIL.encode()
 _KIND_OF_START: dict[bytes, Kind] = {
     b"connect() f": "connect_failed", b"connect() t": "connect_to_failed",
     b"no live ups": "no_live_upstreams"}

@@ -66,8 +66,12 @@ class SourcePipeline:
         return batch
 
     def flush(self) -> Batch:
-        """End of input (or a quiet source): release the held line and event."""
+        """End of input (or a quiet source): release the held line, pieces and event."""
         batch = self._lines(self._framer.flush())
+        held, pieces = self._unwrapper.flush()
+        if held:
+            self.stats.lines_parsed += pieces  # leading pieces of the lines released now
+            _extend(batch, self._finish(self._assembler.feed(held)))
         tail = self._finish(self._assembler.flush())
         _extend(batch, tail)
         return batch

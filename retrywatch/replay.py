@@ -58,8 +58,9 @@ class ReplayResult:
         }
 
 
-def _batches(path: str, pipe: SourcePipeline, chunk_size: int) -> Iterator[Batch]:
-    for chunk in iter_chunks(path, chunk_size):
+def _batches(path: str, pipe: SourcePipeline, chunk_size: int,
+             on_raw: Callable[[int], None] | None) -> Iterator[Batch]:
+    for chunk in iter_chunks(path, chunk_size, on_raw):
         batch = pipe.feed(chunk)
         if batch.events or batch.unparsed:
             yield batch
@@ -73,12 +74,22 @@ def replay(
     config: DetectorConfig | None = None,
     chunk_size: int = CHUNK_SIZE,
     on_change: Callable[[AlertChange], None] | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
+    on_raw: Callable[[int], None] | None = None,
+    names: list[str] | None = None,
+    parser: Parser | None = None,
 ) -> ReplayResult:
-    """Run every file through parsing and detection; return all alerts (firing or resolved)."""
-    parser = Parser(tz)
+    """Run every file through parsing and detection; return all alerts (firing or resolved).
+
+    ``on_batch`` sees each batch before the detector (analysis taps it); ``on_raw`` is told
+    the file bytes consumed (progress); ``names`` overrides each file's source name.
+    """
+    parser = parser or Parser(tz)
     detector = Detector(config)
-    pipes = [SourcePipeline(source_name(p), parser) for p in paths]
-    streams = [_batches(p, pipe, chunk_size) for p, pipe in zip(paths, pipes, strict=True)]
+    names = names or [source_name(p) for p in paths]
+    pipes = [SourcePipeline(name, parser) for name in names]
+    streams = [_batches(p, pipe, chunk_size, on_raw)
+               for p, pipe in zip(paths, pipes, strict=True)]
     heap: list[tuple[int, int, Batch]] = []
 
     def pull(i: int) -> None:
@@ -93,6 +104,8 @@ def replay(
     n_changes = 0
     while heap:
         _, i, batch = heapq.heappop(heap)
+        if on_batch is not None:
+            on_batch(batch)
         for change in detector.process(batch.events):
             n_changes += 1
             alerts[change.alert.id] = change.alert

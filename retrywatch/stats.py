@@ -19,7 +19,6 @@ class SourceStats:
     lines_parsed: int = 0
     events: int = 0
     unparsed: Counter[str] = field(default_factory=Counter)  # reason -> lines
-    wrapped: Counter[str] = field(default_factory=Counter)  # wrapper -> lines
 
     @property
     def lines_unparsed(self) -> int:

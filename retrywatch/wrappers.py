@@ -26,8 +26,8 @@ class Unwrapped:
     """Lines with wrappers removed, and lines that were wrapped but broken."""
 
     lines: list[str] = field(default_factory=list)
-    broken: list[tuple[str, str]] = field(default_factory=list)  # (reason, raw line)
-    partial: int = 0  # raw lines that were pieces of a longer line (joined)
+    broken: list[tuple[str, str]] = field(default_factory=list)  # (reason, raw line), one a line
+    partial: int = 0  # raw lines that were leading pieces of a line joined in ``lines``
 
 
 class Unwrapper:
@@ -43,7 +43,9 @@ class Unwrapper:
         self._order = list(self._patterns)
         self.last: str | None = None
         self.max_line = max_line
-        self._pieces: list[str] = []
+        # Pieces of a split line, per stream (a pod's stdout and stderr interleave).
+        self._pieces: dict[str, list[str]] = {}
+        self._dropping: set[str] = set()
 
     def is_event_start(self, line: str) -> bool:
         return self._event_start.match(line) is not None
@@ -67,10 +69,14 @@ class Unwrapper:
             self.last = name
             if name == "cri":
                 piece = m.group("payload") or ""
+                stream = "cri:" + m.group("stream")
                 if m.group("tag") == "P":
-                    self._add_piece(piece, out)
+                    self._add_piece(stream, piece, out)
                     return
-                text = self._join(piece)
+                joined = self._join(stream, piece, out)
+                if joined is None:
+                    return
+                text = joined
             elif name == "docker_json":
                 try:
                     record = orjson.loads(text)
@@ -80,10 +86,14 @@ class Unwrapper:
                 except (orjson.JSONDecodeError, KeyError, TypeError):
                     out.broken.append(("bad_docker_json", line))
                     return
+                stream = "docker:" + str(record.get("stream", ""))
                 if not piece.endswith("\n"):
-                    self._add_piece(piece, out)
+                    self._add_piece(stream, piece, out)
                     return
-                text = self._join(piece[:-1].removesuffix("\r"))
+                joined = self._join(stream, piece[:-1].removesuffix("\r"), out)
+                if joined is None:
+                    return
+                text = joined
             else:
                 text = m.group("payload") or ""
             if self._event_start.match(text) is not None:
@@ -116,17 +126,35 @@ class Unwrapper:
                 return True
         return False
 
-    def _add_piece(self, piece: str, out: Unwrapped) -> None:
-        self._pieces.append(piece)
-        out.partial += 1
-        if sum(map(len, self._pieces)) > self.max_line:
-            out.broken.append(("too_long", "".join(self._pieces)[:200]))
-            self._pieces.clear()
-
-    def _join(self, last: str) -> str:
-        if not self._pieces:
-            return last
-        self._pieces.append(last)
-        text = "".join(self._pieces)
+    def flush(self) -> tuple[list[str], int]:
+        """End of input: the pieces of lines whose last piece never came, joined, and how
+        many raw lines they span beyond one each."""
+        lines = ["".join(pieces) for pieces in self._pieces.values() if pieces]
+        extra = sum(len(pieces) for pieces in self._pieces.values()) - len(lines)
         self._pieces.clear()
-        return text
+        self._dropping.clear()
+        return lines, extra
+
+    def _add_piece(self, stream: str, piece: str, out: Unwrapped) -> None:
+        if stream in self._dropping:
+            out.broken.append(("too_long", piece[:200]))
+            return
+        pieces = self._pieces.setdefault(stream, [])
+        pieces.append(piece)
+        if sum(map(len, pieces)) > self.max_line:
+            out.broken.extend(("too_long", p[:200]) for p in pieces)
+            del self._pieces[stream]
+            self._dropping.add(stream)  # the rest of this line, up to its last piece
+
+    def _join(self, stream: str, last: str, out: Unwrapped) -> str | None:
+        """The whole line ending with ``last``; ``None`` for the end of a dropped one."""
+        if stream in self._dropping:
+            self._dropping.discard(stream)
+            out.broken.append(("too_long", last[:200]))
+            return None
+        pieces = self._pieces.pop(stream, None)
+        if not pieces:
+            return last
+        out.partial += len(pieces)
+        pieces.append(last)
+        return "".join(pieces)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,11 +35,22 @@ def _open(path: str) -> BinaryIO:
     return Path(path).open("rb")
 
 
-def iter_chunks(path: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-    """The file's bytes in chunks of about ``chunk_size`` (decompressed when gzip)."""
+def iter_chunks(path: str, chunk_size: int = CHUNK_SIZE,
+                on_raw: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    """The file's bytes in chunks of about ``chunk_size`` (decompressed when gzip).
+
+    ``on_raw`` is told how many bytes of the file itself each chunk consumed (compressed
+    bytes for gzip), for progress against the files' sizes.
+    """
     stream = _open(path)
+    raw = getattr(stream, "fileobj", stream)  # a GzipFile reads from .fileobj
+    done = 0
     try:
         while chunk := stream.read(chunk_size):
+            if on_raw is not None and path != "-":
+                pos = raw.tell()
+                on_raw(pos - done)
+                done = pos
             yield chunk
     finally:
         if path != "-":

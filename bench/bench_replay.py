@@ -195,9 +195,9 @@ def pin_prefix(cpu: str | None) -> tuple[list[str], str]:
     return [taskset, "-c", cpu], f"pinned to CPU {cpu} with taskset"
 
 
-def retrywatch_tool(file: Path) -> Tool:
-    """The console script if it answers ``replay --help``, else ``python -m retrywatch``."""
-    label = "retrywatch replay --format json"
+def retrywatch_tool(file: Path, command: str = "replay", key: str = "retrywatch") -> Tool:
+    """The console script if it answers ``COMMAND --help``, else ``python -m retrywatch``."""
+    label = f"retrywatch {command} --format json"
     candidates: list[list[str]] = []
     script = shutil.which("retrywatch")
     if script:
@@ -205,11 +205,11 @@ def retrywatch_tool(file: Path) -> Tool:
     candidates.append([sys.executable, "-m", "retrywatch"])
     notes = []
     for base in candidates:
-        ok, detail = probe([*base, "replay", "--help"])
+        ok, detail = probe([*base, command, "--help"])
         if ok:
-            return Tool("retrywatch", label, [*base, "replay", "--format", "json", str(file)])
-        notes.append(f"`{shlex.join([*base, 'replay', '--help'])}` failed: {detail}")
-    return Tool("retrywatch", label, None, note="; ".join(notes))
+            return Tool(key, label, [*base, command, "--format", "json", str(file)])
+        notes.append(f"`{shlex.join([*base, command, '--help'])}` failed: {detail}")
+    return Tool(key, label, None, note="; ".join(notes))
 
 
 def make_tools(file: Path, shared: Path, wanted: set[str]) -> list[Tool]:
@@ -235,6 +235,8 @@ def make_tools(file: Path, shared: Path, wanted: set[str]) -> list[Tool]:
         tools.append(Tool("mtail", "mtail --one_shot", None, note=why))
     if "retrywatch" in wanted:
         tools.append(retrywatch_tool(file))
+    if "analyze" in wanted:
+        tools.append(retrywatch_tool(file, "analyze", "analyze"))
     return [t for t in tools if t.key in wanted or t.key == "true"]
 
 
@@ -322,14 +324,14 @@ def sample_of(cids: set[str], k: int = 5) -> str:
     return ", ".join(sorted(cids, key=int)[:k]) + (" ..." if len(cids) > k else "")
 
 
-def check_retrywatch(outdir: Path, summary: Summary) -> list[Check]:
+def check_retrywatch(outdir: Path, summary: Summary, key: str = "retrywatch") -> list[Check]:
     try:
-        doc = json.loads((outdir / "retrywatch.out").read_bytes())
+        doc = json.loads((outdir / f"{key}.out").read_bytes())
         flagged = flagged_cids(doc["alerts"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return [
             Check(
-                "retrywatch",
+                key,
                 "flagged == runaway",
                 False,
                 f"could not read {{'alerts': [...]}} from its output: {exc!r}",
@@ -343,11 +345,11 @@ def check_retrywatch(outdir: Path, summary: Summary) -> list[Check]:
     if extra:
         detail += f"; extra {len(extra)}: {sample_of(extra)}"
     checks = [
-        Check("retrywatch", "flagged cids == runaway cids", not missing and not extra, detail)
+        Check(key, "flagged cids == runaway cids", not missing and not extra, detail)
     ]
     # The generator counts the two connect() forms; retrywatch also counts "no live
     # upstreams" and timeouts while connecting, so compare the two forms by kind.
-    stats = doc.get("stats") if isinstance(doc, dict) else None
+    stats = (doc.get("stats") or doc.get("summary")) if isinstance(doc, dict) else None
     by_kind = stats.get("connect_failures_by_kind") if isinstance(stats, dict) else None
     got = (
         by_kind.get("connect_failed", 0) + by_kind.get("connect_to_failed", 0)
@@ -357,7 +359,7 @@ def check_retrywatch(outdir: Path, summary: Summary) -> list[Check]:
     want = summary["connect_failed_all"]
     checks.append(
         Check(
-            "retrywatch",
+            key,
             "connect_failed + connect_to_failed == connect_failed_all",
             None if got is None else got == want,
             f"{got} vs {want}",
@@ -367,7 +369,7 @@ def check_retrywatch(outdir: Path, summary: Summary) -> list[Check]:
     wrong = {cid for cid in truth & flagged if failures.get(cid) != summary["runaway"][cid]}
     checks.append(
         Check(
-            "retrywatch",
+            key,
             "each alert's failures == the generator's count",
             not wrong,
             f"{len(truth & flagged) - len(wrong)} of {len(truth & flagged)} equal",
@@ -381,6 +383,7 @@ CHECKERS: dict[str, Callable[[Path, Summary], list[Check]]] = {
     "grep": check_grep,
     "mtail": check_mtail,
     "retrywatch": check_retrywatch,
+    "analyze": lambda outdir, summary: check_retrywatch(outdir, summary, "analyze"),
 }
 
 
@@ -508,8 +511,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--tools",
-        default="wc,grep,mtail,retrywatch",
-        help="comma-separated subset of wc,grep,mtail,retrywatch",
+        default="wc,grep,mtail,retrywatch,analyze",
+        help="comma-separated subset of wc,grep,mtail,retrywatch,analyze",
     )
     ap.add_argument(
         "--json",
@@ -580,7 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print_table(result, sys.stdout)
     rw_bad = any(
-        c.tool == "retrywatch" and c.what.startswith("flagged") and c.ok is False for c in checks
+        c.tool in ("retrywatch", "analyze") and c.what.startswith("flagged") and c.ok is False
+        for c in checks
     )
     return 1 if rw_bad else 0
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -71,35 +73,49 @@ def _print_events(files: list[str], parser: Any, out: Any) -> None:
     out.flush()
 
 
+def detector_options(func: Any) -> Any:
+    """The detector's thresholds, shared by the commands that run it."""
+    options = [
+        click.option("--window", type=click.IntRange(min=1), default=_DEFAULTS.window,
+                     show_default=True, help="Sliding window, seconds of event time."),
+        click.option("--threshold", type=click.IntRange(min=1), default=_DEFAULTS.threshold,
+                     show_default=True,
+                     help="Connect failures within the window that make a connection runaway."),
+        click.option("--min-repeat", type=click.IntRange(min=1), default=_DEFAULTS.min_repeat,
+                     show_default=True, help="...and failures against one peer (repetition)."),
+        click.option("--resolve-after", type=click.IntRange(min=1),
+                     default=_DEFAULTS.resolve_after, show_default=True,
+                     help="Seconds of event time without a failure before an alert resolves."),
+        click.option("--max-tracked", type=click.IntRange(min=1),
+                     default=_DEFAULTS.max_tracked, show_default=True,
+                     help="Connection keys tracked at once (then evicted)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _config(opts: dict[str, Any]) -> DetectorConfig:
+    return DetectorConfig(window=opts["window"], threshold=opts["threshold"],
+                          min_repeat=opts["min_repeat"], resolve_after=opts["resolve_after"],
+                          max_tracked=opts["max_tracked"])
+
+
 @main.command()
 @click.argument("files", nargs=-1)
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "jsonl"]), default="table",
               show_default=True, help="Output: a table, one JSON document, or JSON Lines.")
-@click.option("--window", type=click.IntRange(min=1), default=_DEFAULTS.window,
-              show_default=True, help="Sliding window, seconds of event time.")
-@click.option("--threshold", type=click.IntRange(min=1), default=_DEFAULTS.threshold,
-              show_default=True, help="Connect failures within the window that make a "
-              "connection runaway.")
-@click.option("--min-repeat", type=click.IntRange(min=1), default=_DEFAULTS.min_repeat,
-              show_default=True, help="...and failures against one peer (repetition).")
-@click.option("--resolve-after", type=click.IntRange(min=1),
-              default=_DEFAULTS.resolve_after, show_default=True,
-              help="Seconds of event time without a failure before an alert resolves.")
-@click.option("--max-tracked", type=click.IntRange(min=1), default=_DEFAULTS.max_tracked,
-              show_default=True, help="Connection keys tracked at once (then evicted).")
+@detector_options
 @timezone_option
-def replay(files: tuple[str, ...], fmt: str, window: int, threshold: int, min_repeat: int,
-           resolve_after: int, max_tracked: int, tz: Any) -> None:
+def replay(files: tuple[str, ...], fmt: str, tz: Any, **opts: Any) -> None:
     """Run the detector over whole files (plain or .gz; ``-`` or nothing: stdin) and
     print the alerts."""
     from retrywatch import report
     from retrywatch.replay import replay as run_replay
 
-    config = DetectorConfig(window=window, threshold=threshold, min_repeat=min_repeat,
-                            resolve_after=resolve_after, max_tracked=max_tracked)
     started = time.perf_counter()
     try:
-        result = run_replay(list(files) or ["-"], tz=tz, config=config)
+        result = run_replay(list(files) or ["-"], tz=tz, config=_config(opts))
     except OSError as exc:
         raise click.ClickException(str(exc)) from exc
     elapsed = time.perf_counter() - started
@@ -109,3 +125,78 @@ def replay(files: tuple[str, ...], fmt: str, window: int, threshold: int, min_re
     render = {"table": report.render_table, "json": report.render_json,
               "jsonl": report.render_jsonl}[fmt]
     render(result.alerts, stats, sys.stdout)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output: tables, or one JSON document.")
+@click.option("--html", "html", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write a self-contained HTML report with plots to this file.")
+@click.option("--export", "export", type=click.Path(file_okay=False), default=None,
+              help="Also write events and aggregates as Parquet and CSV into this folder.")
+@detector_options
+@timezone_option
+def analyze(paths: tuple[str, ...], fmt: str, html: str | None, export: str | None, tz: Any,
+            **opts: Any) -> None:
+    """Forensics over historical logs: files, globs, folders, .gz, rotated sets.
+
+    Reports the time range, connect failures by kind and errno, each runaway connection
+    (the same alerts as replay), failures per upstream and per server, and a timeline.
+    """
+    from pathlib import Path
+
+    from retrywatch.analysis import analyze as run_analysis
+    from retrywatch.analysis_view import render_analysis
+    from retrywatch.discover import discover
+
+    try:
+        files = discover(list(paths))
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not files:
+        raise click.ClickException("no log files found in " + ", ".join(paths))
+    sink = None
+    if export is not None:
+        from retrywatch.export import EventExport, write_aggregates
+
+        sink = EventExport(Path(export))
+    started = time.perf_counter()
+    with _progress(sum(f.size for f in files)) as advance:
+        try:
+            result = run_analysis(files, tz=tz, config=_config(opts), on_raw=advance, sink=sink)
+        except OSError as exc:
+            raise click.ClickException(str(exc)) from exc
+        finally:
+            if sink is not None:
+                sink.close()
+    elapsed = time.perf_counter() - started
+    result.summary["seconds"] = round(elapsed, 3)
+    result.summary["lines_per_second"] = (
+        round(result.summary["lines_read"] / elapsed) if elapsed > 0 else 0)
+    if export is not None:
+        write_aggregates(result, Path(export))
+    if html is not None:
+        from retrywatch.html_report import render_html
+
+        render_html(result, Path(html))
+    if fmt == "json":
+        sys.stdout.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+    else:
+        render_analysis(result, sys.stdout)
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar of file bytes read on a terminal (stderr); silent otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda _n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress("reading", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("logs", total=total)
+        yield lambda n: bar.advance(task, n)

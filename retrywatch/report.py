@@ -10,7 +10,7 @@ from rich.table import Table
 
 from retrywatch.alerts import Alert
 
-__all__ = ["render_json", "render_jsonl", "render_table"]
+__all__ = ["render_json", "render_jsonl", "render_table", "upstreams_cell"]
 
 
 def render_json(alerts: list[Alert], stats: dict[str, Any], out: TextIO) -> None:
@@ -27,7 +27,7 @@ def render_jsonl(alerts: list[Alert], stats: dict[str, Any], out: TextIO) -> Non
     out.write("\n")
 
 
-def _upstreams(d: dict[str, Any]) -> str:
+def upstreams_cell(d: dict[str, Any]) -> str:
     items = list(d["upstreams"].items())
     text = "\n".join(f"{addr} x{count:,}" for addr, count in items[:3])
     if len(items) > 3:
@@ -58,7 +58,7 @@ def render_table(alerts: list[Alert], stats: dict[str, Any], out: TextIO) -> Non
                 state,
                 f"*{d['cid']} pid {d['pid']}\n{d['subsystem'] or ''}",
                 f"{d['client']} -> {target}",
-                _upstreams(d),
+                upstreams_cell(d),
                 f"{d['failures']:,}",
                 f"{d['peak_per_second']:,}",
                 f"{d['first_seen'][:10]}\n{_clock(d['first_seen'])} -> "

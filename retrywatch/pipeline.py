@@ -59,10 +59,19 @@ class SourcePipeline:
 
     def feed_record(self, record: bytes) -> Batch:
         """A datagram or other self-delimited record: one line, joined to nothing."""
-        self.stats.bytes_read += len(record)
-        batch = self._lines(frame_datagram(record, self._framer.max_line))
-        flushed = self._finish(self._assembler.flush())
-        _extend(batch, flushed)
+        return self.feed_records([record])
+
+    def feed_records(self, records: list[bytes]) -> Batch:
+        """Datagrams (syslog): each one line, never joined to the next; counted and
+        parsed together like the lines of a chunk."""
+        framed = Framed()
+        for record in records:
+            self.stats.bytes_read += len(record)
+            one = frame_datagram(record, self._framer.max_line)
+            framed.lines.extend(one.lines)
+            framed.too_long += one.too_long
+        batch = self._lines(framed)
+        _extend(batch, self._finish(self._assembler.flush()))
         return batch
 
     def flush(self) -> Batch:

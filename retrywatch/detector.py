@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from itertools import islice
 
 from retrywatch.alerts import Alert, AlertChange
 from retrywatch.connection import ConnKey, ConnState
-from retrywatch.parser import EventHead
+from retrywatch.parser import EventHead, subsystem_of
 
 __all__ = ["Detector", "DetectorConfig", "DetectorStats"]
 
@@ -67,7 +67,8 @@ class DetectorConfig:
 @dataclass(slots=True)
 class DetectorStats:
     connect_failures: int = 0  # failure lines counted
-    by_kind: Counter[str] = field(default_factory=Counter)  # the same, by kind
+    #: The same, by (source, kind, subsystem): bounded label values for the metrics.
+    by_source_kind: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     evictions: int = 0  # tracked keys pushed out by the cap
     untracked: int = 0  # failures of new keys not tracked because every slot was firing
     expired: int = 0  # idle keys dropped after the window
@@ -102,7 +103,7 @@ class Detector:
                 continue
             if head.failure:
                 stats.connect_failures += n
-                stats.by_kind[head.failure] += n
+                stats.by_source_kind[head.source, head.failure, subsystem_of(head.text)] += n
                 key = (head.source, head.pid, cid)
                 hit = firing.get(key)
                 if hit is not None:
@@ -177,7 +178,7 @@ class Detector:
         firing = self.firing
         for key in [k for k, (st, _) in firing.items() if st.last <= quiet_edge]:
             st, alert = firing.pop(key)
-            quiet_at = when - timedelta(seconds=ts - st.last - self.config.resolve_after)
+            quiet_at = datetime.fromtimestamp(st.last + self.config.resolve_after, when.tzinfo)
             self._resolve((st, alert), quiet_at, "quiet", changes)
 
     def _resolve(self, hit: tuple[ConnState, Alert], when: datetime, reason: str,

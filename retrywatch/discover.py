@@ -84,8 +84,14 @@ def discover(args: list[str]) -> list[LogFile]:
     seen: set[str] = set()
     files: list[LogFile] = []
     for arg in args:
+        named = not any(ch in arg for ch in "*?[") and not Path(arg).is_dir()
         for path in _expand(arg):
-            st = path.stat()  # a missing named file raises here
+            try:
+                st = path.stat()
+            except OSError:
+                if named:
+                    raise  # a file named on the command line must exist
+                continue  # a dangling symlink met while walking or globbing
             if not path.is_file():
                 continue
             real = os.path.realpath(path)

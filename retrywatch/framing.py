@@ -93,4 +93,7 @@ def frame_datagram(payload: bytes, max_line: int = DEFAULT_MAX_LINE) -> Framed:
     """A datagram is one record: trailing line ends dropped, never joined to the next."""
     if len(payload) > max_line:
         return Framed(too_long=1)
-    return Framed(lines=[payload.replace(b"\x00", b"").rstrip(b"\r\n")])
+    line = payload.replace(b"\x00", b"").rstrip(b"\r\n")
+    if b"\n" in line:  # one record is one line: keep a stray line break visible
+        line = line.replace(b"\r\n", b"\\n").replace(b"\n", b"\\n")
+    return Framed(lines=[line])

@@ -17,8 +17,9 @@ from typing import Any
 
 from retrywatch.events import CONNECT_FAILURE_KINDS, Event, Kind, Subsystem, Unparsed
 from retrywatch.formats import compile_pattern, load_format
+from retrywatch.framing import decode
 
-__all__ = ["EventHead", "Parser", "peer_of"]
+__all__ = ["EventHead", "Parser", "peer_of", "subsystem_of"]
 
 _HTTP_SCHEMES = ("http://", "https://", "grpc://", "grpcs://", "fastcgi://", "uwsgi://",
                  "scgi://", "memcached://")
@@ -32,6 +33,16 @@ def _while_connecting(text: str) -> bool:
     the tail, or at the end) is connecting: not a Host header that says so."""
     return _CONNECTING_TAIL in text or text.endswith(_CONNECTING)
 _FAILURE_STARTS = ("connect() ", "no live upstreams", "upstream timed out (")
+
+
+def subsystem_of(text: str) -> str:
+    """The nginx module of a failure line, from its tail alone: ``stream`` (byte counters),
+    ``http`` (a request or an upstream URL), or ``unknown``."""
+    if ", bytes from/to client:" in text:
+        return "stream"
+    if ', request: "' in text or '://' in text:
+        return "http"
+    return "unknown"
 
 
 def peer_of(upstream: str) -> str:
@@ -135,12 +146,10 @@ class Parser:
     def head(self, text: str, source: str = "") -> EventHead | Unparsed:
         """The prefix fields and whether the event is a connect failure."""
         m = self._head.match(text)
-        if m is None:
-            return Unparsed(_prefix_problem(text), text, source)
-        stamp, level, pid, cid = m.group("stamp", "level", "pid", "cid")
-        when = self._times.get(stamp) or self._time(stamp)
-        if when is None or level not in self._levels:
-            return Unparsed("bad_timestamp" if when is None else "unknown_level", text, source)
+        when = self._reject(m, text, source)
+        if isinstance(when, Unparsed):
+            return when
+        pid, cid = m.group("pid", "cid")
         pos = m.end()
         failure = self._failure_kind(text, pos) if text.startswith(_FAILURE_STARTS, pos) else None
         return EventHead(
@@ -159,7 +168,7 @@ class Parser:
         """
         found = self._block.findall(b"\n".join(raws))
         if len(found) != len(raws):  # cannot happen (one match per line); stay exact anyway
-            return [self.head(_text(raw), source) for raw in raws]
+            return [self.head(decode(raw), source) for raw in raws]
         out: list[EventHead | Unparsed | None] = []
         times = self._btimes
         levels = self._blevels
@@ -167,8 +176,10 @@ class Parser:
         for raw, (stamp, level, pid, cid, fail, timeout) in zip(raws, found, strict=True):
             when = times.get(stamp) if level in levels else None
             if when is None:
-                result = self.head(_text(raw), source)
+                result = self.head(decode(raw), source)
                 if type(result) is EventHead:
+                    if len(times) > 4096:
+                        times.clear()
                     times[stamp] = (result.time, result.ts)
                 out.append(result)
                 continue
@@ -182,7 +193,7 @@ class Parser:
                     failure = "upstream_timed_out"
             if failure or ended or when[1] > newest:
                 newest = max(newest, when[1])
-                out.append(EventHead(self, _text(raw), source, when[0], when[1], int(pid),
+                out.append(EventHead(self, decode(raw), source, when[0], when[1], int(pid),
                                      int(cid) if cid else None, failure, ended))
             else:
                 out.append(None)
@@ -321,10 +332,6 @@ _BCONNECTING_TAIL = _CONNECTING_TAIL.encode()
 _KIND_OF_START: dict[bytes, Kind] = {
     b"connect() f": "connect_failed", b"connect() t": "connect_to_failed",
     b"no live ups": "no_live_upstreams"}
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")
 
 
 def _block_pattern(head: str, kinds: dict[str, str]) -> Any:

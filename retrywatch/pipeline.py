@@ -70,7 +70,7 @@ class SourcePipeline:
             one = frame_datagram(record, self._framer.max_line)
             framed.lines.extend(one.lines)
             framed.too_long += one.too_long
-        batch = self._lines(framed)
+        batch = self._lines(framed, records=True)
         _extend(batch, self._finish(self._assembler.flush()))
         return batch
 
@@ -86,7 +86,7 @@ class SourcePipeline:
         return batch
 
     # -- stages ------------------------------------------------------------
-    def _lines(self, framed: Framed) -> Batch:
+    def _lines(self, framed: Framed, *, records: bool = False) -> Batch:
         lines = framed.lines
         stats = self.stats
         stats.lines_read += len(lines) + framed.too_long
@@ -94,7 +94,9 @@ class SourcePipeline:
             stats.unparsed["too_long"] += framed.too_long
         if not lines:
             return Batch()
-        if not self.ordered:
+        if not self.ordered and self._unwrapper.last is None:
+            # Plain nginx lines (a wrapped source takes the slow path from its first
+            # wrapped line on, rather than scanning every chunk twice).
             batch = self._fast(lines)
             if batch is not None:
                 return batch
@@ -108,7 +110,14 @@ class SourcePipeline:
                 batch.records.append(item)
         if unwrapped.partial:
             stats.lines_parsed += unwrapped.partial  # pieces joined into one line
-        _extend(batch, self._finish(self._assembler.feed(unwrapped.lines)))
+        if records:  # each datagram is one event: nothing continues another
+            _extend(batch, self._finish(self._assembler.flush()))
+            assembled = Assembled()
+            for line in unwrapped.lines:
+                (assembled.events if self._start(line) else assembled.orphans).append(line)
+            _extend(batch, self._finish(assembled))
+        else:
+            _extend(batch, self._finish(self._assembler.feed(unwrapped.lines)))
         return batch
 
     def _fast(self, lines: list[bytes]) -> Batch | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 __all__ = ["CHUNK_SIZE", "iter_chunks", "source_name"]
+
+log = logging.getLogger("retrywatch")
 
 CHUNK_SIZE = 4 * 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -28,11 +31,10 @@ def source_name(path: str) -> str:
 def _open(path: str) -> BinaryIO:
     if path == "-":
         return sys.stdin.buffer
-    with Path(path).open("rb") as probe:
-        compressed = probe.read(2) == _GZIP_MAGIC
-    if compressed:
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return Path(path).open("rb")
+    raw = Path(path).open("rb")  # noqa: SIM115 (closed by iter_chunks)
+    if raw.peek(2)[:2] == _GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
 
 
 def iter_chunks(path: str, chunk_size: int = CHUNK_SIZE,
@@ -46,7 +48,15 @@ def iter_chunks(path: str, chunk_size: int = CHUNK_SIZE,
     raw = getattr(stream, "fileobj", stream)  # a GzipFile reads from .fileobj
     done = 0
     try:
-        while chunk := stream.read(chunk_size):
+        while True:
+            try:
+                chunk = stream.read(chunk_size)
+            except (EOFError, gzip.BadGzipFile) as exc:
+                # A .gz still being written by logrotate: keep what was read.
+                log.warning("%s: %s; stopped reading there", path, exc)
+                return
+            if not chunk:
+                return
             if on_raw is not None and path != "-":
                 pos = raw.tell()
                 on_raw(pos - done)
@@ -55,3 +65,5 @@ def iter_chunks(path: str, chunk_size: int = CHUNK_SIZE,
     finally:
         if path != "-":
             stream.close()
+            if raw is not stream:
+                raw.close()  # GzipFile does not close a file object it was given

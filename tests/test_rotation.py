@@ -1,0 +1,202 @@
+"""Rotation decisions (retrywatch/sources/rotation.py): every case of the pure function
+without a disk, then a model-based test of the follower over write / rotate / truncate /
+delete sequences on real files: every line written is read exactly once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from retrywatch.sources.checkpoint import Position
+from retrywatch.sources.follow import FileFollower
+from retrywatch.sources.rotation import Action, FileStat, decide
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
+
+OPEN = FileStat(dev=1, ino=10, size=100, mtime=5.0)
+
+
+def grown(size: int) -> FileStat:
+    return FileStat(OPEN.dev, OPEN.ino, size, 6.0)
+
+
+def test_idle_when_read_to_the_end() -> None:
+    assert decide(OPEN, OPEN, OPEN, 100) is Action.IDLE
+
+
+def test_read_when_the_file_grew() -> None:
+    assert decide(OPEN, grown(150), grown(150), 100) is Action.READ
+
+
+def test_read_when_behind_without_growth() -> None:
+    assert decide(OPEN, OPEN, OPEN, 40) is Action.READ
+
+
+def test_truncated_when_shorter_than_the_offset() -> None:
+    assert decide(OPEN, grown(10), grown(10), 100) is Action.TRUNCATED
+
+
+def test_truncated_to_zero() -> None:
+    assert decide(OPEN, grown(0), grown(0), 100) is Action.TRUNCATED
+
+
+def test_truncated_when_shrunk_since_last_look_even_if_past_the_offset() -> None:
+    # behind at 40, the file shrank from 100 to 60 (copytruncate, then new writes)
+    assert decide(OPEN, grown(60), grown(60), 40) is Action.TRUNCATED
+
+
+def test_truncated_when_the_head_changed_and_regrown_past_the_offset() -> None:
+    assert decide(OPEN, grown(300), grown(300), 100, head_changed=True) is Action.TRUNCATED
+
+
+def test_truncation_wins_over_rotation() -> None:
+    other = FileStat(1, 11, 0)
+    assert decide(OPEN, grown(0), other, 100) is Action.TRUNCATED
+
+
+def test_rotated_when_the_path_names_another_inode() -> None:
+    assert decide(OPEN, OPEN, FileStat(1, 11, 0), 100) is Action.ROTATED
+
+
+def test_rotated_even_with_unread_bytes_in_the_old_file() -> None:
+    action = decide(OPEN, grown(200), FileStat(1, 11, 0), 100)
+    assert action is Action.ROTATED
+    assert action.drains
+
+
+def test_rotated_when_another_device_has_the_same_inode() -> None:
+    # a symlink retargeted to a file on another filesystem with the same inode number
+    assert decide(OPEN, OPEN, FileStat(2, 10, 100), 100) is Action.ROTATED
+
+
+def test_deleted_when_the_path_is_missing() -> None:
+    action = decide(OPEN, OPEN, None, 100)
+    assert action is Action.DELETED
+    assert action.drains
+
+
+def test_deleted_with_unread_bytes() -> None:
+    assert decide(OPEN, grown(180), None, 100) is Action.DELETED
+
+
+def test_read_and_idle_do_not_drain() -> None:
+    assert not Action.READ.drains
+    assert not Action.IDLE.drains
+    assert not Action.TRUNCATED.drains
+
+
+def test_stats_of_two_files_are_refused() -> None:
+    with pytest.raises(ValueError, match="different files"):
+        decide(OPEN, FileStat(1, 11, 100), OPEN, 0)
+
+
+def test_filestat_of_os_stat(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(tmp_path, "f")
+    with open(path, "wb") as f:
+        f.write(b"abc")
+    st_ = os.stat(path)
+    fs = FileStat.of(st_)
+    assert (fs.dev, fs.ino, fs.size, fs.mtime) == (st_.st_dev, st_.st_ino, 3, st_.st_mtime)
+
+
+# -- model-based: the follower over sequences of writes and rotations ---------------
+class FollowMachine(RuleBasedStateMachine):
+    """Lines are numbered; the follower is polled between steps with a small budget.
+    What it read must be every line written, each once, in order per file."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = tempfile.mkdtemp(prefix="retrywatch-follow-")
+        self.path = os.path.join(self.dir, "error.log")
+        self.follower = FileFollower(self.path, from_end=False)
+        self.handle = open(self.path, "ab", buffering=0)  # noqa: SIM115 - the writer's fd
+        self.next_line = 0
+        self.written: list[bytes] = []
+        self.lost: set[bytes] = set()
+        self.read = bytearray()
+        self.saved: dict[str, Position] = {}  # what a checkpoint store would hold
+
+    def teardown(self) -> None:
+        self.handle.close()
+        self.follower.close()
+        shutil.rmtree(self.dir)
+
+    def _poll(self, max_bytes: int) -> None:
+        for chunk in self.follower.poll(max_bytes=max_bytes):
+            self.read += chunk.data
+            self.saved[chunk.position.path] = chunk.position  # consumed: committed
+
+    @rule(n=st.integers(1, 5))
+    def write(self, n: int) -> None:
+        for _ in range(n):
+            line = b"line %06d connect() failed\n" % self.next_line
+            self.next_line += 1
+            self.handle.write(line)
+            self.written.append(line)
+
+    @rule(max_bytes=st.sampled_from([31, 64, 1000, 1 << 20]))
+    def poll(self, max_bytes: int) -> None:
+        self._poll(max_bytes)
+
+    @rule(keep_writing_old=st.booleans())
+    def rename_and_create(self, keep_writing_old: bool) -> None:
+        # The follower has to see the old file before it is renamed away: a poll with a
+        # full budget (the live loop polls far more often than logrotate rotates).
+        self._poll(1 << 20)
+        os.replace(self.path, self.path + ".1")
+        if keep_writing_old:  # nginx writes to the old file until it reopens
+            self.write(2)
+        self._poll(1 << 20)  # drained to its end now: later writes to it are not seen
+        self.handle.close()
+        self.handle = open(self.path, "ab", buffering=0)  # noqa: SIM115
+
+    @rule()
+    def copytruncate(self) -> None:
+        self._poll(1 << 20)
+        shutil.copyfile(self.path, self.path + ".1")
+        os.truncate(self.path, 0)
+
+    @rule()
+    def delete_and_recreate(self) -> None:
+        self._poll(1 << 20)
+        os.unlink(self.path)
+        self._poll(1 << 20)
+        self.handle.close()
+        self.handle = open(self.path, "ab", buffering=0)  # noqa: SIM115
+
+    @precondition(lambda self: bool(self.saved))
+    @rule()
+    def crash_and_resume(self) -> None:
+        """A new follower from the positions of the chunks consumed (from the end for
+        files without one: there are none)."""
+        self.follower.close()
+        self.follower = FileFollower(self.path, from_end=True, checkpoints=dict(self.saved))
+
+    @invariant()
+    def read_is_a_prefix_of_written(self) -> None:
+        expected = b"".join(self.written)
+        assert expected.startswith(bytes(self.read))
+
+    def teardown_check(self) -> None:
+        self._poll(1 << 30)
+        assert bytes(self.read) == b"".join(self.written)
+
+
+def test_follow_machine() -> None:
+    class Machine(FollowMachine):
+        def teardown(self) -> None:
+            try:
+                self.teardown_check()
+            finally:
+                super().teardown()
+
+    runner = Machine.TestCase
+    runner.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
+    runner().runTest()

@@ -200,3 +200,113 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("logs", total=total)
         yield lambda n: bar.advance(task, n)
+
+
+def service_options(func: Any) -> Any:
+    """The live service's settings as flags; unset flags leave the environment and the
+    config file to decide."""
+    options = [
+        click.option("--log", "log", multiple=True, metavar="PATH",
+                     help="A log file or glob to follow (repeatable); '-' for stdin."),
+        click.option("--syslog", "syslog", multiple=True, metavar="URL",
+                     help="Listen for nginx's syslog output: udp://HOST:PORT or tcp://..."),
+        click.option("--listen", default=None, metavar="HOST:PORT",
+                     help="The HTTP service (default 127.0.0.1:8734)."),
+        click.option("--state-dir", default=None, type=click.Path(file_okay=False),
+                     help="Checkpoints and alert state (SQLite); none: memory only."),
+        click.option("--from", "start_from", default=None,
+                     type=click.Choice(["beginning", "end"]),
+                     help="Where to start a file without a checkpoint (default end)."),
+        click.option("--timezone", "timezone", default=None, metavar="ZONE",
+                     help="Zone of nginx's local timestamps (default: this machine's)."),
+        click.option("--window", type=click.IntRange(min=1), default=None),
+        click.option("--threshold", type=click.IntRange(min=1), default=None),
+        click.option("--min-repeat", type=click.IntRange(min=1), default=None),
+        click.option("--resolve-after", type=click.IntRange(min=1), default=None),
+        click.option("--max-tracked", type=click.IntRange(min=1), default=None),
+        click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+                     help="retrywatch's own log lines: text or JSON."),
+        click.option("--config", "config_file", default=None,
+                     type=click.Path(dir_okay=False),
+                     help="A YAML or TOML file of settings (also RETRYWATCH_CONFIG)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _settings(config_file: str | None, flags: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    from retrywatch.settings import load_settings
+
+    flags = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flags.items()}
+    flags = {k: v for k, v in flags.items() if v not in (None, [])}
+    if "start_from" in flags:
+        flags["from"] = flags.pop("start_from")
+    try:
+        return load_settings(config_file, **flags)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                             for e in exc.errors())
+        raise click.UsageError(problems) from exc
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _logging(fmt: str, level: str) -> None:
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        class Json(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                return orjson.dumps({"time": self.formatTime(record), "level": record.levelname,
+                                     "logger": record.name, "message": record.getMessage()}
+                                    ).decode()
+        handler.setFormatter(Json())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("retrywatch")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+@main.command()
+@service_options
+def config(config_file: str | None, **flags: Any) -> None:
+    """Print the effective configuration (flags, environment, file), secrets masked."""
+    settings = _settings(config_file, flags)
+    sys.stdout.write(orjson.dumps(settings.masked(), option=orjson.OPT_INDENT_2).decode())
+    sys.stdout.write("\n")
+
+
+@main.command()
+@service_options
+def run(config_file: str | None, **flags: Any) -> None:
+    """Follow nginx error logs live; serve REST alerts and Prometheus metrics."""
+    from retrywatch.api import create_app
+    from retrywatch.service import Service, serve
+
+    settings = _settings(config_file, flags)
+    if not settings.log and not settings.syslog:
+        raise click.UsageError("nothing to follow: give --log PATH and/or --syslog URL")
+    _logging(settings.log_format, settings.log_level)
+    service = Service(settings)
+    host, port = settings.host_port()
+    serve(service, host, port, create_app(service.engine))
+
+
+@main.command()
+@click.option("--listen", default="127.0.0.1:8734", show_default=True, metavar="HOST:PORT",
+              help="The HTTP service.")
+@click.option("--keep-serving", is_flag=True, help="Stay up after the sample is done.")
+def demo(listen: str, keep_serving: bool) -> None:
+    """Watch a real nginx retry storm live: a bundled log is written at its own pace into a
+    temporary file that the live service follows; alerts print as they fire."""
+    from retrywatch.demo import run_demo
+
+    try:
+        run_demo(listen=listen, keep_serving=keep_serving)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,263 @@
+"""The HTTP service: REST alerts, connections, sources, an event stream, health, metrics.
+
+Read-only: nothing here changes state, so nothing needs a token (an endpoint that did
+would require the configured bearer token, compared in constant time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict
+
+from retrywatch import __version__
+from retrywatch.alerts import AlertChange
+from retrywatch.engine import Engine
+from retrywatch.metrics import CONTENT_TYPE, new_registry, render
+
+__all__ = ["create_app"]
+
+#: Changes buffered per event-stream client; a client that falls further behind loses
+#: the oldest (and is told so by a ``dropped`` event).
+STREAM_QUEUE = 1000
+
+
+class Diagnosis(BaseModel):
+    code: str
+    cause: str
+    fix: str
+
+
+class AlertOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    state: Literal["firing", "resolved"]
+    source: str
+    pid: int
+    cid: int
+    subsystem: str | None
+    client: str | None
+    server: str | None
+    request: str | None
+    host: str | None
+    upstreams: dict[str, int]
+    failures: int
+    failures_in_window: int
+    first_seen: str
+    last_seen: str
+    duration_seconds: int
+    peak_per_second: int
+    mean_per_second: float
+    errnos: dict[str, int]
+    kinds: dict[str, int]
+    distinct_requests: int
+    request_changes: int
+    sample: str
+    fired_at: str
+    resolved_at: str | None
+    resolved_reason: str | None
+    diagnosis: Diagnosis | None
+
+
+class AlertList(BaseModel):
+    alerts: list[AlertOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class Connection(BaseModel):
+    source: str
+    pid: int
+    cid: int
+    failures_in_window: int
+    rate_per_second: float
+    failures: int
+    upstreams: dict[str, int]
+    client: str | None
+    server: str | None
+    first_seen: str
+    last_seen: str
+
+
+class ConnectionList(BaseModel):
+    connections: list[Connection]
+
+
+class SourceOut(BaseModel):
+    name: str
+    kind: str
+    position: int | None
+    lag_bytes: int | None
+    lag_seconds: float | None
+    lines_read: int
+    bytes_read: int
+    lines_unparsed: int
+    unparsed_by_reason: dict[str, int]
+    rotations: int
+    last_error: str | None
+    open: bool
+    caught_up: bool
+
+
+class SourceList(BaseModel):
+    sources: list[SourceOut]
+
+
+class Health(BaseModel):
+    status: str
+    detail: list[str] = []
+
+
+def create_app(engine: Engine) -> FastAPI:
+    app = FastAPI(title="retrywatch", version=__version__,
+                  description="nginx connections stuck in connect() retry loops.")
+    registry = new_registry(engine)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        return _LANDING.format(version=__version__, firing=len(engine.firing))
+
+    @app.get("/healthz", response_model=Health)
+    def healthz() -> Health:
+        """Alive."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+    def readyz() -> Response:
+        """Ready: every source open and caught up."""
+        problems = [f"{info.name}: {'not open' if not info.open else 'lagging'}"
+                    for info, _ in engine.source_stats()
+                    if not info.open or not info.caught_up]
+        body = Health(status="ready" if not problems else "not ready", detail=problems)
+        return Response(body.model_dump_json(), status_code=503 if problems else 200,
+                        media_type="application/json")
+
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE: {}}}})
+    def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(render(registry), media_type=CONTENT_TYPE)
+
+    @app.get("/api/v1/alerts", response_model=AlertList)
+    def alerts(
+        state: Literal["firing", "resolved", "all"] = "all",
+        since: Annotated[datetime | None, Query(
+            description="only alerts whose connection failed at or after this time")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """Alerts, newest first (firing and resolved)."""
+        items = engine.alerts()
+        if state != "all":
+            items = [a for a in items if a["state"] == state]
+        if since is not None:
+            items = [a for a in items if _after(a["last_seen"], since)]
+        return {"alerts": items[offset:offset + limit], "total": len(items), "limit": limit,
+                "offset": offset}
+
+    @app.get("/api/v1/alerts/stream", response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}}}})
+    async def stream(request: Request) -> StreamingResponse:
+        """Server-Sent Events: ``fired``, ``updated`` and ``resolved`` with the alert."""
+        return StreamingResponse(_events(engine, request), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/v1/alerts/{alert_id}", response_model=AlertOut,
+             responses={404: {"description": "no such alert"}})
+    def alert(alert_id: str) -> dict[str, Any]:
+        found = engine.alert(alert_id)
+        if found is None:
+            raise HTTPException(404, f"no alert {alert_id}")
+        return found
+
+    @app.get("/api/v1/connections", response_model=ConnectionList)
+    def connections(limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
+        """The hottest tracked connections now (those past their first few failures)."""
+        return {"connections": engine.connections(limit)}
+
+    @app.get("/api/v1/sources", response_model=SourceList)
+    def sources() -> dict[str, Any]:
+        """Each source with its position, lag, lines, unparsed lines, rotations, last error."""
+        out = []
+        for info, stats in engine.source_stats():
+            out.append({
+                "name": info.name, "kind": info.kind, "position": info.position,
+                "lag_bytes": info.lag_bytes, "lag_seconds": info.lag_seconds,
+                "lines_read": stats.lines_read, "bytes_read": stats.bytes_read,
+                "lines_unparsed": stats.lines_unparsed,
+                "unparsed_by_reason": dict(stats.unparsed), "rotations": info.rotations,
+                "last_error": info.last_error, "open": info.open, "caught_up": info.caught_up,
+            })
+        return {"sources": out}
+
+    return app
+
+
+def _after(iso: str, since: datetime) -> bool:
+    when = datetime.fromisoformat(iso)
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=when.tzinfo)
+    return when >= since
+
+
+async def _events(engine: Engine, request: Request) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[AlertChange | None] = asyncio.Queue(STREAM_QUEUE)
+    dropped = 0
+
+    def offer(change: AlertChange | None) -> None:
+        nonlocal dropped
+        if queue.full():
+            dropped += 1
+            return
+        queue.put_nowait(change)
+
+    def on_change(change: AlertChange) -> None:  # the engine's thread
+        with contextlib.suppress(RuntimeError):  # the loop closed under us
+            loop.call_soon_threadsafe(offer, change)
+
+    unsubscribe = engine.subscribe(on_change)
+    try:
+        yield b": retrywatch alert stream\n\n"
+        while not await request.is_disconnected():
+            try:
+                change = await asyncio.wait_for(queue.get(), timeout=15)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            if change is None:
+                break
+            if dropped:
+                yield b"event: dropped\ndata: " + str(dropped).encode() + b"\n\n"
+                dropped = 0
+            yield (b"event: " + change.kind.encode() + b"\nid: " + change.alert.id.encode()
+                   + b"\ndata: " + orjson.dumps(change.alert.to_dict()) + b"\n\n")
+    finally:
+        unsubscribe()
+
+
+_LANDING = """<!doctype html>
+<html><head><meta charset="utf-8"><title>retrywatch</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
+<h1>retrywatch {version}</h1>
+<p>nginx connections stuck in connect() retry loops. Firing now: <b>{firing}</b>.</p>
+<ul>
+<li><a href="/api/v1/alerts?state=firing">/api/v1/alerts?state=firing</a> - alerts firing</li>
+<li><a href="/api/v1/alerts">/api/v1/alerts</a> - all alerts (state, since, limit, offset)</li>
+<li><a href="/api/v1/alerts/stream">/api/v1/alerts/stream</a> - Server-Sent Events</li>
+<li><a href="/api/v1/connections">/api/v1/connections</a> - hottest connections now</li>
+<li><a href="/api/v1/sources">/api/v1/sources</a> - sources, positions, lag</li>
+<li><a href="/metrics">/metrics</a> - Prometheus metrics</li>
+<li><a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a></li>
+<li><a href="/docs">/docs</a> - the OpenAPI schema (<a href="/openapi.json">JSON</a>)</li>
+</ul></body></html>
+"""

@@ -24,7 +24,6 @@ __all__ = ["LogFile", "discover"]
 # pod logs 0.log.20240101-120000(.gz); access logs are not error logs.
 _LOG_NAME = re.compile(r"(?:\.log|error)(?:\.\d+|-\d{8,10}|\.\d{8}-\d{6})?(?:\.gz)?$")
 _NOT_ERROR_LOG = re.compile(r"(?:^|[._-])access(?:[._-]|$)")
-_POD_DIR = re.compile(r"^(?P<ns>[^_/]+)_(?P<pod>[^_/]+)_[0-9a-f-]+$")
 _ROTATION = re.compile(
     r"(?:\.(?P<n>\d+)|[-.](?P<date>\d{8,10}(?:-\d{6})?))?(?:\.gz)?$")
 
@@ -38,16 +37,6 @@ class LogFile:
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "source": self.source, "bytes": self.size}
-
-
-def _pod_source(path: Path) -> str | None:
-    parts = path.parts
-    if len(parts) < 3:
-        return None
-    m = _POD_DIR.match(parts[-3])
-    if m is None:
-        return None
-    return f"{m.group('ns')}/{m.group('pod')}/{parts[-2]}"
 
 
 def _age_key(f: LogFile) -> tuple[int, str, float]:
@@ -98,7 +87,7 @@ def discover(args: list[str]) -> list[LogFile]:
             if real in seen:
                 continue
             seen.add(real)
-            source = _pod_source(path) or source_name(str(path))
+            source = source_name(str(path))
             files.append(LogFile(str(path), source, st.st_size, st.st_mtime))
     order = {src: i for i, src in enumerate(dict.fromkeys(f.source for f in files))}
     return sorted(files, key=lambda f: (order[f.source], _age_key(f)))

@@ -17,14 +17,23 @@ log = logging.getLogger("retrywatch")
 CHUNK_SIZE = 4 * 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
 # error.log.1, error.log.2.gz, error.log-20240101, error.log-20240101.gz
-_ROTATION_SUFFIX = re.compile(r"(?:\.\d+|-\d{8}(?:\d{2})?)?(?:\.gz)?$")
+# error.log.1, error.log.2.gz, error.log-20240101(.gz), kubelet's 0.log.20240101-120000(.gz)
+_ROTATION_SUFFIX = re.compile(r"(?:\.\d+|-\d{8}(?:\d{2})?|\.\d{8}-\d{6})?(?:\.gz)?$")
+# /var/log/pods/NAMESPACE_POD_UID/CONTAINER/N.log
+_POD_DIR = re.compile(r"^(?P<ns>[^_/]+)_(?P<pod>[^_/]+)_[0-9a-f-]+$")
 
 
 def source_name(path: str) -> str:
-    """The source a file belongs to: its path with rotation and compression suffixes removed,
-    so ``error.log.2.gz``, ``error.log.1`` and ``error.log`` are one nginx's log."""
+    """The log a file belongs to: ``NAMESPACE/POD/CONTAINER`` for a Kubernetes pod log;
+    otherwise the path without rotation and compression suffixes, so ``error.log.2.gz``,
+    ``error.log.1`` and ``error.log`` are one nginx's log."""
     if path == "-":
         return "stdin"
+    parts = Path(path).parts
+    if len(parts) >= 3:
+        pod = _POD_DIR.match(parts[-3])
+        if pod is not None:
+            return f"{pod.group('ns')}/{pod.group('pod')}/{parts[-2]}"
     return _ROTATION_SUFFIX.sub("", path) or path
 
 

@@ -24,8 +24,8 @@ from retrywatch.metrics import CONTENT_TYPE, new_registry, render
 
 __all__ = ["create_app"]
 
-#: Changes buffered per event-stream client; a client that falls further behind loses
-#: the oldest (and is told so by a ``dropped`` event).
+#: ``fired``/``resolved`` changes buffered per event-stream client; past that the newest
+#: are dropped and the client is told how many by a ``dropped`` event.
 STREAM_QUEUE = 1000
 
 
@@ -210,16 +210,26 @@ def _after(iso: str, since: datetime) -> bool:
 
 
 async def _events(engine: Engine, request: Request) -> AsyncIterator[bytes]:
+    """Each change as an event. ``updated`` changes are coalesced per alert (a storm
+    updates every firing alert on every chunk read); ``fired`` and ``resolved`` always
+    go out, and a client that falls ``STREAM_QUEUE`` of them behind is told how many it
+    missed (the newest are the ones dropped)."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[AlertChange | None] = asyncio.Queue(STREAM_QUEUE)
+    queue: asyncio.Queue[AlertChange] = asyncio.Queue(STREAM_QUEUE)
+    updates: dict[str, AlertChange] = {}  # the latest update of each alert, not yet sent
+    ready = asyncio.Event()
     dropped = 0
 
-    def offer(change: AlertChange | None) -> None:
+    def offer(change: AlertChange) -> None:
         nonlocal dropped
-        if queue.full():
+        if change.kind == "updated":
+            updates[change.alert.id] = change
+        elif queue.full():
             dropped += 1
-            return
-        queue.put_nowait(change)
+        else:
+            updates.pop(change.alert.id, None)
+            queue.put_nowait(change)
+        ready.set()
 
     def on_change(change: AlertChange) -> None:  # the engine's thread
         with contextlib.suppress(RuntimeError):  # the loop closed under us
@@ -230,19 +240,26 @@ async def _events(engine: Engine, request: Request) -> AsyncIterator[bytes]:
         yield b": retrywatch alert stream\n\n"
         while not await request.is_disconnected():
             try:
-                change = await asyncio.wait_for(queue.get(), timeout=15)
+                await asyncio.wait_for(ready.wait(), timeout=5)
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
-            if change is None:
-                break
+            ready.clear()
             if dropped:
                 yield b"event: dropped\ndata: " + str(dropped).encode() + b"\n\n"
                 dropped = 0
-            yield (b"event: " + change.kind.encode() + b"\nid: " + change.alert.id.encode()
-                   + b"\ndata: " + orjson.dumps(change.alert.to_dict()) + b"\n\n")
+            while not queue.empty():
+                yield _event(queue.get_nowait())
+            pending, updates = list(updates.values()), {}
+            for change in pending:
+                yield _event(change)
     finally:
         unsubscribe()
+
+
+def _event(change: AlertChange) -> bytes:
+    return (b"event: " + change.kind.encode() + b"\nid: " + change.alert.id.encode()
+            + b"\ndata: " + orjson.dumps(change.alert.to_dict()) + b"\n\n")
 
 
 _LANDING = """<!doctype html>

@@ -60,7 +60,8 @@ class EngineCollector(Collector):
                                       "Bytes written to a source but not read yet.",
                                       labels=["source"])
         lag_seconds = GaugeMetricFamily("retrywatch_source_lag_seconds",
-                                        "Age of the oldest unread data of a source.",
+                                        "Seconds since a source was last caught up "
+                                        "(0 when it is).",
                                         labels=["source"])
         rotations = CounterMetricFamily("retrywatch_source_rotations",
                                         "Rotations and truncations followed.",

@@ -193,6 +193,8 @@ def serve(service: Service, host: str, port: int, app: Any) -> None:
     """Run the HTTP service until interrupted, with the ingest loop beside it."""
     service.start()
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        # Open event streams must not hold a shutdown up for long.
+        uvicorn.run(app, host=host, port=port, log_level="warning",
+                    timeout_graceful_shutdown=3)
     finally:
         service.stop()

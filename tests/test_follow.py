@@ -211,11 +211,36 @@ def test_glob_matching_rotated_names_reads_each_line_once(tmp_path: Path) -> Non
 
 def test_glob_drops_deleted_files(tmp_path: Path) -> None:
     (tmp_path / "one.log").write_bytes(b"")
-    follower = FileFollower(str(tmp_path / "*.log"))
+    follower = FileFollower(str(tmp_path / "*.log"), grace=0)
     follower.poll()
     (tmp_path / "one.log").unlink()
+    follower.poll()  # seen deleted: read for the grace period (none here)
     follower.poll()
     assert follower.status() == []
+
+
+def test_lines_written_to_the_old_file_after_the_switch_are_read(tmp_path: Path) -> None:
+    """nginx writes to the renamed file until it reopens its logs, after the new file
+    exists: those lines are read during the grace period, then the old file is let go."""
+    now = [1000.0]
+    log = tmp_path / "error.log"
+    log.write_bytes(b"")
+    follower = FileFollower(str(log), from_end=False, grace=5.0, clock=lambda: now[0])
+    follower.poll()
+    with log.open("ab", buffering=0) as nginx:
+        nginx.write(lines(1))
+        os.replace(log, tmp_path / "error.log.1")
+        log.write_bytes(b"")  # logrotate creates the new file
+        got = data(follower.poll())  # the old file drained, the new one opened
+        nginx.write(lines(2))  # nginx has not reopened yet
+        got += data(follower.poll())
+    with log.open("ab", buffering=0) as reopened:
+        reopened.write(lines(3))
+    got += data(follower.poll())
+    now[0] += 6  # the grace period is over: the old file is released
+    got += data(follower.poll())
+    assert sorted(got.splitlines()) == sorted(lines(1, 2, 3).splitlines())
+    assert [s.path for s in follower.status()] == [str(log)]
 
 
 def test_budget_is_shared_and_files_take_turns(tmp_path: Path) -> None:

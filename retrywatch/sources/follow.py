@@ -63,6 +63,9 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+#: nginx reopens its logs when told (USR1 from logrotate's postrotate); lines it writes to
+#: the old file until then are read for this long after the switch.
+ROTATION_GRACE = 5.0
 _TAIL_PROBE = 64 * 1024  # how far back from the end a start at the end looks for a newline
 _REMEMBERED = 256  # files left behind whose position is remembered
 _Inode = tuple[int, int]
@@ -153,6 +156,9 @@ class _Tailer:
         self.initial = initial
         self.current: _Open | None = None
         self.backlog: list[_Open] = []
+        #: Files rotated or deleted away, still read for a grace period: nginx writes
+        #: to the old file until it reopens its logs (logrotate's postrotate USR1).
+        self.retired: list[tuple[_Open, float]] = []
         self.rotations = 0
         self.truncations = 0
         self.last_error: str | None = None
@@ -160,11 +166,12 @@ class _Tailer:
 
     @property
     def idle(self) -> bool:
-        return self.current is None and not self.backlog
+        return self.current is None and not self.backlog and not self.retired
 
     def poll(self, budget: int, max_bytes: int) -> list[Chunk]:
         out: list[Chunk] = []
         try:
+            budget = self._read_retired(out, budget, max_bytes)
             if self.current is None and not self._open(out):
                 return out
             budget = self._drain_backlog(out, budget, max_bytes)
@@ -207,12 +214,34 @@ class _Tailer:
             if not action.drains or f.offset < f.stat.size:
                 return  # read what the budget allows; the rest next poll
             self.current = None
-            self.follower.release(f)
+            self.retired.append((f, self.follower.clock() + self.follower.grace))
             if action is Action.DELETED:
                 return
             self.rotations += 1
             if not self._open(out) or self.backlog:
                 return
+
+    def _read_retired(self, out: list[Chunk], budget: int, max_bytes: int) -> int:
+        """Lines written to rotated-away files after they were left, until their grace
+        period ends (then a last read to the very end, and the file is released)."""
+        now = self.follower.clock()
+        keep: list[tuple[_Open, float]] = []
+        for f, until in self.retired:
+            f.stat = FileStat.of(os.fstat(f.fd))
+            fresh = refresh(f.fingerprint, f.fd, self.follower.fingerprint_bytes)
+            if f.stat.size < f.offset or fresh is None:
+                # Rewritten in place (a copy written over it): no longer nginx's log.
+                self.follower.release(f)
+                continue
+            f.fingerprint = fresh
+            last = now >= until
+            budget -= self._read(out, f, budget, max_bytes, final=last)
+            if last and f.offset >= f.stat.size:
+                self.follower.release(f)
+            else:
+                keep.append((f, until))
+        self.retired = keep
+        return budget
 
     def _look(self, f: _Open) -> Action:
         now = FileStat.of(os.fstat(f.fd))
@@ -260,15 +289,17 @@ class _Tailer:
         f = self.current
         offset = f.offset if f else 0
         size = f.stat.size if f else 0
-        lag = sum(max(0, b.stat.size - b.offset) for b in self.backlog) + max(0, size - offset)
+        behind = [*self.backlog, *(f for f, _ in self.retired)]
+        lag = sum(max(0, b.stat.size - b.offset) for b in behind) + max(0, size - offset)
         return FileStatus(self.path, offset, size, lag,
                           max(0.0, now - self.caught_up_at) if lag else 0.0,
                           self.rotations, self.truncations, self.last_error, f is not None)
 
     def close(self) -> None:
-        for f in [*self.backlog, *([self.current] if self.current else [])]:
+        retired = [f for f, _ in self.retired]
+        for f in [*retired, *self.backlog, *([self.current] if self.current else [])]:
             os.close(f.fd)
-        self.backlog, self.current = [], None
+        self.backlog, self.current, self.retired = [], None, []
 
 
 class FileFollower:
@@ -283,8 +314,11 @@ class FileFollower:
     def __init__(self, pattern: str, *, from_end: bool = True,
                  checkpoints: dict[str, Position] | None = None,
                  fingerprint_bytes: int = FINGERPRINT_BYTES,
+                 grace: float = ROTATION_GRACE,
                  clock: Callable[[], float] = time.time) -> None:
         self.pattern = pattern
+        #: Seconds a rotated-away or deleted file is still read after it was left.
+        self.grace = grace
         self.is_glob = _has_magic(pattern)
         self.from_end = from_end
         self.fingerprint_bytes = fingerprint_bytes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -236,6 +237,7 @@ def service_options(func: Any) -> Any:
 
 
 def _settings(config_file: str | None, flags: dict[str, Any]) -> Any:
+    import yaml
     from pydantic import ValidationError
 
     from retrywatch.settings import load_settings
@@ -250,8 +252,9 @@ def _settings(config_file: str | None, flags: dict[str, Any]) -> Any:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
                              for e in exc.errors())
         raise click.UsageError(problems) from exc
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+    except (ValueError, yaml.YAMLError) as exc:  # a TOML decode error is a ValueError
+        where = config_file or os.environ.get("RETRYWATCH_CONFIG")
+        raise click.UsageError(f"{where}: {exc}" if where else str(exc)) from exc
 
 
 def _logging(fmt: str, level: str) -> None:

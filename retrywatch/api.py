@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from retrywatch import __version__
 from retrywatch.alerts import AlertChange
@@ -150,8 +150,10 @@ def create_app(engine: Engine) -> FastAPI:
     @app.get("/api/v1/alerts", response_model=AlertList)
     def alerts(
         state: Literal["firing", "resolved", "all"] = "all",
-        since: Annotated[datetime | None, Query(
-            description="only alerts whose connection failed at or after this time")] = None,
+        since: Annotated[str | None, AfterValidator(_iso_datetime), Query(
+            json_schema_extra={"format": "date-time"},
+            description="only alerts whose connection failed at or after this time "
+                        "(ISO 8601 date and time; without an offset, the alerts' zone)")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
@@ -160,7 +162,8 @@ def create_app(engine: Engine) -> FastAPI:
         if state != "all":
             items = [a for a in items if a["state"] == state]
         if since is not None:
-            items = [a for a in items if _after(a["last_seen"], since)]
+            when = datetime.fromisoformat(since)
+            items = [a for a in items if _after(a["last_seen"], when)]
         return {"alerts": items[offset:offset + limit], "total": len(items), "limit": limit,
                 "offset": offset}
 
@@ -200,6 +203,16 @@ def create_app(engine: Engine) -> FastAPI:
         return {"sources": out}
 
     return app
+
+
+def _iso_datetime(text: str | None) -> str | None:
+    """An ISO 8601 date and time, not a bare date or a number (a 422 otherwise)."""
+    if text is None:
+        return None
+    if "T" not in text.upper() and " " not in text:
+        raise ValueError("an ISO 8601 date and time is needed, e.g. 2026-11-25T17:33:44Z")
+    datetime.fromisoformat(text)  # raises ValueError with the reason
+    return text
 
 
 def _after(iso: str, since: datetime) -> bool:

@@ -98,7 +98,8 @@ def run_demo(*, listen: str, keep_serving: bool, sample: Path = SAMPLE,
         engine.subscribe(_printer(console))  # type: ignore[arg-type]
         host, port = settings.host_port()
         server = uvicorn.Server(uvicorn.Config(create_app(engine), host=host, port=port,
-                                               log_level="warning"))
+                                               log_level="warning",
+                                               timeout_graceful_shutdown=1))
         web = threading.Thread(target=server.run, name="http", daemon=True)
         service.start()
         web.start()

@@ -153,6 +153,11 @@ class Engine:
                 subscriber(change)
         return changes
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while the engine changes: take it to read several figures consistently."""
+        return self._lock
+
     # -- persistence -------------------------------------------------------------
     def snapshot(self) -> bytes:
         """The engine's whole state (pipelines, detector, alerts) as bytes."""

@@ -83,7 +83,7 @@ class EngineCollector(Collector):
                 drops.add_metric([info.name], int(info.extra.get("drops", 0)))
         yield from (lines, bytes_, unparsed, lag_bytes, lag_seconds, rotations, drops)
 
-        with engine._lock:
+        with engine.lock:
             detector = engine.detector
             d = detector.stats
             yield GaugeMetricFamily("retrywatch_tracked_connections",

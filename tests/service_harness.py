@@ -1,0 +1,105 @@
+"""The HTTP service under a real uvicorn server on 127.0.0.1, in a background thread.
+
+The listening socket is bound (port 0: the kernel picks a free one) and listening before
+the server thread starts, so a client may connect at once: the kernel queues the
+connection until uvicorn accepts it. No sleeping, no port race.
+"""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from retrywatch.api import create_app
+from retrywatch.detector import Detector, DetectorConfig
+from retrywatch.engine import Engine
+from retrywatch.parser import Parser
+
+__all__ = ["STORM", "STORM_FIRING_CID", "LiveServer", "feed_storm", "new_engine", "serving"]
+
+STORM = Path(__file__).parent.parent / "sample_logs" / "scenario-http-lua-storm.error.log.gz"
+#: The unix-socket storm of that sample: its alert is still firing at the end of the file.
+STORM_FIRING_CID = 49447
+SOURCE = "nginx"
+CHUNK = 1 << 20
+STOP_TIMEOUT = 10.0  # seconds: the bound on a server's shutdown
+
+
+def new_engine(**kwargs: object) -> Engine:
+    """An engine with one file source named ``nginx`` (UTC, like the samples)."""
+    engine = Engine(Parser(ZoneInfo("UTC")), Detector(DetectorConfig()), **kwargs)  # type: ignore[arg-type]
+    engine.add_source(SOURCE, "file")
+    return engine
+
+
+def storm_bytes() -> bytes:
+    return gzip.decompress(STORM.read_bytes())
+
+
+def feed_storm(engine: Engine, *, chunk: int = CHUNK, end: bool = True) -> None:
+    """The real storm sample into ``engine`` a chunk at a time, then its end."""
+    data = storm_bytes()
+    for i in range(0, len(data), chunk):
+        engine.feed(SOURCE, data[i:i + chunk])
+    if end:
+        engine.end(SOURCE)
+
+
+@dataclass(slots=True)
+class LiveServer:
+    app: FastAPI
+    server: uvicorn.Server
+    thread: threading.Thread
+    url: str
+
+    def client(self, timeout: float = 10.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+
+def _listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+@contextmanager
+def serving(engine: Engine, *, timeout: float = 10.0) -> Iterator[LiveServer]:
+    """``create_app(engine)`` served by uvicorn on 127.0.0.1 (a free port) until exit.
+
+    On entry the server has answered ``/healthz`` (bounded by ``timeout``); on exit it is
+    asked to stop, with open streams cut after one second, and its thread joined.
+    """
+    app = create_app(engine)
+    sock = _listening_socket()
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                              name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    live = LiveServer(app, server, thread, f"http://127.0.0.1:{port}")
+    try:
+        # The socket already listens: this request waits in the backlog until uvicorn runs.
+        response = httpx.get(f"{live.url}/healthz", timeout=timeout)
+        response.raise_for_status()
+        yield live
+    finally:
+        server.should_exit = True
+        thread.join(STOP_TIMEOUT)
+        sock.close()
+        if thread.is_alive():
+            raise RuntimeError(f"uvicorn on port {port} did not stop in {STOP_TIMEOUT}s")

@@ -1,0 +1,175 @@
+"""/metrics: every declared metric reaches the endpoint, the per-alert series lives only
+while its alert fires, connection ids are labels nowhere else, and promtool agrees."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+from service_harness import STORM_FIRING_CID, feed_storm, new_engine
+
+from retrywatch.api import create_app
+from retrywatch.engine import Engine
+from retrywatch.metrics import METRIC_NAMES
+
+HTTPX_WARNING = ("ignore:Using `httpx` with `starlette.testclient` is deprecated"
+                 ":starlette.exceptions.StarletteDeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(HTTPX_WARNING)
+
+PER_ALERT = "retrywatch_runaway_connection_failures"
+#: Labels whose values are unbounded (one per connection): only the per-alert series.
+CONNECTION_LABELS = {"cid", "pid", "upstream"}
+SYSLOG = "udp://127.0.0.1:5514"
+PROMTOOL = "/usr/bin/promtool"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def scrape(engine: Engine) -> str:
+    from fastapi.testclient import TestClient  # late: it warns at import (HTTPX_WARNING)
+
+    with TestClient(create_app(engine)) as client:
+        r = client.get("/metrics")
+    assert r.status_code == 200
+    text: str = r.text
+    return text
+
+
+def samples(text: str) -> Iterator[Sample]:
+    for family in text_string_to_metric_families(text):
+        yield from family.samples
+
+
+def values(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {tuple(sorted(s.labels.items())): s.value for s in samples(text) if s.name == name}
+
+
+@pytest.fixture(scope="module")
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="module")
+def engine(clock: FakeClock) -> Engine:
+    """The storm, a line that is no nginx event, and a syslog listener with drops: every
+    family has a series."""
+    engine = new_engine(clock=clock)
+    feed_storm(engine)
+    engine.feed("other", b"not an nginx line\n")
+    engine.end("other")
+    engine.add_source(SYSLOG, "syslog").extra["drops"] = 3
+    return engine
+
+
+@pytest.fixture(scope="module")
+def text(engine: Engine) -> str:
+    return scrape(engine)
+
+
+@pytest.mark.parametrize("name", METRIC_NAMES)
+def test_every_declared_metric_is_on_the_endpoint(text: str, name: str) -> None:
+    assert f"# TYPE {name} " in text
+    assert any(s.name == name for s in samples(text)), f"{name} has no series"
+
+
+def test_nothing_undeclared_is_exported(text: str) -> None:
+    exported = {s.name for s in samples(text)}
+    assert exported <= set(METRIC_NAMES), exported - set(METRIC_NAMES)
+
+
+def test_values_after_the_storm(text: str) -> None:
+    assert values(text, "retrywatch_runaway_connections") == {(): 1}
+    assert values(text, "retrywatch_alerts_fired_total") == {(): 5}
+    assert values(text, "retrywatch_alerts_resolved_total") == {(): 4}
+    lines = values(text, "retrywatch_source_lines_read_total")
+    assert lines[(("source", "nginx"),)] == 57_522
+    assert values(text, "retrywatch_source_lines_unparsed_total") == {
+        (("reason", "no_timestamp"), ("source", "other")): 1}
+    assert values(text, "retrywatch_syslog_receive_drops_total") == {(("source", SYSLOG),): 3}
+    failures = values(text, "retrywatch_upstream_connect_failures_total")
+    assert sum(failures.values()) == 49_277 + 8_000
+    assert {dict(k)["subsystem"] for k in failures} == {"http"}
+    (build,) = values(text, "retrywatch_build_info")
+    assert dict(build)["version"]
+
+
+def test_per_alert_series_while_firing(text: str, engine: Engine) -> None:
+    series = values(text, PER_ALERT)
+    (key,) = series
+    labels = dict(key)
+    ((alert_id, alert),) = engine.firing.items()
+    assert labels["cid"] == str(STORM_FIRING_CID) == str(alert.cid)
+    assert labels["pid"] == str(alert.pid)
+    assert labels["upstream"] == next(iter(alert.snapshot["upstreams"]))
+    assert labels["upstream"].startswith("unix:")
+    assert series[key] == engine.alert(alert_id)["failures"] == 8000  # type: ignore[index]
+
+
+def test_no_connection_label_on_any_other_series(text: str) -> None:
+    for s in samples(text):
+        if s.name != PER_ALERT:
+            assert not CONNECTION_LABELS & set(s.labels), s
+
+
+def test_per_alert_series_goes_when_the_alert_resolves() -> None:
+    clock = FakeClock()
+    engine = new_engine(clock=clock)
+    feed_storm(engine)
+    assert len(values(scrape(engine), PER_ALERT)) == 1
+    clock.now += engine.detector.config.resolve_after + 1
+    changes = engine.tick()
+    assert [(c.kind, c.alert.cid) for c in changes] == [("resolved", STORM_FIRING_CID)]
+    text = scrape(engine)
+    assert values(text, PER_ALERT) == {}
+    assert f'cid="{STORM_FIRING_CID}"' not in text
+    assert values(text, "retrywatch_runaway_connections") == {(): 0}
+    assert values(text, "retrywatch_alerts_resolved_total") == {(): 5}
+
+
+def test_an_empty_engine_scrapes(text: str) -> None:
+    empty = scrape(new_engine())
+    assert values(empty, "retrywatch_runaway_connections") == {(): 0}
+    assert values(empty, PER_ALERT) == {}
+    promtool(empty)
+
+
+def promtool(text: str) -> None:
+    if not shutil.which(PROMTOOL):
+        pytest.skip(f"{PROMTOOL} missing: install the Debian package 'prometheus'")
+    done = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(),
+                          capture_output=True, timeout=60, check=False)
+    out = (done.stdout + done.stderr).decode(errors="replace")
+    assert done.returncode == 0, f"promtool check metrics failed:\n{out}\n--- input:\n{text}"
+    assert out.strip() == "", out  # lint warnings (naming, units) are problems too
+
+
+def test_promtool_check_metrics(text: str) -> None:
+    promtool(text)
+
+
+def test_promtool_after_resolution() -> None:
+    clock = FakeClock()
+    engine = new_engine(clock=clock)
+    feed_storm(engine)
+    clock.now += 3600
+    engine.tick()
+    promtool(scrape(engine))
+
+
+def test_scrape_reads_the_engine_at_scrape_time(engine: Engine) -> None:
+    before = values(scrape(engine), "retrywatch_source_lines_read_total")
+    engine.feed("other", b"one more\n")
+    engine.end("other")
+    after = values(scrape(engine), "retrywatch_source_lines_read_total")
+    key = (("source", "other"),)
+    assert after[key] == before[key] + 1

@@ -210,8 +210,11 @@ class _Tailer:
                 f.fingerprint = take(f.fd, self.follower.fingerprint_bytes)
                 out.append(self._chunk(f, b"", boundary=True))
                 continue
-            budget -= self._read(out, f, budget, max_bytes, final=action.drains)
-            if not action.drains or f.offset < f.stat.size:
+            # Whole lines only, even from a file being left: a write in progress may be
+            # half visible; its rest is read with the file's grace period.
+            before = budget
+            budget -= self._read(out, f, budget, max_bytes, final=False)
+            if not action.drains or (f.offset < f.stat.size and budget < before and budget <= 0):
                 return  # read what the budget allows; the rest next poll
             self.current = None
             self.retired.append((f, self.follower.clock() + self.follower.grace))

@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from retrywatch import __version__
 from retrywatch.alerts import AlertChange
+from retrywatch.delivery import Notifier
 from retrywatch.engine import Engine
 from retrywatch.metrics import CONTENT_TYPE, new_registry, render
 
@@ -117,10 +118,10 @@ class Health(BaseModel):
     detail: list[str] = []
 
 
-def create_app(engine: Engine) -> FastAPI:
+def create_app(engine: Engine, notifier: Notifier | None = None) -> FastAPI:
     app = FastAPI(title="retrywatch", version=__version__,
                   description="nginx connections stuck in connect() retry loops.")
-    registry = new_registry(engine)
+    registry = new_registry(engine, notifier)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:

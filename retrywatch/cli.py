@@ -297,7 +297,32 @@ def run(config_file: str | None, **flags: Any) -> None:
     _logging(settings.log_format, settings.log_level)
     service = Service(settings)
     host, port = settings.host_port()
-    serve(service, host, port, create_app(service.engine))
+    serve(service, host, port, create_app(service.engine, service.notifier))
+
+
+@main.command("notify-test")
+@click.option("--receiver", "receiver_name", required=True, metavar="NAME",
+              help="The receiver (by name, from the settings) to send a sample alert to.")
+@service_options
+def notify_test(receiver_name: str, config_file: str | None, **flags: Any) -> None:
+    """Send a sample alert to one receiver now and print the outcome."""
+    from retrywatch.delivery import Notifier
+
+    settings = _settings(config_file, flags)
+    names = [r.name for r in settings.receivers]
+    if receiver_name not in names:
+        raise click.UsageError(f"no receiver named {receiver_name!r} "
+                               f"(configured: {', '.join(names) or 'none'})")
+    receiver = next(r for r in settings.receivers if r.name == receiver_name)
+    notifier = Notifier([receiver])
+    try:
+        result = notifier.test(receiver_name)
+    finally:
+        notifier.stop()
+    word = "delivered" if result.ok else "FAILED"
+    click.echo(f"{receiver_name} ({receiver.format}, {receiver.url}): {word}: {result.detail}")
+    if not result.ok:
+        sys.exit(1)
 
 
 @main.command()

@@ -15,9 +15,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from retrywatch import __version__
+from retrywatch.delivery import Notifier
 from retrywatch.engine import Engine
 
-__all__ = ["CONTENT_TYPE", "METRIC_NAMES", "EngineCollector", "new_registry", "render"]
+__all__ = ["CONTENT_TYPE", "DELIVERY_METRIC_NAMES", "METRIC_NAMES", "DeliveryCollector",
+           "EngineCollector", "new_registry", "render"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -38,6 +40,16 @@ METRIC_NAMES = (
     "retrywatch_alerts_fired_total",
     "retrywatch_alerts_resolved_total",
     "retrywatch_runaway_connection_failures",
+)
+
+#: The delivery metrics, exported when receivers are configured (series per receiver).
+DELIVERY_METRIC_NAMES = (
+    "retrywatch_notifications_total",
+    "retrywatch_notification_attempts_failed_total",
+    "retrywatch_notification_retries_total",
+    "retrywatch_notification_drops_total",
+    "retrywatch_notification_alerts_dropped_total",
+    "retrywatch_notification_queue_depth",
 )
 
 
@@ -120,10 +132,49 @@ class EngineCollector(Collector):
             yield per_alert
 
 
-def new_registry(engine: Engine) -> CollectorRegistry:
-    """A registry of our own (never the global one) with the engine's collector."""
+class DeliveryCollector(Collector):
+    """Each receiver's delivery figures, read from the notifier at scrape time."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        sent = CounterMetricFamily("retrywatch_notifications",
+                                   "Messages to receivers, by outcome (success, dropped).",
+                                   labels=["receiver", "outcome"])
+        failed = CounterMetricFamily("retrywatch_notification_attempts_failed",
+                                     "Delivery attempts that failed (error, timeout, 5xx).",
+                                     labels=["receiver"])
+        retries = CounterMetricFamily("retrywatch_notification_retries",
+                                      "Delivery attempts retried after a backoff.",
+                                      labels=["receiver"])
+        drops = CounterMetricFamily(
+            "retrywatch_notification_drops",
+            "Messages or changes given up, by reason (queue_full, max_attempts, max_age, "
+            "rejected).", labels=["receiver", "reason"])
+        alerts = CounterMetricFamily("retrywatch_notification_alerts_dropped",
+                                     "Alert changes never delivered.", labels=["receiver"])
+        depth = GaugeMetricFamily("retrywatch_notification_queue_depth",
+                                  "Alert changes waiting for a receiver.", labels=["receiver"])
+        for name, s in self.notifier.stats().items():
+            for outcome in ("success", "dropped"):
+                sent.add_metric([name, outcome], s.deliveries[outcome])
+            failed.add_metric([name], s.attempts_failed)
+            retries.add_metric([name], s.retries)
+            for reason in ("queue_full", "max_attempts", "max_age", "rejected"):
+                drops.add_metric([name, reason], s.drops[reason])
+            alerts.add_metric([name], s.alerts_dropped)
+            depth.add_metric([name], s.queue_depth)
+        yield from (sent, failed, retries, drops, alerts, depth)
+
+
+def new_registry(engine: Engine, notifier: Notifier | None = None) -> CollectorRegistry:
+    """A registry of our own (never the global one) with the engine's collector, and the
+    notifier's when there is one."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(engine))
+    if notifier is not None and notifier.channels:
+        registry.register(DeliveryCollector(notifier))
     return registry
 
 

@@ -16,8 +16,10 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import uvicorn
 
+from retrywatch.delivery import DeliveryState, Notifier
 from retrywatch.detector import Detector
 from retrywatch.engine import Engine
 from retrywatch.parser import Parser
@@ -37,11 +39,14 @@ logging.getLogger("watchdog").setLevel(logging.ERROR)
 
 _SNAPSHOT_TABLE = """CREATE TABLE IF NOT EXISTS engine_snapshot (
     id INTEGER PRIMARY KEY CHECK (id = 1), taken REAL NOT NULL, state BLOB NOT NULL)"""
+_DELIVERY_TABLE = """CREATE TABLE IF NOT EXISTS delivery_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1), state BLOB NOT NULL)"""
 
 
 class Service:
     def __init__(self, settings: Settings, *, waker: Waker | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.settings = settings
         self.clock = clock
         tz = resolve_zone(settings.timezone)
@@ -49,6 +54,9 @@ class Service:
         self.engine = self._restore() or Engine(Parser(tz),
                                                 Detector(settings.detector_config()),
                                                 clock=clock)
+        self.notifier = Notifier(settings.receivers, state=self._restore_delivery(),
+                                 transport=transport)
+        self.engine.subscribe(self.notifier.offer)
         checkpoints = self.store.load() if self.store else {}
         from_end = settings.start_from == "end"
         self.followers = [FileFollower(p, from_end=from_end, checkpoints=checkpoints)
@@ -63,6 +71,7 @@ class Service:
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
+        self.notifier.start()
         for listener in self.listeners:
             listener.start()
             self.engine.add_source(listener.name, "syslog")
@@ -85,6 +94,7 @@ class Service:
             listener.stop()
         if self.stdin is not None:
             self.stdin.stop()
+        self.notifier.stop()  # before the last checkpoint: what is unsent stays pending
         self.checkpoint()
         for follower in self.followers:
             follower.close()
@@ -160,13 +170,18 @@ class Service:
         positions: list[Position] = []
         for follower in self.followers:
             positions += follower.positions()
-        state = self.engine.snapshot()
+        with self.engine.lock:  # the alerts and what was told of them, at one moment
+            state = self.engine.snapshot()
+            delivery = self.notifier.state().dumps()
         with self.store.transaction() as tx:
             tx.save_positions(positions)
             tx.connection.execute(_SNAPSHOT_TABLE)
             tx.connection.execute(
                 "INSERT OR REPLACE INTO engine_snapshot (id, taken, state) VALUES (1, ?, ?)",
                 (time.time(), zlib.compress(state, 1)))
+            tx.connection.execute(_DELIVERY_TABLE)
+            tx.connection.execute(
+                "INSERT OR REPLACE INTO delivery_state (id, state) VALUES (1, ?)", (delivery,))
 
     def _restore(self) -> Engine | None:
         if self.store is None:
@@ -180,6 +195,14 @@ class Service:
         engine.reattach(self.clock)
         log.info("resumed: %d alerts firing", len(engine.firing))
         return engine
+
+    def _restore_delivery(self) -> DeliveryState | None:
+        if self.store is None:
+            return None
+        conn = self.store.connection
+        conn.execute(_DELIVERY_TABLE)
+        row = conn.execute("SELECT state FROM delivery_state WHERE id = 1").fetchone()
+        return DeliveryState.loads(row[0]) if row is not None else None
 
 
 def _default_waker(poll_interval: float) -> Waker:

@@ -20,6 +20,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from retrywatch.delivery.receivers import Receiver
 from retrywatch.detector import DetectorConfig
 from retrywatch.timezones import resolve_zone
 
@@ -56,6 +57,17 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     api_token: SecretStr | None = Field(None, description=(
         "Bearer token required by endpoints that change state."))
+    receivers: list[Receiver] = Field(default_factory=list, description=(
+        "Where alerts are delivered: name, url, format (json, alertmanager, slack) and "
+        "options (docs/webhooks.md)."))
+
+    @field_validator("receivers")
+    @classmethod
+    def _receivers(cls, value: list[Receiver]) -> list[Receiver]:
+        names = [r.name for r in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"receiver names must be unique, got {names}")
+        return value
 
     @field_validator("listen")
     @classmethod

@@ -1,0 +1,271 @@
+"""One receiver: a bounded queue, a worker thread, grouping, bounded retries.
+
+:meth:`Channel.offer` runs under the engine's lock: it only touches dicts (O(1)) and wakes
+the worker. The worker gathers changes for ``group_wait`` seconds into one message, adds
+the repeats that are due (json, slack: ``repeat_interval``; alertmanager: every firing
+alert each ``resend_interval``), and sends it with exponential backoff and jitter until it
+succeeds, ``max_attempts`` is reached or the message is ``max_age`` old. What is given up
+is counted and logged, never retried forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import httpx
+
+from retrywatch.delivery.formats import Entry, build, signature_headers
+from retrywatch.delivery.receivers import Receiver
+from retrywatch.delivery.state import ReceiverState
+
+__all__ = ["Channel", "ChannelStats", "Result"]
+
+log = logging.getLogger("retrywatch.delivery")
+
+Clock = Callable[[], float]
+Outcome = Literal["ok", "retry", "rejected"]
+IDLE = 60.0  # seconds the worker sleeps when nothing is due
+
+
+@dataclass(slots=True)
+class ChannelStats:
+    deliveries: Counter[str] = field(default_factory=Counter)  # success, dropped
+    attempts_failed: int = 0
+    retries: int = 0
+    drops: Counter[str] = field(default_factory=Counter)  # queue_full, max_attempts, ...
+    alerts_dropped: int = 0
+    queue_depth: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class Result:
+    ok: bool
+    attempts: int
+    detail: str
+
+
+class Channel:
+    def __init__(self, receiver: Receiver, client: httpx.Client, *, instance: str,
+                 clock: Clock, wall: Clock, rng: random.Random,
+                 state: ReceiverState | None = None) -> None:
+        self.receiver = receiver
+        self.client = client
+        self.instance = instance
+        self._clock, self._wall, self._rng = clock, wall, rng
+        self._cond = threading.Condition(threading.Lock())
+        self._stop = threading.Event()
+        self._queue: OrderedDict[str, Entry] = OrderedDict()
+        self._first_at: float | None = None
+        self._inflight: list[Entry] = []
+        self._sending: set[str] = set()  # ids of the firing alerts in flight
+        self._last_resend = clock()
+        self.stats = ChannelStats()
+        state = state or ReceiverState()
+        self._notified = dict(state.notified)
+        self._firing = dict(state.firing)
+        for entry in state.pending:  # a pending resolve survives the restart
+            self._queue[entry.id] = entry
+        if self._queue:
+            self._first_at = clock()
+        self._thread: threading.Thread | None = None
+
+    # -- the engine's side (under its lock: O(1), never blocks on I/O) ---------------------
+    def offer(self, kind: str, alert: dict[str, Any]) -> bool:
+        aid = str(alert["id"])
+        with self._cond:
+            queued = self._queue.get(aid)
+            if queued is not None:  # coalesce: the newest figures, a resolve wins
+                queued.alert = alert
+                if kind == "resolved":
+                    queued.kind = "resolved"
+                self._track(kind, aid, alert)
+                return True
+            if kind != "resolved":
+                self._firing[aid] = alert
+                if aid in self._notified or aid in self._sending:
+                    return True  # an update, or a re-fire after a restart
+                kind = "fired"  # never notified (e.g. dropped): this change notifies it
+            if len(self._queue) >= self.receiver.queue_size:
+                self.stats.drops["queue_full"] += 1
+                self.stats.alerts_dropped += 1
+                self._track(kind, aid, alert)
+                if kind == "resolved":
+                    self._notified.pop(aid, None)
+                return False
+            self._track(kind, aid, alert)
+            self._queue[aid] = Entry(kind, alert)
+            if self._first_at is None:
+                self._first_at = self._clock()
+                self._cond.notify()
+            return True
+
+    def _track(self, kind: str, aid: str, alert: dict[str, Any]) -> None:
+        if kind == "resolved":
+            self._firing.pop(aid, None)
+        else:
+            self._firing[aid] = alert
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"notify-{self.receiver.name}")
+        self._thread.start()
+
+    def signal_stop(self) -> None:
+        """Ask the worker to stop (a message being retried stays pending in the state)."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop, waiting at most one attempt's timeout for a request in flight."""
+        self.signal_stop()
+        if self._thread is not None:
+            self._thread.join(self.receiver.timeout + 2 if timeout is None else timeout)
+        self.client.close()
+
+    def state(self) -> ReceiverState:
+        with self._cond:
+            pending = {e.id: e for e in self._inflight}
+            for entry in self._queue.values():
+                pending[entry.id] = entry
+            return ReceiverState(dict(self._notified), dict(self._firing),
+                                 [Entry(e.kind, e.alert) for e in pending.values()])
+
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    # -- the worker --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                batch = self._wait_for_batch()
+            if batch:
+                try:
+                    self.deliver(batch, self.receiver.max_attempts)
+                except Exception:  # a bug must not end deliveries silently
+                    log.exception("receiver %s: delivery failed", self.receiver.name)
+                    with self._cond:
+                        self._inflight, self._sending = [], set()
+
+    def _wait_for_batch(self) -> list[Entry]:
+        while not self._stop.is_set():
+            now = self._clock()
+            due = self._next_due(now)
+            if due <= now:
+                return self._take(now)
+            self._cond.wait(due - now)
+        return []
+
+    def _next_due(self, now: float) -> float:
+        r = self.receiver
+        due = now + IDLE
+        if self._first_at is not None:
+            due = min(due, self._first_at + r.group_wait)
+        if self._firing:
+            if r.format == "alertmanager":
+                due = min(due, self._last_resend + r.resend_interval)
+            else:
+                wall = self._wall()
+                for aid in self._firing:
+                    at = self._notified.get(aid)
+                    if at is not None:
+                        due = min(due, now + at + r.repeat_interval - wall)
+        return due
+
+    def _take(self, now: float) -> list[Entry]:
+        r = self.receiver
+        batch: list[Entry] = []
+        if self._first_at is not None and now >= self._first_at + r.group_wait:
+            while self._queue and len(batch) < r.max_group:
+                batch.append(self._queue.popitem(last=False)[1])
+            self._first_at = (now - r.group_wait) if self._queue else None
+        taken = {e.id for e in batch}
+        if r.format == "alertmanager":
+            if self._firing and now >= self._last_resend + r.resend_interval:
+                self._last_resend = now
+                batch += [Entry("repeat", a) for i, a in self._firing.items() if i not in taken]
+        else:
+            wall = self._wall()
+            for aid, alert in self._firing.items():
+                at = self._notified.get(aid)
+                if aid not in taken and at is not None and wall >= at + r.repeat_interval:
+                    if len(batch) >= r.max_group:
+                        break
+                    batch.append(Entry("repeat", alert))
+                    self._notified[aid] = wall  # due again one interval on, sent or not
+        self._inflight = batch
+        self._sending = {e.id for e in batch if e.kind != "resolved"}
+        return batch
+
+    # -- sending ---------------------------------------------------------------------------
+    def deliver(self, batch: list[Entry], max_attempts: int) -> Result:
+        """Send one message, retrying within the receiver's bounds."""
+        r = self.receiver
+        url, body, headers = build(r, batch, self.instance, datetime.now(UTC))
+        created = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            sent = {**{k: v.get_secret_value() for k, v in r.headers.items()}, **headers,
+                    **signature_headers(r, body, int(self._wall()))}
+            outcome, detail = self._attempt(url, body, sent)
+            if outcome == "ok":
+                self._delivered(batch)
+                return Result(True, attempt, detail)
+            self.stats.attempts_failed += 1
+            delay = min(r.backoff_max, r.backoff_initial * 2 ** (attempt - 1))
+            delay = self._rng.uniform(delay / 2, delay)  # jitter: receivers see no herd
+            reason = ("rejected" if outcome == "rejected" else
+                      "max_attempts" if attempt >= max_attempts else
+                      "max_age" if self._clock() - created + delay > r.max_age else None)
+            if reason is not None:
+                self._dropped(batch, reason, attempt, detail)
+                return Result(False, attempt, f"{reason}: {detail}")
+            self.stats.retries += 1
+            log.info("receiver %s: attempt %d failed (%s), retrying in %.2fs",
+                     r.name, attempt, detail, delay)
+            if self._stop.wait(delay):  # stopping: the message stays pending in the state
+                return Result(False, attempt, f"stopped: {detail}")
+
+    def _attempt(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[Outcome, str]:
+        try:
+            response = self.client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as e:
+            return "retry", f"{type(e).__name__}: {e}"
+        status = response.status_code
+        if 200 <= status < 300:
+            return "ok", f"HTTP {status}"
+        if status in (408, 425, 429) or status >= 500:
+            return "retry", f"HTTP {status}"
+        return "rejected", f"HTTP {status}: {response.text[:200]}"
+
+    def _delivered(self, batch: list[Entry]) -> None:
+        wall = self._wall()
+        with self._cond:
+            for entry in batch:
+                if entry.alert.get("state") == "resolved":
+                    self._notified.pop(entry.id, None)
+                elif entry.id in self._firing:
+                    self._notified[entry.id] = wall
+            self._inflight, self._sending = [], set()
+            self.stats.deliveries["success"] += 1
+
+    def _dropped(self, batch: list[Entry], reason: str, attempts: int, detail: str) -> None:
+        with self._cond:
+            for entry in batch:
+                if entry.alert.get("state") == "resolved":
+                    self._notified.pop(entry.id, None)  # given up: forget it
+            self._inflight, self._sending = [], set()
+            self.stats.deliveries["dropped"] += 1
+            self.stats.drops[reason] += 1
+            self.stats.alerts_dropped += len(batch)
+        log.warning("receiver %s: dropped a message of %d alert(s) after %d attempt(s): "
+                    "%s (%s)", self.receiver.name, len(batch), attempts, reason, detail)

@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from retrywatch.api import create_app
+from retrywatch.delivery.notifier import Notifier
 from retrywatch.detector import Detector, DetectorConfig
 from retrywatch.engine import Engine
 from retrywatch.parser import Parser
@@ -76,13 +77,14 @@ def _listening_socket() -> socket.socket:
 
 
 @contextmanager
-def serving(engine: Engine, *, timeout: float = 10.0) -> Iterator[LiveServer]:
-    """``create_app(engine)`` served by uvicorn on 127.0.0.1 (a free port) until exit.
+def serving(engine: Engine, *, timeout: float = 10.0,
+            notifier: Notifier | None = None) -> Iterator[LiveServer]:
+    """``create_app(engine, notifier)`` served by uvicorn on 127.0.0.1 (a free port) until exit.
 
     On entry the server has answered ``/healthz`` (bounded by ``timeout``); on exit it is
     asked to stop, with open streams cut after one second, and its thread joined.
     """
-    app = create_app(engine)
+    app = create_app(engine, notifier)
     sock = _listening_socket()
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",

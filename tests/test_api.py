@@ -349,8 +349,11 @@ def test_event_stream_client_gone_unsubscribes() -> None:
     with serving(engine) as live:
         with live.client(timeout=WAIT) as http, \
                 http.stream("GET", "/api/v1/alerts/stream") as response:
-            assert next(sse_events(response, time.monotonic() + WAIT))[0] == ""
+            # Keep the reader: dropping it would close the response (a disconnect) at once.
+            events = sse_events(response, time.monotonic() + WAIT)
+            assert next(events)[0] == ""
             assert len(engine.subscribers) == 1
+            del events
         wait_for(lambda: engine.subscribers == [], "the stream did not unsubscribe")
 
 

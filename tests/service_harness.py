@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import gzip
 import socket
+import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 
@@ -105,3 +108,27 @@ def serving(engine: Engine, *, timeout: float = 10.0,
         sock.close()
         if thread.is_alive():
             raise RuntimeError(f"uvicorn on port {port} did not stop in {STOP_TIMEOUT}s")
+
+
+def wait_until(what: str, check: Callable[[], bool], process: subprocess.Popen[bytes],
+               log: Path, *, wait: float, poll: float,
+               context: Callable[[], str] = lambda: "") -> None:
+    """Ask ``check`` until it holds, for a server ``process`` writing to ``log``: fail at
+    once if the process exits, and after ``wait`` seconds with the end of its log (and
+    ``context()``). A refused connection counts as not yet."""
+    pause = threading.Event()
+    deadline = time.monotonic() + wait
+    name = Path(str(process.args[0] if isinstance(process.args, list) else process.args)).name
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{name} exited ({process.returncode}):\n"
+                        f"{log.read_text(errors='replace')}")
+        try:
+            if check():
+                return
+        except httpx.TransportError:
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {wait}s\n{context()}"
+                        f"log:\n{log.read_text(errors='replace')[-4000:]}")
+        pause.wait(poll)

@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from service_harness import STORM_FIRING_CID, feed_storm, new_engine
+from service_harness import STORM_FIRING_CID, feed_storm, new_engine, wait_until
 from webhook_receiver import WebhookReceiver, receiving
 
 from retrywatch.delivery import Notifier, Receiver
@@ -63,21 +62,8 @@ class Alertmanager:
         return [a for a in self.alerts() if a["annotations"].get("cid") == str(STORM_FIRING_CID)]
 
     def until(self, what: str, check: Callable[[], bool]) -> None:
-        pause = threading.Event()
-        deadline = time.monotonic() + WAIT
-        while True:
-            if self.process.poll() is not None:
-                pytest.fail(f"alertmanager exited ({self.process.returncode}):\n"
-                            f"{self.log.read_text(errors='replace')}")
-            try:
-                if check():
-                    return
-            except httpx.TransportError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                pytest.fail(f"{what}: not within {WAIT}s\n"
-                            f"log:\n{self.log.read_text(errors='replace')[-4000:]}")
-            pause.wait(POLL)
+        """Ask ``check`` until it holds (bounded by ``WAIT``)."""
+        wait_until(what, check, self.process, self.log, wait=WAIT, poll=POLL)
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
-from service_harness import STORM_FIRING_CID, LiveServer, feed_storm, new_engine, serving
+from service_harness import (
+    STORM_FIRING_CID,
+    LiveServer,
+    feed_storm,
+    new_engine,
+    serving,
+    wait_until,
+)
 
 from retrywatch.engine import Engine
 
@@ -60,22 +65,9 @@ class Prometheus:
             return f"(targets unavailable: {e})"
 
     def until(self, what: str, check: Callable[[], bool]) -> None:
-        """Ask ``check`` until it holds; fail with Prometheus' view after ``WAIT``."""
-        pause = threading.Event()
-        deadline = time.monotonic() + WAIT
-        while True:
-            if self.process.poll() is not None:
-                pytest.fail(f"prometheus exited ({self.process.returncode}):\n"
-                            f"{self.log.read_text(errors='replace')}")
-            try:
-                if check():
-                    return
-            except httpx.TransportError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                pytest.fail(f"{what}: not within {WAIT}s\ntargets: {self.targets()}\n"
-                            f"log:\n{self.log.read_text(errors='replace')[-4000:]}")
-            pause.wait(POLL)
+        """Ask ``check`` until it holds (bounded by ``WAIT``)."""
+        wait_until(what, check, self.process, self.log, wait=WAIT, poll=POLL,
+                   context=lambda: f"targets: {self.targets()}\n")
 
 
 def free_port() -> int:

@@ -12,8 +12,6 @@ import re
 import shutil
 import socket
 import subprocess
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from service_harness import STORM_FIRING_CID, feed_storm, new_engine, serving
+from service_harness import STORM_FIRING_CID, feed_storm, new_engine, serving, wait_until
 
 from retrywatch.delivery.notifier import Notifier
 from retrywatch.delivery.receivers import Receiver
@@ -192,21 +190,7 @@ def _free_port() -> int:
 
 def _until(what: str, process: subprocess.Popen[bytes], log: Path,
            check: Callable[[], bool]) -> None:
-    pause = threading.Event()
-    deadline = time.monotonic() + WAIT
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"prometheus exited ({process.returncode}):\n"
-                        f"{log.read_text(errors='replace')}")
-        try:
-            if check():
-                return
-        except httpx.TransportError:
-            pass  # not listening yet
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {WAIT}s\n"
-                        f"log:\n{log.read_text(errors='replace')[-4000:]}")
-        pause.wait(POLL)
+    wait_until(what, check, process, log, wait=WAIT, poll=POLL)
 
 
 @pytest.fixture

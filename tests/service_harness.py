@@ -22,6 +22,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from nginx_harness import free_port
 
 from retrywatch.api import create_app
 from retrywatch.delivery.notifier import Notifier
@@ -29,7 +30,8 @@ from retrywatch.detector import Detector, DetectorConfig
 from retrywatch.engine import Engine
 from retrywatch.parser import Parser
 
-__all__ = ["STORM", "STORM_FIRING_CID", "LiveServer", "feed_storm", "new_engine", "serving"]
+__all__ = ["STORM", "STORM_FIRING_CID", "FakeClock", "LiveServer", "feed_storm", "free_port",
+           "new_engine", "serving", "stop_process", "wait_until"]
 
 STORM = Path(__file__).parent.parent / "sample_logs" / "scenario-http-lua-storm.error.log.gz"
 #: The unix-socket storm of that sample: its alert is still firing at the end of the file.
@@ -132,3 +134,26 @@ def wait_until(what: str, check: Callable[[], bool], process: subprocess.Popen[b
             pytest.fail(f"{what}: not within {wait}s\n{context()}"
                         f"log:\n{log.read_text(errors='replace')[-4000:]}")
         pause.wait(poll)
+
+
+class FakeClock:
+    """Wall time that moves only when the test says so."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a server the test started; kill it if it does not stop in 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)

@@ -6,7 +6,6 @@ end to end through Alertmanager's routing."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -16,7 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
-from service_harness import STORM_FIRING_CID, feed_storm, new_engine, wait_until
+from service_harness import (
+    STORM_FIRING_CID,
+    FakeClock,
+    feed_storm,
+    free_port,
+    new_engine,
+    stop_process,
+    wait_until,
+)
 from webhook_receiver import WebhookReceiver, receiving
 
 from retrywatch.delivery import Notifier, Receiver
@@ -31,19 +38,8 @@ pytestmark = pytest.mark.skipif(
     reason=f"{ALERTMANAGER} missing: install the Debian package 'prometheus-alertmanager'")
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(slots=True)
@@ -103,12 +99,7 @@ def alertmanager(tmp_path: Path, hook: WebhookReceiver) -> Iterator[Alertmanager
                  lambda: httpx.get(f"{am.url}/-/ready", timeout=5).status_code == 200)
         yield am
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def webhook_alerts(hook: WebhookReceiver, status: str) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ import gzip
 import threading
 from pathlib import Path
 
-from service_harness import STORM, STORM_FIRING_CID
+from service_harness import STORM, STORM_FIRING_CID, FakeClock
 from webhook_receiver import WebhookReceiver, receiving
 
 from retrywatch.delivery import Receiver
@@ -15,14 +15,6 @@ from retrywatch.metrics import DELIVERY_METRIC_NAMES, new_registry, render
 from retrywatch.service import Service
 from retrywatch.settings import Settings
 from retrywatch.sources.follow import ManualWaker
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def alerts(hook: WebhookReceiver) -> list[tuple[int, str, str]]:

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from helpers import http_refused, stream_refused
-from service_harness import STORM, STORM_FIRING_CID, feed_storm, new_engine, storm_bytes
+from service_harness import STORM, STORM_FIRING_CID, FakeClock, feed_storm, new_engine, storm_bytes
 
 import retrywatch.engine as engine_module
 from retrywatch.alerts import AlertChange
@@ -20,17 +20,6 @@ from retrywatch.replay import replay
 STORM_CIDS = {73, 20137, 20302, 41557, 49447}
 
 
-class FakeClock:
-    """Wall time that moves only when the test says so."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def replayed() -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from service_harness import STORM_FIRING_CID, feed_storm, new_engine
+from service_harness import STORM_FIRING_CID, FakeClock, feed_storm, new_engine
 
 from retrywatch.api import create_app
 from retrywatch.engine import Engine
@@ -27,12 +27,6 @@ SYSLOG = "udp://127.0.0.1:5514"
 PROMTOOL = "/usr/bin/promtool"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def scrape(engine: Engine) -> str:

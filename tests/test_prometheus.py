@@ -4,7 +4,6 @@ gauge and the per-alert series (all on 127.0.0.1)."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,10 +14,13 @@ import httpx
 import pytest
 from service_harness import (
     STORM_FIRING_CID,
+    FakeClock,
     LiveServer,
     feed_storm,
+    free_port,
     new_engine,
     serving,
+    stop_process,
     wait_until,
 )
 
@@ -33,12 +35,6 @@ pytestmark = pytest.mark.skipif(
     reason=f"{PROMETHEUS} missing: install the Debian package 'prometheus'")
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass(slots=True)
@@ -70,11 +66,6 @@ class Prometheus:
                    context=lambda: f"targets: {self.targets()}\n")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -118,12 +109,7 @@ def prometheus(tmp_path: Path, live: LiveServer) -> Iterator[Prometheus]:
     try:
         yield prom
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def value(result: list[dict[str, Any]]) -> float | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -19,7 +18,15 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from service_harness import STORM_FIRING_CID, feed_storm, new_engine, serving, wait_until
+from service_harness import (
+    STORM_FIRING_CID,
+    feed_storm,
+    free_port,
+    new_engine,
+    serving,
+    stop_process,
+    wait_until,
+)
 
 from retrywatch.delivery.notifier import Notifier
 from retrywatch.delivery.receivers import Receiver
@@ -181,11 +188,6 @@ def test_rules_use_only_exported_metrics(scraped: set[str]) -> None:
 
 
 # -- a real Prometheus evaluating the rules ---------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _until(what: str, process: subprocess.Popen[bytes], log: Path,
@@ -208,7 +210,7 @@ def prometheus_with_rules(tmp_path: Path) -> Iterator[PrometheusRun]:
             "rule_files": [str(RULES)],
             "scrape_configs": [{"job_name": "retrywatch", "static_configs": [
                 {"targets": [live.url.removeprefix("http://")]}]}]}))
-        port = _free_port()
+        port = free_port()
         log = tmp_path / "prometheus.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -223,12 +225,7 @@ def prometheus_with_rules(tmp_path: Path) -> Iterator[PrometheusRun]:
             _until("rules loaded", process, log, lambda: len(_get(url, "rules")["groups"]) == 2)
             yield url, engine, process, log
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_process(process)
 
 
 def _get(url: str, what: str) -> Any:

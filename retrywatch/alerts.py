@@ -62,8 +62,7 @@ class Alert:
             "mean_per_second": round(st.failures / duration, 1),
             "errnos": dict(st.errnos),
             "kinds": dict(st.kinds),
-            "distinct_requests": len(st.requests),
-            "request_changes": st.request_changes,
+            "distinct_requests": len(st.request_keys),
             "sample": st.sample,
         }
 

@@ -60,7 +60,6 @@ class AlertOut(BaseModel):
     errnos: dict[str, int]
     kinds: dict[str, int]
     distinct_requests: int
-    request_changes: int
     sample: str
     fired_at: str
     resolved_at: str | None

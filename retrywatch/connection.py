@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from datetime import datetime
 
 from retrywatch.events import Event
@@ -13,6 +14,8 @@ __all__ = ["MAX_DISTINCT", "ConnKey", "ConnState"]
 #: under "(other)", so a connection's memory is bounded however long it runs.
 MAX_DISTINCT = 32
 OTHER = "(other)"
+#: Distinct failing requests counted per connection (memory bound; the count saturates).
+MAX_REQUEST_KEYS = 256
 
 ConnKey = tuple[str, int, int]  # (source, worker pid, connection id)
 
@@ -40,12 +43,11 @@ class ConnState:
         "key",
         "kinds",
         "last",
-        "last_request",
         "last_seen",
         "max_repeat",
         "peak",
         "peak_ts",
-        "request_changes",
+        "request_keys",
         "requests",
         "sample",
         "server",
@@ -70,10 +72,10 @@ class ConnState:
         self.errnos: dict[str, int] = {}
         self.kinds: dict[str, int] = {}
         self.requests: dict[str, int] = {}
-        # How often the failing request changed: a keep-alive connection carrying request
-        # after request, not one request stuck (unbounded, unlike ``requests``).
-        self.request_changes = 0
-        self.last_request: str | None = None
+        # Distinct failing requests (hashes), exact up to MAX_REQUEST_KEYS: a keep-alive
+        # connection carries request after request, a stuck one repeats one. A set, so
+        # the count does not depend on the order lines are read in.
+        self.request_keys: set[int] = set()
         self.client = ev.client
         self.server = ev.server
         self.host = ev.host
@@ -103,10 +105,9 @@ class ConnState:
             _bump(self.errnos, f"{ev.errno}: {ev.errno_text}", n)
         if ev.request is not None:
             _bump(self.requests, ev.request, n)
-            if ev.request != self.last_request:
-                if self.last_request is not None:
-                    self.request_changes += 1
-                self.last_request = ev.request
+            if len(self.request_keys) < MAX_REQUEST_KEYS:
+                # crc32, not hash(): stable across processes (the state is checkpointed).
+                self.request_keys.add(zlib.crc32(ev.request.encode("utf-8", "surrogateescape")))
         if self.client is None:
             self.client = ev.client
         if self.server is None:

@@ -55,7 +55,7 @@ def diagnose(st: ConnState) -> Diagnosis:
     timeout = f"{module}_next_upstream_timeout"
     connect_timeout = f"{module}_connect_timeout"
     ingress = module == "proxy"
-    requests = st.request_changes + 1
+    requests = len(st.request_keys)
 
     if _share(st, "connect_to_failed") >= 0.5 and st.peak >= SYNC_LOOP_PER_SECOND:
         return Diagnosis(

@@ -96,7 +96,7 @@ def sample_alert() -> dict[str, object]:
         "upstreams": {"unix:/run/app.sock": 8000}, "failures": 8000,
         "first_seen": now, "last_seen": now, "duration_seconds": 2,
         "peak_per_second": 4000, "mean_per_second": 4000.0, "errnos": {"111": 8000},
-        "kinds": {"connect_to_failed": 8000}, "distinct_requests": 1, "request_changes": 0,
+        "kinds": {"connect_to_failed": 8000}, "distinct_requests": 1,
         "sample": "(test alert from retrywatch notify-test)", "failures_in_window": 8000,
         "fired_at": now, "resolved_at": None, "resolved_reason": None,
         "diagnosis": {"code": "synchronous_loop", "cause": "A test alert.",

@@ -8,9 +8,8 @@ continuation lines may arrive in the next chunk.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from retrywatch.formats import compile_pattern, load_format
+from retrywatch.formats import event_start
 
 __all__ = ["Assembled", "EventAssembler"]
 
@@ -25,7 +24,7 @@ class Assembled:
 
 class EventAssembler:
     def __init__(self) -> None:
-        self._start: Any = compile_pattern(load_format("nginx_error")["event_start"])
+        self._start = event_start()
         self._pending: list[str] = []
         self._blanks: list[str] = []  # blank lines after the held event, not yet placed
 
@@ -37,7 +36,7 @@ class EventAssembler:
         out = Assembled()
         pending = self._pending
         blanks = self._blanks
-        start = self._start.match
+        start = self._start
         for line in lines:
             if start(line) is not None:
                 if pending:

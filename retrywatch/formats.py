@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import regex
 
-__all__ = ["compile_pattern", "formats_dir", "load_format"]
+__all__ = ["compile_pattern", "event_start", "formats_dir", "load_format"]
 
 _HERE = Path(__file__).resolve().parent
 
@@ -45,3 +45,10 @@ def compile_pattern(source: str, engine: Literal["regex", "re"] = "regex") -> An
         # ASCII: \d is 0-9 only, as in nginx's own output (not any Unicode digit).
         return re.compile(source.strip(), re.VERBOSE | re.DOTALL | re.ASCII)
     return regex.compile(source.strip(), regex.VERBOSE | regex.DOTALL | regex.V0)
+
+
+@cache
+def event_start() -> Any:
+    """The match of a line that starts an nginx error event (the others continue one),
+    compiled once for every stage that asks."""
+    return compile_pattern(load_format("nginx_error")["event_start"], "re").match

@@ -15,7 +15,7 @@ from datetime import tzinfo
 
 from retrywatch.assemble import Assembled, EventAssembler
 from retrywatch.events import Event, Unparsed
-from retrywatch.formats import compile_pattern, load_format
+from retrywatch.formats import event_start
 from retrywatch.framing import DEFAULT_MAX_LINE, Framed, LineFramer, decode, frame_datagram
 from retrywatch.parser import EventHead, Parser
 from retrywatch.stats import SourceStats
@@ -51,7 +51,7 @@ class SourcePipeline:
         self._framer = LineFramer(max_line)
         self._unwrapper = Unwrapper(max_line)
         self._assembler = EventAssembler()
-        self._start = compile_pattern(load_format("nginx_error")["event_start"], "re").match
+        self._start = event_start()
 
     def feed(self, chunk: bytes) -> Batch:
         self.stats.bytes_read += len(chunk)

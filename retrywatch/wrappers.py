@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from retrywatch.formats import compile_pattern, load_format
+from retrywatch.formats import compile_pattern, event_start, load_format
 
 __all__ = ["Unwrapped", "Unwrapper"]
 
@@ -35,8 +35,7 @@ class Unwrapper:
 
     def __init__(self, max_line: int = 64 * 1024) -> None:
         spec = load_format("wrappers")
-        nginx = load_format("nginx_error")
-        self._event_start = compile_pattern(nginx["event_start"])
+        self._event_start = event_start()
         self._patterns: dict[str, Any] = {
             name: compile_pattern(w["pattern"]) for name, w in spec["wrapper"].items()
         }
@@ -48,7 +47,7 @@ class Unwrapper:
         self._dropping: set[str] = set()
 
     def is_event_start(self, line: str) -> bool:
-        return self._event_start.match(line) is not None
+        return self._event_start(line) is not None
 
     def unwrap_lines(self, lines: list[str]) -> Unwrapped:
         out = Unwrapped()
@@ -57,7 +56,7 @@ class Unwrapper:
         return out
 
     def _one(self, line: str, out: Unwrapped) -> None:
-        if self._event_start.match(line) is not None:
+        if self._event_start(line) is not None:
             out.lines.append(line)
             return
         text = line
@@ -96,7 +95,7 @@ class Unwrapper:
                 text = joined
             else:
                 text = m.group("payload") or ""
-            if self._event_start.match(text) is not None:
+            if self._event_start(text) is not None:
                 break
         out.lines.append(text)
 
@@ -115,7 +114,7 @@ class Unwrapper:
     def _reveals_event(self, payload: str, depth: int) -> bool:
         """Whether a loose wrapper's payload is an nginx line, directly or inside more
         wrappers; a continuation line such as ``PHP message: ...`` is not unwrapped."""
-        if self._event_start.match(payload) is not None:
+        if self._event_start(payload) is not None:
             return True
         if depth <= 1:
             return False

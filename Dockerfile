@@ -4,18 +4,23 @@
 #   docker run -v /var/log/nginx:/var/log/nginx:ro retrywatch run --log /var/log/nginx/error.log
 # Configuration is the RETRYWATCH_* environment (lists as JSON), flags, or --config FILE.
 
-# -- builder: one wheel for retrywatch and every dependency -------------------------------
-FROM python:3.11.11-slim-bookworm AS builder
+# -- builder: the compiled core (Rust, maturin) and one wheel for every dependency --------
+# Debian bookworm's python3 is 3.11, the version the final image runs; the wheel is abi3.
+FROM rust:1.85-slim-bookworm AS builder
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /venv
 WORKDIR /src
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PATH=/venv/bin:$PATH
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY retrywatch ./retrywatch
-COPY parsers ./parsers
-# The bundled demo sample (force-included into the wheel as retrywatch/samples).
+# The bundled demo sample: retrywatch/samples/ links to it, the wheel carries it.
 COPY sample_logs/scenario-http-lua-storm.error.log.gz ./sample_logs/
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-# -- final: the wheels installed into a clean slim image, no compiler, no build tools -----
+# -- final: the wheels installed into a clean slim image, no compiler, no Rust toolchain ---
 FROM python:3.11.11-slim-bookworm
 LABEL org.opencontainers.image.title="retrywatch" \
       org.opencontainers.image.description="Finds nginx connections stuck in connect() retry loops from error logs" \

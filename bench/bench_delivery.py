@@ -15,18 +15,17 @@ import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from retrywatch.core import DetectorConfig
 from retrywatch.delivery.notifier import Notifier
 from retrywatch.delivery.receivers import Receiver
-from retrywatch.detector import Detector
 from retrywatch.engine import Engine
-from retrywatch.parser import Parser
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_logs" / (
     "scenario-http-lua-storm.error.log.gz")
 
 
 def run(data: bytes, url: str | None) -> float:
-    engine = Engine(Parser(ZoneInfo("UTC")), Detector())
+    engine = Engine(DetectorConfig(), ZoneInfo("UTC"))
     notifier = None
     if url is not None:
         notifier = Notifier([Receiver(name="hung", url=url, timeout=30, group_wait=0)])

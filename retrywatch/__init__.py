@@ -1,21 +1,22 @@
 """retrywatch: finds nginx connections stuck in connect() retry loops."""
 
 from retrywatch.alerts import Alert, AlertChange
-from retrywatch.detector import Detector, DetectorConfig
+from retrywatch.core import Core, DetectorConfig, EventReader
+from retrywatch.engine import Engine
 from retrywatch.events import Event, Unparsed
-from retrywatch.parser import Parser
-from retrywatch.pipeline import SourcePipeline, parse_text
+from retrywatch.records import RecordReader, parse_text
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Alert",
     "AlertChange",
-    "Detector",
+    "Core",
     "DetectorConfig",
+    "Engine",
     "Event",
-    "Parser",
-    "SourcePipeline",
+    "EventReader",
+    "RecordReader",
     "Unparsed",
     "__version__",
     "parse_text",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from retrywatch.connection import ConnState
+from retrywatch.core import Conn
 from retrywatch.diagnosis import Diagnosis, diagnose
 
 __all__ = ["Alert", "AlertChange", "ChangeKind", "alert_id"]
@@ -36,15 +36,15 @@ class Alert:
     snapshot: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def fire(cls, st: ConnState, now: datetime) -> Alert:
+    def fire(cls, st: Conn, now: datetime) -> Alert:
         source, pid, cid = st.key
         alert = cls(alert_id(source, pid, cid, st.first), source, pid, cid, now)
         alert.refresh(st)
         return alert
 
-    def refresh(self, st: ConnState) -> None:
+    def refresh(self, st: Conn) -> None:
         """Take the connection's current figures."""
-        self.failures_in_window = st.window.count()
+        self.failures_in_window = st.failures_in_window
         self.diagnosis = diagnose(st)
         duration = st.last - st.first + 1
         self.snapshot = {
@@ -62,7 +62,7 @@ class Alert:
             "mean_per_second": round(st.failures / duration, 1),
             "errnos": dict(st.errnos),
             "kinds": dict(st.kinds),
-            "distinct_requests": len(st.request_keys),
+            "distinct_requests": st.distinct_requests,
             "sample": st.sample,
         }
 
@@ -70,6 +70,32 @@ class Alert:
         self.state = "resolved"
         self.resolved_at = when
         self.resolved_reason = reason
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain JSON data for the service's checkpoint (:meth:`from_state` reads it)."""
+        return {
+            "id": self.id, "source": self.source, "pid": self.pid, "cid": self.cid,
+            "fired_at": self.fired_at.isoformat(), "state": self.state,
+            "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
+            "resolved_reason": self.resolved_reason,
+            "failures_in_window": self.failures_in_window,
+            "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
+            "snapshot": self.snapshot,
+        }
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> Alert:
+        diagnosis = d.get("diagnosis")
+        return cls(
+            id=str(d["id"]), source=str(d["source"]), pid=int(d["pid"]), cid=int(d["cid"]),
+            fired_at=datetime.fromisoformat(d["fired_at"]),
+            state="resolved" if d.get("state") == "resolved" else "firing",
+            resolved_at=datetime.fromisoformat(d["resolved_at"]) if d.get("resolved_at") else None,
+            resolved_reason=d.get("resolved_reason"),
+            failures_in_window=int(d.get("failures_in_window", 0)),
+            diagnosis=Diagnosis(**diagnosis) if diagnosis else None,
+            snapshot=dict(d.get("snapshot") or {}),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -17,10 +17,8 @@ from typing import Any
 import pandas as pd
 
 from retrywatch.alerts import Alert
-from retrywatch.detector import DetectorConfig
+from retrywatch.core import Core, DetectorConfig, new_core
 from retrywatch.discover import LogFile
-from retrywatch.parser import Parser
-from retrywatch.pipeline import Batch
 from retrywatch.replay import replay
 
 __all__ = ["Analysis", "EventSink", "analyze"]
@@ -102,88 +100,38 @@ def _totals(frame: pd.DataFrame, column: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in sums.items()}
 
 
-class _Tap:
-    """Reads each batch's connect failures into frames and folds them into aggregates."""
+def _frame(columns: dict[str, list[Any]], tz: tzinfo) -> pd.DataFrame:
+    """Export rows as the core gathers them, typed (a chunk whose peers are all unknown
+    exports like any other)."""
+    frame = pd.DataFrame(columns, columns=EVENT_COLUMNS)
+    frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True).dt.tz_convert(tz)
+    frame["errno"] = frame["errno"].astype("Int64")
+    return frame.astype({"source": "str", "kind": "str", "peer": "str", "server": "str",
+                         "pid": "int64", "cid": "int64", "count": "int64"})
 
-    def __init__(self, parser: Parser, tz: tzinfo, sink: EventSink | None) -> None:
-        self.parser = parser
+
+def _long(rows: list[tuple[int, Any, int]], column: str, tz: tzinfo) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["time", column, "failures"])
+    frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True).dt.tz_convert(tz)
+    frame[column] = frame[column].astype("str")
+    frame["failures"] = frame["failures"].astype("int64")
+    return frame.sort_values(["time", column], ignore_index=True)
+
+
+class _Export:
+    """Takes the core's export rows after each chunk and hands them to the sink."""
+
+    def __init__(self, tz: tzinfo, sink: EventSink) -> None:
         self.tz = tz
         self.sink = sink
-        self.parts: dict[tuple[str, ...], list[pd.DataFrame]] = {
-            dims: [] for dims in (("time", "kind"), ("time", "peer"), ("time", "server"),
-                                  ("errno",))}
         self.rows = 0
-        self.first: int | None = None
-        self.last: int | None = None
-        self.cols: dict[str, list[Any]] = {name: [] for name in EVENT_COLUMNS}
 
-    def __call__(self, batch: Batch) -> None:
-        cols = self.cols
-        for head, n in batch.events:
-            ts = head.ts
-            if self.first is None or ts < self.first:
-                self.first = ts
-            if self.last is None or ts > self.last:
-                self.last = ts
-            if not head.failure:
-                continue
-            peer, server, errno = self.parser.failure_fields(head)
-            cols["time"].append(ts)
-            cols["source"].append(head.source)
-            cols["pid"].append(head.pid)
-            cols["cid"].append(head.cid)
-            cols["kind"].append(head.failure)
-            cols["errno"].append(errno)
-            cols["peer"].append(peer)
-            cols["server"].append(server)
-            cols["count"].append(n)
-        if len(cols["time"]) >= FRAME_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        """Turn the rows gathered so far into a frame: export it, fold it."""
-        if not self.cols["time"]:
-            return
-        frame = pd.DataFrame(self.cols)
-        self.cols = {name: [] for name in EVENT_COLUMNS}
-        frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True).dt.tz_convert(self.tz)
-        frame["errno"] = frame["errno"].astype("Int64")
-        # Explicit types, so a chunk whose peers are all unknown exports like any other.
-        frame = frame.astype({"source": "str", "kind": "str", "peer": "str", "server": "str",
-                              "pid": "int64", "cid": "int64", "count": "int64"})
-        if self.sink is not None:
+    def __call__(self, core: Core) -> None:
+        columns = core.take_rows()
+        if columns["time"]:
+            frame = _frame(columns, self.tz)
+            self.rows += len(frame)
             self.sink(frame)
-        self.rows += len(frame)
-        # Fold now into separate aggregates (per second and kind, per second and peer, per
-        # second and server, per errno): memory follows them, not the lines read.
-        for dims, parts in self.parts.items():
-            parts.append(_sum(frame, list(dims)))
-            if len(parts) >= 16:
-                self.parts[dims] = [_sum(pd.concat(parts, ignore_index=True), list(dims))]
-
-    def _folded(self, dims: tuple[str, ...]) -> pd.DataFrame:
-        parts = self.parts[dims]
-        if not parts:
-            return pd.DataFrame(columns=[*dims, "count"])
-        return _sum(pd.concat(parts, ignore_index=True), list(dims))
-
-    def frames(self) -> tuple[pd.Series, pd.DataFrame, pd.DataFrame, pd.DataFrame,
-                              dict[str, int]]:
-        self.flush()
-        kinds = self._folded(("time", "kind"))
-        timeline = kinds.groupby("time")["count"].sum().rename("failures")
-        by_kind = kinds.pivot_table(index="time", columns="kind", values="count",
-                                    aggfunc="sum", fill_value=0)
-        by_upstream = self._folded(("time", "peer")).rename(columns={"count": "failures"})
-        by_server = self._folded(("time", "server")).rename(columns={"count": "failures"})
-        errnos = self._folded(("errno",)).dropna(subset=["errno"])
-        return (timeline, by_kind, by_upstream, by_server,
-                {str(int(k)): int(v) for k, v in zip(errnos["errno"], errnos["count"],
-                                                     strict=True)})
-
-
-def _sum(frame: pd.DataFrame, dims: list[str]) -> pd.DataFrame:
-    return frame.groupby(dims, dropna=False, observed=True)["count"].sum().reset_index()
 
 
 def analyze(
@@ -195,14 +143,27 @@ def analyze(
     sink: EventSink | None = None,
 ) -> Analysis:
     """Replay ``files`` (already discovered and ordered) and aggregate their failures."""
-    parser = Parser(tz)
-    tap = _Tap(parser, tz, sink)
-    result = replay([f.path for f in files], tz=tz, config=config, on_batch=tap, on_raw=on_raw,
-                    names=[f.source for f in files], parser=parser)
-    timeline, by_kind, by_upstream, by_server, errnos = tap.frames()
+    config = config or DetectorConfig()
+    core = new_core(config, tz, aggregates=True, rows=sink is not None)
+    export = _Export(tz, sink) if sink is not None else None
+    result = replay([f.path for f in files], tz=tz, config=config, on_chunk=export,
+                    on_raw=on_raw, names=[f.source for f in files], core=core)
+    agg = core.aggregates()
+    kinds = pd.DataFrame(agg["by_kind"], columns=["time", "kind", "count"])
+    kinds["time"] = pd.to_datetime(kinds["time"], unit="s", utc=True).dt.tz_convert(tz)
+    kinds = kinds.sort_values(["time", "kind"], ignore_index=True)
+    timeline = kinds.groupby("time")["count"].sum().rename("failures").astype("int64")
+    by_kind = kinds.pivot_table(index="time", columns="kind", values="count",
+                                aggfunc="sum", fill_value=0)
+    by_upstream = _long(agg["by_peer"], "peer", tz)
+    by_server = _long(agg["by_server"], "server", tz)
+    errnos = {str(e): n for e, n in sorted(agg["by_errno"], key=lambda kv: kv[0] or 0)
+              if e is not None}
     stats = result.stats()
-    first = pd.Timestamp(tap.first, unit="s", tz="UTC").tz_convert(tz) if tap.first else None
-    last = pd.Timestamp(tap.last, unit="s", tz="UTC").tz_convert(tz) if tap.last else None
+    first = pd.Timestamp(agg["first"], unit="s", tz="UTC").tz_convert(tz) \
+        if agg["first"] is not None else None
+    last = pd.Timestamp(agg["last"], unit="s", tz="UTC").tz_convert(tz) \
+        if agg["last"] is not None else None
     summary = {
         "files": len(files),
         "bytes": sum(f.size for f in files),
@@ -217,6 +178,6 @@ def analyze(
         "connect_failures_by_errno": errnos,
         "storms": len(result.alerts),
         "storm_failures": sum(a.to_dict()["failures"] for a in result.alerts),
-        "event_rows": tap.rows,
+        "event_rows": export.rows if export is not None else 0,
     }
     return Analysis(summary, result.alerts, timeline, by_kind, by_upstream, by_server, files)

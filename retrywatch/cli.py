@@ -13,7 +13,7 @@ import click
 import orjson
 
 from retrywatch import __version__
-from retrywatch.detector import DetectorConfig
+from retrywatch.core import DetectorConfig
 from retrywatch.events import Event
 from retrywatch.timezones import resolve_zone
 
@@ -48,25 +48,22 @@ def parse(files: tuple[str, ...], tz: Any) -> None:
 
     Unparsed lines print as {"unparsed": true, "reason": ..., "line": ...}.
     """
-    from retrywatch.parser import Parser
-
     out = sys.stdout.buffer
-    parser = Parser(tz)
     try:
-        _print_events(list(files) or ["-"], parser, out)
+        _print_events(list(files) or ["-"], tz, out)
     except OSError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
-def _print_events(files: list[str], parser: Any, out: Any) -> None:
-    from retrywatch.pipeline import SourcePipeline
+def _print_events(files: list[str], tz: Any, out: Any) -> None:
+    from retrywatch.records import RecordReader
     from retrywatch.sources.files import iter_chunks, source_name
 
     for path in files:
-        pipe = SourcePipeline(source_name(path), parser, ordered=True)
+        reader = RecordReader(tz, source_name(path))
         for chunk in [*iter_chunks(path), None]:
-            batch = pipe.feed(chunk) if chunk is not None else pipe.flush()
-            for record in batch.records:
+            records = reader.feed(chunk) if chunk is not None else reader.flush()
+            for record in records:
                 data = record.to_dict()
                 if isinstance(record, Event):
                     data.pop("line", None)

@@ -118,7 +118,7 @@ def run_demo(*, listen: str, keep_serving: bool, sample: Path = SAMPLE,
                     s.lines_read for _, s in engine.source_stats()) < total:
                 time.sleep(0.1)
             time.sleep(1.5)  # the held last line is released after a quiet second
-            fired = engine.detector.stats.fired
+            fired = engine.detector_stats().fired
             console.print(f"\n{total:,} lines written and read; {fired} runaway connections "
                           f"found, {len(engine.firing)} still firing.")
             console.print(f"  {base}/api/v1/alerts\n  {base}/api/v1/connections\n"
@@ -130,7 +130,7 @@ def run_demo(*, listen: str, keep_serving: bool, sample: Path = SAMPLE,
             return fired
         except KeyboardInterrupt:
             stop.set()
-            return engine.detector.stats.fired
+            return engine.detector_stats().fired
         finally:
             server.should_exit = True
             web.join(5)

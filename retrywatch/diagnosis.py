@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from retrywatch.connection import ConnState
+from retrywatch.core import Conn
 
 __all__ = ["Diagnosis", "diagnose"]
 
@@ -26,11 +26,11 @@ class Diagnosis:
         return {"code": self.code, "cause": self.cause, "fix": self.fix}
 
 
-def _share(st: ConnState, *kinds: str) -> float:
+def _share(st: Conn, *kinds: str) -> float:
     return sum(st.kinds.get(k, 0) for k in kinds) / max(st.failures, 1)
 
 
-def _peers(st: ConnState) -> str:
+def _peers(st: Conn) -> str:
     top = sorted(st.upstreams.items(), key=lambda kv: -kv[1])[:3]
     text = ", ".join(f"{addr} ({count:,})" for addr, count in top)
     more = len(st.upstreams) - len(top)
@@ -42,7 +42,7 @@ _MODULES = {"grpc": "grpc", "grpcs": "grpc", "fastcgi": "fastcgi", "uwsgi": "uws
             "suwsgi": "uwsgi", "scgi": "scgi", "memcached": "memcached"}
 
 
-def diagnose(st: ConnState) -> Diagnosis:
+def diagnose(st: Conn) -> Diagnosis:
     """The likely cause and the fix for a connection whose failures crossed the threshold."""
     seconds = st.last - st.first + 1
     what = (
@@ -55,7 +55,7 @@ def diagnose(st: ConnState) -> Diagnosis:
     timeout = f"{module}_next_upstream_timeout"
     connect_timeout = f"{module}_connect_timeout"
     ingress = module == "proxy"
-    requests = len(st.request_keys)
+    requests = st.distinct_requests
 
     if _share(st, "connect_to_failed") >= 0.5 and st.peak >= SYNC_LOOP_PER_SECOND:
         return Diagnosis(

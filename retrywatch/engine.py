@@ -13,29 +13,75 @@ is moved on by the wall time elapsed so idle state expires and quiet alerts reso
 
 from __future__ import annotations
 
-import pickle
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import tzinfo
 from typing import Any
 
+import orjson
+
 from retrywatch.alerts import Alert, AlertChange
-from retrywatch.connection import ConnState
-from retrywatch.detector import Detector
-from retrywatch.parser import Parser
-from retrywatch.pipeline import Batch, SourcePipeline
+from retrywatch.core import Conn, Core, DetectorConfig, localize, new_core, restore_core
 from retrywatch.stats import SourceStats
 
-__all__ = ["Engine", "SourceInfo"]
+__all__ = ["DetectorStats", "Engine", "SourceInfo", "apply_changes"]
 
 Subscriber = Callable[[AlertChange], None]
 Clock = Callable[[], float]
+#: A change as the core hands it back: (kind, at, reason, connection figures).
+RawChange = tuple[str, int, str | None, dict[str, Any]]
 
 #: Resolved alerts kept in memory for the API (the oldest are dropped first).
 RESOLVED_KEPT = 10_000
+#: The version of the Python half of the engine's state (the core's has its own).
+STATE_VERSION = 1
+
+
+@dataclass(slots=True)
+class DetectorStats:
+    """The core's detection counters, read at one moment."""
+
+    connect_failures: int = 0
+    by_source_kind: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    evictions: int = 0
+    untracked: int = 0
+    expired: int = 0
+    ended: int = 0
+    fired: int = 0
+    resolved: int = 0
+
+    @classmethod
+    def of(cls, core: Core) -> DetectorStats:
+        d = core.detector_stats()
+        by = {(source, kind, sub): n for (source, kind, sub), n in d.pop("by_source_kind")}
+        return cls(by_source_kind=by, **d)
+
+
+def apply_changes(raw: Iterable[RawChange], by_key: dict[tuple[str, int, int], Alert],
+                  tz: tzinfo) -> list[AlertChange]:
+    """The alert lifecycle: the core's changes applied to the alerts of firing keys."""
+    out: list[AlertChange] = []
+    for kind, at, reason, figures in raw:
+        conn = Conn.of(figures, tz)
+        if kind == "fired":
+            alert = Alert.fire(conn, localize(at, tz))
+            by_key[conn.key] = alert
+            out.append(AlertChange("fired", alert))
+            continue
+        alert_or_none = by_key.get(conn.key)
+        if alert_or_none is None:  # cannot happen: the core fires before it updates
+            continue
+        alert_or_none.refresh(conn)
+        if kind == "resolved":
+            del by_key[conn.key]
+            alert_or_none.resolve(localize(at, tz), reason or "quiet")
+            out.append(AlertChange("resolved", alert_or_none))
+        else:
+            out.append(AlertChange("updated", alert_or_none))
+    return out
 
 
 @dataclass(slots=True)
@@ -55,24 +101,24 @@ class SourceInfo:
 
 
 class Engine:
-    def __init__(self, parser: Parser, detector: Detector, *, idle_flush: float = 1.0,
-                 clock: Clock = time.monotonic) -> None:
-        self.parser = parser
-        self.detector = detector
+    def __init__(self, config: DetectorConfig, tz: tzinfo, *, idle_flush: float = 1.0,
+                 clock: Clock = time.monotonic, core: Core | None = None) -> None:
+        self.config = config
+        self.tz = tz
+        self.core = core if core is not None else new_core(config, tz)
         self.idle_flush = idle_flush
         self._clock = clock
         self._lock = threading.RLock()
-        self._pipes: dict[str, SourcePipeline] = {}
         self._fed_at: dict[str, float] = {}  # wall clock of each source's last bytes
         self._pending: set[str] = set()  # sources that may hold an unfinished event
         self.info: dict[str, SourceInfo] = {}
         self.firing: dict[str, Alert] = {}
+        self._by_key: dict[tuple[str, int, int], Alert] = {}
         self.resolved: OrderedDict[str, Alert] = OrderedDict()
         self.subscribers: list[Subscriber] = []
         self.changes_total = 0
         self._last_ts: int | None = None  # newest event second seen
         self._last_ts_at: float | None = None  # wall clock when it was seen
-        self._last_when: datetime | None = None
         self.started_at = clock()
 
     # -- input ---------------------------------------------------------------
@@ -81,35 +127,27 @@ class Engine:
             info = self.info.get(name)
             if info is None:
                 info = self.info[name] = SourceInfo(name, kind)
-            self._pipe(name)
+            self.core.add_source(name)
             return info
-
-    def _pipe(self, name: str) -> SourcePipeline:
-        pipe = self._pipes.get(name)
-        if pipe is None:
-            pipe = self._pipes[name] = SourcePipeline(name, self.parser)
-        return pipe
 
     def feed(self, source: str, data: bytes) -> list[AlertChange]:
         """Bytes of a stream source (a file, stdin)."""
         with self._lock:
-            pipe = self._pipe(source)
             self._fed_at[source] = self._clock()
             self._pending.add(source)
-            return self._apply(pipe.feed(data))
+            return self._apply(self.core.feed(source, data))
 
     def feed_records(self, source: str, records: list[bytes]) -> list[AlertChange]:
         """Datagrams of a record source (syslog): each one line."""
         with self._lock:
-            pipe = self._pipe(source)
             self._fed_at[source] = self._clock()
-            return self._apply(pipe.feed_records(records))
+            return self._apply(self.core.feed_records(source, records))
 
     def end(self, source: str) -> list[AlertChange]:
         """A stream ended (stdin EOF, a file rotated away): release what it holds."""
         with self._lock:
             self._pending.discard(source)
-            return self._apply(self._pipe(source).flush())
+            return self._apply(self.core.flush(source))
 
     def tick(self) -> list[AlertChange]:
         """Wall-clock housekeeping: flush quiet sources, move event time on when idle."""
@@ -118,24 +156,22 @@ class Engine:
             changes: list[AlertChange] = []
             for source in [s for s in self._pending if now - self._fed_at[s] >= self.idle_flush]:
                 self._pending.discard(source)
-                changes += self._apply(self._pipes[source].flush())
+                changes += self._apply(self.core.flush(source))
             if self._last_ts is not None and self._last_ts_at is not None:
                 idle = int(now - self._last_ts_at)
-                if idle >= 1 and self._last_when is not None:
-                    ts = self._last_ts + idle
-                    when = self._last_when + timedelta(seconds=idle)
-                    changes += self._publish(self.detector.advance(ts, when))
+                if idle >= 1:
+                    changes += self._publish(apply_changes(
+                        self.core.advance(self._last_ts + idle), self._by_key, self.tz))
             return changes
 
-    def _apply(self, batch: Batch) -> list[AlertChange]:
-        if not batch.events:
-            return []
-        newest = max(head.ts for head, _ in batch.events)
-        if self._last_ts is None or newest > self._last_ts:
+    def _apply(self, raw: list[RawChange]) -> list[AlertChange]:
+        newest = self.core.watermark
+        if newest is not None and (self._last_ts is None or newest > self._last_ts):
             self._last_ts = newest
             self._last_ts_at = self._clock()
-            self._last_when = next(h.time for h, _ in batch.events if h.ts == newest)
-        return self._publish(self.detector.process(batch.events))
+        if not raw:
+            return []
+        return self._publish(apply_changes(raw, self._by_key, self.tz))
 
     def _publish(self, changes: list[AlertChange]) -> list[AlertChange]:
         for change in changes:
@@ -158,35 +194,68 @@ class Engine:
         """Held while the engine changes: take it to read several figures consistently."""
         return self._lock
 
+    # -- what the detector holds -------------------------------------------------------
+    @property
+    def watermark(self) -> int | None:
+        return self.core.watermark
+
+    @property
+    def tracked_keys(self) -> int:
+        return self.core.tracked_keys
+
+    def detector_stats(self) -> DetectorStats:
+        with self._lock:
+            return DetectorStats.of(self.core)
+
     # -- persistence -------------------------------------------------------------
-    def snapshot(self) -> bytes:
-        """The engine's whole state (pipelines, detector, alerts) as bytes."""
+    def snapshot(self) -> tuple[bytes, bytes]:
+        """The engine's whole state: the core's versioned bytes, and the alerts and
+        sources as JSON. Neither is code: restoring runs nothing it reads."""
         with self._lock:
-            return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+            extra = {
+                "version": STATE_VERSION,
+                "firing": [a.to_state() for a in self.firing.values()],
+                "resolved": [a.to_state() for a in self.resolved.values()],
+                "by_key": [[*key, alert.id] for key, alert in self._by_key.items()],
+                "info": [asdict(info) for info in self.info.values()],
+                "changes_total": self.changes_total,
+                "last_ts": self._last_ts,
+            }
+            return self.core.snapshot(), orjson.dumps(extra)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for transient in ("_lock", "subscribers", "_clock"):
-            del state[transient]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
-        self.subscribers = []
-        self._clock = time.monotonic
-
-    def reattach(self, clock: Clock) -> None:
-        """After a restore: a new process, a new clock (wall-clock marks start again)."""
-        with self._lock:
-            self._clock = clock
-            now = clock()
-            self._fed_at = dict.fromkeys(self._fed_at, now)
-            if self._last_ts_at is not None:
-                self._last_ts_at = now
-            self.started_at = now
-            for info in self.info.values():
+    @classmethod
+    def restore(cls, core_state: bytes, extra_state: bytes, config: DetectorConfig,
+                tz: tzinfo, *, clock: Clock = time.monotonic,
+                idle_flush: float = 1.0) -> Engine:
+        """An engine from :meth:`snapshot`, with today's settings (ValueError when the
+        state cannot be read)."""
+        try:
+            extra = orjson.loads(extra_state)
+            if not isinstance(extra, dict) or extra.get("version") != STATE_VERSION:
+                raise ValueError("unknown engine state version")
+            engine = cls(config, tz, clock=clock, idle_flush=idle_flush,
+                         core=restore_core(core_state, config, tz))
+            for d in extra["firing"]:
+                alert = Alert.from_state(d)
+                engine.firing[alert.id] = alert
+            for d in extra["resolved"]:
+                alert = Alert.from_state(d)
+                engine.resolved[alert.id] = alert
+            for source, pid, cid, alert_id in extra["by_key"]:
+                if alert_id in engine.firing:
+                    engine._by_key[str(source), int(pid), int(cid)] = engine.firing[alert_id]
+            for d in extra["info"]:
+                info = SourceInfo(**d)
                 info.open = info.kind == "file"
+                engine.info[info.name] = info
+            engine.changes_total = int(extra["changes_total"])
+            last_ts = extra.get("last_ts")
+            if last_ts is not None:
+                engine._last_ts = int(last_ts)
+                engine._last_ts_at = clock()
+        except (KeyError, TypeError, orjson.JSONDecodeError) as exc:
+            raise ValueError(f"unreadable engine state: {exc}") from exc
+        return engine
 
     # -- state to read -------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
@@ -215,25 +284,21 @@ class Engine:
     def connections(self, limit: int) -> list[dict[str, Any]]:
         """The hottest tracked connections now."""
         with self._lock:
-            now = self.detector.watermark
-            out = []
-            for st in self.detector.hottest(limit):
-                in_window = st.in_window(now if now is not None else st.last)
-                out.append(_connection(st, in_window, self.detector.config.window))
-            return out
+            return [_connection(Conn.of(d, self.tz), d["failures_in_window"], self.config.window)
+                    for d in self.core.hottest(limit)]
 
     def source_stats(self) -> list[tuple[SourceInfo, SourceStats]]:
         with self._lock:
-            return [(self.info.get(name) or SourceInfo(name, "unknown"), pipe.stats)
-                    for name, pipe in self._pipes.items()]
+            return [(self.info.get(name) or SourceInfo(name, "unknown"), SourceStats.of(name, d))
+                    for name, d in self.core.source_stats().items()]
 
 
-def _connection(st: ConnState, in_window: int, window: int) -> dict[str, Any]:
+def _connection(st: Conn, in_window: int, window: int) -> dict[str, Any]:
     source, pid, cid = st.key
     return {
         "source": source, "pid": pid, "cid": cid,
         "failures_in_window": in_window,
-        "rate_per_second": round(in_window / min(window, st.window.span()), 1),
+        "rate_per_second": round(in_window / min(window, st.window_span), 1),
         "failures": st.failures,
         "upstreams": dict(sorted(st.upstreams.items(), key=lambda kv: -kv[1])),
         "client": st.client, "server": st.server,

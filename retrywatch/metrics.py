@@ -96,11 +96,10 @@ class EngineCollector(Collector):
         yield from (lines, bytes_, unparsed, lag_bytes, lag_seconds, rotations, drops)
 
         with engine.lock:
-            detector = engine.detector
-            d = detector.stats
+            d = engine.detector_stats()
             yield GaugeMetricFamily("retrywatch_tracked_connections",
                                     "Connection keys the detector holds now.",
-                                    value=detector.tracked_keys)
+                                    value=engine.tracked_keys)
             yield CounterMetricFamily("retrywatch_evictions",
                                       "Tracked keys pushed out by --max-tracked.",
                                       value=d.evictions)

@@ -8,16 +8,14 @@ a storm).
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
 
 from retrywatch.alerts import Alert, AlertChange
-from retrywatch.detector import Detector, DetectorConfig, DetectorStats
-from retrywatch.parser import Parser
-from retrywatch.pipeline import Batch, SourcePipeline
+from retrywatch.core import Core, DetectorConfig, new_core
+from retrywatch.engine import DetectorStats, apply_changes
 from retrywatch.sources.files import CHUNK_SIZE, iter_chunks, source_name
 from retrywatch.stats import SourceStats
 
@@ -67,15 +65,6 @@ def _by_kind(stats: DetectorStats) -> dict[str, int]:
     return dict(sorted(kinds.items()))
 
 
-def _batches(path: str, pipe: SourcePipeline, chunk_size: int,
-             on_raw: Callable[[int], None] | None) -> Iterator[Batch]:
-    for chunk in iter_chunks(path, chunk_size, on_raw):
-        batch = pipe.feed(chunk)
-        if batch.events or batch.unparsed:
-            yield batch
-    yield pipe.flush()
-
-
 def replay(
     paths: list[str],
     *,
@@ -83,44 +72,54 @@ def replay(
     config: DetectorConfig | None = None,
     chunk_size: int = CHUNK_SIZE,
     on_change: Callable[[AlertChange], None] | None = None,
-    on_batch: Callable[[Batch], None] | None = None,
+    on_chunk: Callable[[Core], None] | None = None,
     on_raw: Callable[[int], None] | None = None,
     names: list[str] | None = None,
-    parser: Parser | None = None,
+    core: Core | None = None,
 ) -> ReplayResult:
-    """Run every file through parsing and detection; return all alerts (firing or resolved).
+    """Run every file through the core; return all alerts (firing or resolved).
 
-    ``on_batch`` sees each batch before the detector (analysis taps it); ``on_raw`` is told
-    the file bytes consumed (progress); ``names`` overrides each file's source name.
+    Several files are merged a chunk at a time: the next chunk comes from the file whose
+    newest event is oldest (a file not yet started goes first), so the detector sees
+    event time move forward much as it would live, to within a chunk. ``on_chunk`` is
+    called with the core after each chunk (analysis takes its export rows there);
+    ``on_raw`` is told the file bytes consumed (progress); ``names`` overrides each
+    file's source name.
     """
-    parser = parser or Parser(tz)
-    detector = Detector(config)
+    config = config or DetectorConfig()
+    core = core if core is not None else new_core(config, tz)
     names = names or [source_name(p) for p in paths]
-    pipes = [SourcePipeline(name, parser) for name in names]
-    streams = [_batches(p, pipe, chunk_size, on_raw)
-               for p, pipe in zip(paths, pipes, strict=True)]
-    heap: list[tuple[int, int, Batch]] = []
-
-    def pull(i: int) -> None:
-        for batch in streams[i]:
-            if batch.events:
-                heapq.heappush(heap, (batch.events[0][0].ts, i, batch))
-                return
-
-    for i in range(len(streams)):
-        pull(i)
+    for name in names:
+        core.add_source(name)
+    streams = {i: iter_chunks(p, chunk_size, on_raw) for i, p in enumerate(paths)}
     alerts: dict[str, Alert] = {}
+    by_key: dict[tuple[str, int, int], Alert] = {}
     n_changes = 0
-    while heap:
-        _, i, batch = heapq.heappop(heap)
-        if on_batch is not None:
-            on_batch(batch)
-        for change in detector.process(batch.events):
+
+    def take(raw: list[Any]) -> None:
+        nonlocal n_changes
+        for change in apply_changes(raw, by_key, tz):
             n_changes += 1
             alerts[change.alert.id] = change.alert
             if on_change is not None:
                 on_change(change)
-        pull(i)
+
+    while streams:
+        def order(i: int) -> tuple[int, float, int]:
+            newest = core.newest(names[i])
+            return (0, 0, i) if newest is None else (1, newest, i)
+
+        i = min(streams, key=order)
+        chunk = next(streams[i], None)
+        if chunk is None:
+            del streams[i]
+            take(core.flush(names[i]))
+        else:
+            take(core.feed(names[i], chunk))
+        if on_chunk is not None:
+            on_chunk(core)
     ordered = sorted(alerts.values(), key=lambda a: (a.fired_at, a.source, a.pid, a.cid))
-    return ReplayResult(ordered, [p.stats for p in pipes], detector.stats,
-                        tracked_at_end=detector.tracked_keys, changes=n_changes)
+    stats = core.source_stats()
+    sources = [SourceStats.of(name, stats[name]) for name in dict.fromkeys(names)]
+    return ReplayResult(ordered, sources, DetectorStats.of(core),
+                        tracked_at_end=core.tracked_keys, changes=n_changes)

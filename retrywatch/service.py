@@ -9,7 +9,6 @@ after ``kill -9``, loads both and goes on from there: no line lost, none counted
 from __future__ import annotations
 
 import logging
-import pickle
 import threading
 import time
 import zlib
@@ -20,9 +19,7 @@ import httpx
 import uvicorn
 
 from retrywatch.delivery import DeliveryState, Notifier
-from retrywatch.detector import Detector
 from retrywatch.engine import Engine
-from retrywatch.parser import Parser
 from retrywatch.settings import Settings
 from retrywatch.sources.checkpoint import CheckpointStore, Position
 from retrywatch.sources.files import source_name
@@ -37,8 +34,10 @@ log = logging.getLogger("retrywatch")
 # watchdog reports its own shutdown races as warnings; they are not ours to show.
 logging.getLogger("watchdog").setLevel(logging.ERROR)
 
-_SNAPSHOT_TABLE = """CREATE TABLE IF NOT EXISTS engine_snapshot (
-    id INTEGER PRIMARY KEY CHECK (id = 1), taken REAL NOT NULL, state BLOB NOT NULL)"""
+# The core's versioned state bytes and the alerts as JSON: data, never code.
+_SNAPSHOT_TABLE = """CREATE TABLE IF NOT EXISTS engine_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1), taken REAL NOT NULL, core BLOB NOT NULL,
+    alerts BLOB NOT NULL)"""
 _DELIVERY_TABLE = """CREATE TABLE IF NOT EXISTS delivery_state (
     id INTEGER PRIMARY KEY CHECK (id = 1), state BLOB NOT NULL)"""
 
@@ -49,10 +48,9 @@ class Service:
                  transport: httpx.BaseTransport | None = None) -> None:
         self.settings = settings
         self.clock = clock
-        tz = resolve_zone(settings.timezone)
+        self.tz = resolve_zone(settings.timezone)
         self.store = CheckpointStore(settings.state_dir) if settings.state_dir else None
-        self.engine = self._restore() or Engine(Parser(tz),
-                                                Detector(settings.detector_config()),
+        self.engine = self._restore() or Engine(settings.detector_config(), self.tz,
                                                 clock=clock)
         self.notifier = Notifier(settings.receivers, state=self._restore_delivery(),
                                  transport=transport)
@@ -171,14 +169,14 @@ class Service:
         for follower in self.followers:
             positions += follower.positions()
         with self.engine.lock:  # the alerts and what was told of them, at one moment
-            state = self.engine.snapshot()
+            core, alerts = self.engine.snapshot()
             delivery = self.notifier.state().dumps()
         with self.store.transaction() as tx:
             tx.save_positions(positions)
             tx.connection.execute(_SNAPSHOT_TABLE)
             tx.connection.execute(
-                "INSERT OR REPLACE INTO engine_snapshot (id, taken, state) VALUES (1, ?, ?)",
-                (time.time(), zlib.compress(state, 1)))
+                "INSERT OR REPLACE INTO engine_state (id, taken, core, alerts) "
+                "VALUES (1, ?, ?, ?)", (time.time(), zlib.compress(core, 1), alerts))
             tx.connection.execute(_DELIVERY_TABLE)
             tx.connection.execute(
                 "INSERT OR REPLACE INTO delivery_state (id, state) VALUES (1, ?)", (delivery,))
@@ -188,11 +186,15 @@ class Service:
             return None
         conn = self.store.connection
         conn.execute(_SNAPSHOT_TABLE)
-        row = conn.execute("SELECT state FROM engine_snapshot WHERE id = 1").fetchone()
+        row = conn.execute("SELECT core, alerts FROM engine_state WHERE id = 1").fetchone()
         if row is None:
             return None
-        engine: Engine = pickle.loads(zlib.decompress(row[0]))  # our own file
-        engine.reattach(self.clock)
+        try:
+            engine = Engine.restore(zlib.decompress(row[0]), row[1],
+                                    self.settings.detector_config(), self.tz, clock=self.clock)
+        except (ValueError, zlib.error) as exc:
+            log.error("the saved engine state cannot be read (%s): starting afresh", exc)
+            return None
         log.info("resumed: %d alerts firing", len(engine.firing))
         return engine
 

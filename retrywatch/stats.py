@@ -20,6 +20,12 @@ class SourceStats:
     events: int = 0
     unparsed: Counter[str] = field(default_factory=Counter)  # reason -> lines
 
+    @classmethod
+    def of(cls, name: str, d: dict[str, Any]) -> SourceStats:
+        """From the core's counters of one source."""
+        return cls(name, d["bytes_read"], d["lines_read"], d["lines_parsed"], d["events"],
+                   Counter(d["unparsed"]))
+
     @property
     def lines_unparsed(self) -> int:
         return sum(self.unparsed.values())

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from reference.detector import Detector, DetectorConfig
+from reference.parser import EventHead, Parser
+
 from retrywatch.alerts import Alert, AlertChange
-from retrywatch.detector import Detector
-from retrywatch.parser import EventHead, Parser
+from retrywatch.core import DetectorConfig as CoreConfig
+from retrywatch.core import new_core
+from retrywatch.engine import DetectorStats, apply_changes
 
 ZONE = ZoneInfo("UTC")
 BASE = datetime(2026, 11, 25, 17, 0, 0, tzinfo=UTC)
@@ -148,3 +153,53 @@ def alerts_of(changes: Iterable[AlertChange]) -> dict[str, Alert]:
 
 def fired(changes: Iterable[AlertChange]) -> list[Alert]:
     return [c.alert for c in changes if c.kind == "fired"]
+
+
+class CoreDetector:
+    """The compiled core behind the reference detector's interface: each ``(head, n)`` is
+    the event's text ``n`` times, a batch is one call (one batch of the core's)."""
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        cfg = config or DetectorConfig()
+        self.config = cfg
+        self.core = new_core(CoreConfig(cfg.window, cfg.threshold, cfg.min_repeat,
+                                        cfg.resolve_after, cfg.max_tracked), ZONE)
+        self._by_key: dict[tuple[str, int, int], Alert] = {}
+
+    def process(self, batch: Iterable[tuple[EventHead, int]]) -> list[AlertChange]:
+        changes: list[AlertChange] = []
+        runs: list[tuple[str, list[bytes]]] = []
+        for h, n in batch:
+            if not runs or runs[-1][0] != h.source:
+                runs.append((h.source, []))
+            runs[-1][1].extend([h.text.encode("utf-8", "surrogateescape")] * n)
+        # A core call is one batch; a batch that mixes sources takes one call per run.
+        for source, events in runs:
+            changes += apply_changes(self.core.feed_events(source, events), self._by_key, ZONE)
+        return changes
+
+    def advance(self, ts: int, _when: Any = None) -> list[AlertChange]:
+        return apply_changes(self.core.advance(ts), self._by_key, ZONE)
+
+    @property
+    def stats(self) -> DetectorStats:
+        return DetectorStats.of(self.core)
+
+    @property
+    def tracked_keys(self) -> int:
+        return self.core.tracked_keys
+
+    @property
+    def watermark(self) -> int | None:
+        return self.core.watermark
+
+    @property
+    def firing(self) -> dict[tuple[str, int, int], Alert]:
+        return dict(self._by_key)
+
+    def firing_alerts(self) -> list[Alert]:
+        return list(self._by_key.values())
+
+
+#: Both detectors, for tests that must hold for the reference model and the core alike.
+DETECTORS = {"reference": Detector, "core": CoreDetector}

@@ -25,10 +25,9 @@ from fastapi import FastAPI
 from nginx_harness import free_port
 
 from retrywatch.api import create_app
+from retrywatch.core import DetectorConfig
 from retrywatch.delivery.notifier import Notifier
-from retrywatch.detector import Detector, DetectorConfig
 from retrywatch.engine import Engine
-from retrywatch.parser import Parser
 
 __all__ = ["STORM", "STORM_FIRING_CID", "FakeClock", "LiveServer", "feed_storm", "free_port",
            "new_engine", "serving", "stop_process", "wait_until"]
@@ -43,7 +42,7 @@ STOP_TIMEOUT = 10.0  # seconds: the bound on a server's shutdown
 
 def new_engine(**kwargs: object) -> Engine:
     """An engine with one file source named ``nginx`` (UTC, like the samples)."""
-    engine = Engine(Parser(ZoneInfo("UTC")), Detector(DetectorConfig()), **kwargs)  # type: ignore[arg-type]
+    engine = Engine(DetectorConfig(), ZoneInfo("UTC"), **kwargs)  # type: ignore[arg-type]
     engine.add_source(SOURCE, "file")
     return engine
 

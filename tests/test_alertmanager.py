@@ -151,7 +151,7 @@ def test_storm_alert_through_alertmanager(alertmanager: Alertmanager,
         assert alert["updatedAt"] > first_update
 
         # The storm is over: quiet for resolve_after seconds, the alert resolves.
-        clock.now += engine.detector.config.resolve_after + 1
+        clock.now += engine.config.resolve_after + 1
         assert [c.kind for c in engine.tick()] == ["resolved"]
         alertmanager.until("the alert resolved in alertmanager",
                            lambda: alertmanager.ours() == [])

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from service_harness import STORM_FIRING_CID, LiveServer, feed_storm, new_engine, serving
 
 from retrywatch.api import create_app
+from retrywatch.core import new_core
 from retrywatch.engine import Engine
 
 # starlette.testclient warns at import that it prefers httpx2 (not installed).
@@ -84,7 +85,7 @@ def test_readyz_when_every_source_is_open_and_caught_up(client: Any) -> None:
 def test_readyz_with_no_source_is_ready(empty: tuple[Engine, Any]) -> None:
     engine, c = empty
     engine.info.clear()
-    engine._pipes.clear()
+    engine.core = new_core(engine.config, engine.tz)  # a core that never saw a source
     assert c.get("/readyz").status_code == 200
 
 
@@ -306,7 +307,7 @@ def test_event_stream_sends_fired_updated_resolved() -> None:
         feed_storm(engine)  # from this thread, as a source's thread would
         # Feeding is synchronous: every change is made. "updated" changes may be coalesced
         # per alert; every "fired" and "resolved" goes out.
-        stats = engine.detector.stats
+        stats = engine.detector_stats()
         expected = stats.fired + stats.resolved
         seen: dict[str, list[dict[str, Any]]] = {"fired": [], "updated": [], "resolved": []}
         for event, data in events:

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from retrywatch.events import Event, Unparsed
-from retrywatch.pipeline import parse_text
+from retrywatch.records import parse_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "peer"
 UTC = ZoneInfo("UTC")

@@ -52,7 +52,7 @@ def test_service_notifies_once_across_a_restart(tmp_path: Path) -> None:
         again.run_once()
         threading.Event().wait(0.3)  # several group windows: nothing is re-notified
         assert len(hook.requests) == before
-        clock.now += again.engine.detector.config.resolve_after + 1
+        clock.now += again.engine.config.resolve_after + 1
         again.run_once()
         hook.wait_for("the resolve",
                       lambda: (STORM_FIRING_CID, "resolved", "resolved") in alerts(hook))

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from helpers import (
     BASE_TS,
+    DETECTORS,
     Batch,
     aggregated,
     alerts_of,
@@ -28,9 +29,20 @@ from helpers import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference.detector import DetectorConfig
 
 from retrywatch.alerts import Alert, AlertChange, alert_id
-from retrywatch.detector import Detector, DetectorConfig
+
+Detector: Any = None  # the implementation under test (the fixture below sets it)
+
+
+@pytest.fixture(autouse=True, scope="module", params=sorted(DETECTORS))
+def implementation(request: pytest.FixtureRequest) -> Any:
+    """Every test here runs against the reference model and against the compiled core."""
+    global Detector  # noqa: PLW0603 (tests build detectors by this name)
+    Detector = DETECTORS[request.param]
+    yield request.param
+    Detector = None
 
 # ---------------------------------------------------------------------------
 # The brute-force model

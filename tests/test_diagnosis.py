@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from helpers import (
+    DETECTORS,
     aggregated,
     alerts_of,
     grpc_refused,
@@ -16,9 +18,21 @@ from helpers import (
     stream_timeout,
     unix_refused,
 )
+from reference.detector import DetectorConfig
 
-from retrywatch.detector import Detector, DetectorConfig
 from retrywatch.diagnosis import Diagnosis
+
+Detector: Any = None  # the implementation under test (the fixture below sets it)
+
+
+@pytest.fixture(autouse=True, scope="module", params=sorted(DETECTORS))
+def implementation(request: pytest.FixtureRequest) -> Any:
+    """Every test here runs against the reference model and against the compiled core."""
+    global Detector  # noqa: PLW0603 (tests build detectors by this name)
+    Detector = DETECTORS[request.param]
+    yield request.param
+    Detector = None
+
 
 
 def diagnosis_of(lines: list[str], config: DetectorConfig | None = None,

@@ -12,9 +12,8 @@ from service_harness import STORM, STORM_FIRING_CID, FakeClock, feed_storm, new_
 
 import retrywatch.engine as engine_module
 from retrywatch.alerts import AlertChange
-from retrywatch.detector import Detector, DetectorConfig
+from retrywatch.core import DetectorConfig
 from retrywatch.engine import Engine
-from retrywatch.parser import Parser
 from retrywatch.replay import replay
 
 STORM_CIDS = {73, 20137, 20302, 41557, 49447}
@@ -102,7 +101,7 @@ def storm_of(cid: int, n: int, t: int = 0) -> list[str]:
 def test_tick_releases_a_held_line_after_idle_flush() -> None:
     clock = FakeClock()
     engine = new_engine(clock=clock, idle_flush=1.0)
-    threshold = engine.detector.config.threshold
+    threshold = engine.config.threshold
     # The last line is held (an event ends only when the next one starts).
     assert engine.feed("nginx", lines(*storm_of(7, threshold))) == []
     assert engine.firing == {}
@@ -118,7 +117,7 @@ def test_tick_releases_a_held_line_after_idle_flush() -> None:
 def test_tick_moves_event_time_on_so_a_quiet_alert_resolves() -> None:
     clock = FakeClock()
     engine = new_engine(clock=clock, idle_flush=1.0)
-    resolve_after = engine.detector.config.resolve_after
+    resolve_after = engine.config.resolve_after
     engine.feed("nginx", lines(*storm_of(7, 20)))
     engine.end("nginx")
     (alert,) = engine.alerts()
@@ -137,7 +136,7 @@ def test_tick_moves_event_time_on_so_a_quiet_alert_resolves() -> None:
     assert after["state"] == "resolved"
     assert after["resolved_reason"] == "quiet"
     assert engine.firing == {}
-    assert engine.detector.watermark is not None
+    assert engine.watermark is not None
 
 
 def test_tick_with_nothing_fed_does_nothing() -> None:
@@ -169,9 +168,9 @@ def syslog(line: str) -> bytes:
 
 
 def test_feed_records_takes_each_datagram_as_one_line() -> None:
-    engine = Engine(Parser(ZoneInfo("UTC")), Detector(DetectorConfig()))
+    engine = Engine(DetectorConfig(), ZoneInfo("UTC"))
     engine.add_source("udp://127.0.0.1:5514", "syslog")
-    threshold = engine.detector.config.threshold
+    threshold = engine.config.threshold
     records = [syslog(http_refused(0, 11)) for _ in range(threshold)]
     changes = engine.feed_records("udp://127.0.0.1:5514", records)
     # No held line: a datagram is complete, so the alert fires with the last one.

@@ -15,11 +15,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from reference.formats import load_format
+from reference.parser import EventHead, Parser
+from reference.wrappers import Unwrapper
 
 from retrywatch.events import Event, Unparsed
-from retrywatch.formats import load_format
-from retrywatch.parser import EventHead, Parser
-from retrywatch.wrappers import Unwrapper
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT / "tests" / "fixtures" / "peer"

@@ -8,8 +8,7 @@ from itertools import pairwise
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from retrywatch.framing import DEFAULT_MAX_LINE, Framed, LineFramer, decode, frame_datagram
+from reference.framing import DEFAULT_MAX_LINE, Framed, LineFramer, decode, frame_datagram
 
 # Reporting a falsifying example makes hypothesis import libcst, which warns about
 # mypy_extensions; with filterwarnings=error that would hide the report behind an

@@ -120,7 +120,7 @@ def test_per_alert_series_goes_when_the_alert_resolves() -> None:
     engine = new_engine(clock=clock)
     feed_storm(engine)
     assert len(values(scrape(engine), PER_ALERT)) == 1
-    clock.now += engine.detector.config.resolve_after + 1
+    clock.now += engine.config.resolve_after + 1
     changes = engine.tick()
     assert [(c.kind, c.alert.cid) for c in changes] == [("resolved", STORM_FIRING_CID)]
     text = scrape(engine)

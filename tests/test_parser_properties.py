@@ -19,11 +19,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from reference.formats import load_format
+from reference.parser import EventHead, Parser, peer_of
+from reference.pipeline import SourcePipeline, parse_text
 
 from retrywatch.events import Event, Unparsed
-from retrywatch.formats import load_format
-from retrywatch.parser import EventHead, Parser, peer_of
-from retrywatch.pipeline import SourcePipeline, parse_text
 
 # Reporting a falsifying example makes hypothesis import libcst, which warns about
 # mypy_extensions; with filterwarnings=error that would hide the report behind an

@@ -138,7 +138,7 @@ def test_prometheus_scrapes_the_firing_alert(prometheus: Prometheus, engine: Eng
 
     # Quiet for resolve_after seconds of wall time: the alert resolves, its series goes
     # stale in Prometheus at the next scrape.
-    clock.now += engine.detector.config.resolve_after + 1
+    clock.now += engine.config.resolve_after + 1
     assert [c.kind for c in engine.tick()] == ["resolved"]
     prometheus.until("retrywatch_runaway_connections == 0",
                      lambda: value(prometheus.query("retrywatch_runaway_connections")) == 0)

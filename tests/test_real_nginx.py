@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from retrywatch.detector import DetectorConfig
+from retrywatch.core import DetectorConfig
 from retrywatch.replay import ReplayResult, replay
 
 SAMPLE_LOGS = Path(__file__).resolve().parent.parent / "sample_logs"

@@ -187,7 +187,7 @@ def checkpointed(state_dir: Path) -> tuple[float, dict[str, int]] | None:
         return None
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as conn:
         try:
-            row = conn.execute("SELECT taken FROM engine_snapshot WHERE id = 1").fetchone()
+            row = conn.execute("SELECT taken FROM engine_state WHERE id = 1").fetchone()
             positions = dict(conn.execute("SELECT path, offset FROM file_positions"))
         except sqlite3.OperationalError:  # the tables are created with the first checkpoint
             return None

@@ -14,8 +14,8 @@ import pytest
 import tzlocal
 from nginx_harness import closed_port, free_port, http_temp_paths, running_nginx
 
-from retrywatch.parser import Parser
-from retrywatch.pipeline import SourcePipeline
+from retrywatch.events import Event
+from retrywatch.records import RecordReader
 from retrywatch.sources.stdin import StdinSource
 from retrywatch.sources.syslog import (
     DEFAULT_RCVBUF,
@@ -391,21 +391,21 @@ def test_real_nginx_sends_every_failure(tmp_path: Path, udp: SyslogListener,
     assert sorted(HEADER.sub("", p) for p in failed) == sorted(file_failed)
     assert udp.drops() == 0
 
-    pipe = SourcePipeline("syslog", Parser(tzlocal.get_localzone()))
-    batch = pipe.feed_records([r.data for r in records])
-    batch.events.extend(pipe.flush().events)
-    connect_failed = [(head, n) for head, n in batch.events if head.failure == "connect_failed"]
+    reader = RecordReader(tzlocal.get_localzone(), "syslog")
+    events = reader.feed_records([r.data for r in records]) + reader.flush()
+    connect_failed = [(ev, 1) for ev in events
+                      if isinstance(ev, Event) and ev.kind == "connect_failed"]
     assert sum(n for _, n in connect_failed) == CONNECTIONS
     file_cids = sorted(int(m.group(1)) for m in map(FAILED.search, file_failed) if m)
     cids = [head.cid for head, n in connect_failed for _ in range(n)]
     assert sorted(cid for cid in cids if cid is not None) == file_cids
     assert {head.pid for head, _ in connect_failed} <= workers
-    for head, _ in connect_failed:
-        event = head.event()
-        assert event.kind == "connect_failed"
+    for event, _ in connect_failed:
+        assert isinstance(event, Event)
+        assert event.connect_failure
         assert event.upstream == f"127.0.0.1:{dead}"
         assert event.subsystem == "stream"
-    assert not pipe.stats.unparsed
+    assert not reader.stats()["unparsed"]
 
 
 LUA_STORM_CONF = """
@@ -478,13 +478,11 @@ def test_real_nginx_storm_is_received_or_counted(tmp_path: Path, udp: SyslogList
             break
     assert len(failed) + udp.drops() == len(file_failed)
 
-    pipe = SourcePipeline("syslog", Parser(tzlocal.get_localzone()))
-    batch = pipe.feed_records([r.data for r in records])
-    batch.events.extend(pipe.flush().events)
+    reader = RecordReader(tzlocal.get_localzone(), "syslog")
     counts: dict[int | None, int] = {}
-    for head, n in batch.events:
-        if head.failure == "connect_failed":
-            counts[head.cid] = counts.get(head.cid, 0) + n
+    for ev in reader.feed_records([r.data for r in records]) + reader.flush():
+        if isinstance(ev, Event) and ev.kind == "connect_failed":
+            counts[ev.cid] = counts.get(ev.cid, 0) + 1
     [(cid, n)] = counts.items()
     assert f"*{cid} connect() failed" in file_failed[0]
     assert n == len(failed)

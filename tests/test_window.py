@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from retrywatch.window import SecondWindow
+from reference.window import SecondWindow
 
 # (second, n): seconds in a small range so that out-of-order, duplicate and
 # older-than-the-window seconds are all common.

@@ -9,8 +9,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from retrywatch.wrappers import Unwrapped, Unwrapper
+from reference.wrappers import Unwrapped, Unwrapper
 
 # Reporting a falsifying example makes hypothesis import libcst, which warns about
 # mypy_extensions; with filterwarnings=error that would hide the report behind an

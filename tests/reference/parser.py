@@ -15,9 +15,9 @@ import re
 from datetime import datetime, tzinfo
 from typing import Any
 
+from reference.formats import compile_pattern, load_format
+from reference.framing import decode
 from retrywatch.events import CONNECT_FAILURE_KINDS, Event, Kind, Subsystem, Unparsed
-from retrywatch.formats import compile_pattern, load_format
-from retrywatch.framing import decode
 
 __all__ = ["EventHead", "Parser", "peer_of", "subsystem_of"]
 

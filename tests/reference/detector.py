@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 
+from reference.connection import ConnKey, ConnState
+from reference.parser import EventHead, subsystem_of
 from retrywatch.alerts import Alert, AlertChange
-from retrywatch.connection import ConnKey, ConnState
-from retrywatch.parser import EventHead, subsystem_of
 
 __all__ = ["Detector", "DetectorConfig", "DetectorStats"]
 

@@ -16,7 +16,7 @@ import regex
 
 __all__ = ["compile_pattern", "event_start", "formats_dir", "load_format"]
 
-_HERE = Path(__file__).resolve().parent
+_HERE = Path(__file__).resolve().parents[2] / "retrywatch"
 
 
 def formats_dir() -> Path:

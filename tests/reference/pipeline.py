@@ -13,13 +13,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
-from retrywatch.assemble import Assembled, EventAssembler
+from reference.assemble import Assembled, EventAssembler
+from reference.formats import event_start
+from reference.framing import DEFAULT_MAX_LINE, Framed, LineFramer, decode, frame_datagram
+from reference.parser import EventHead, Parser
+from reference.wrappers import Unwrapper
 from retrywatch.events import Event, Unparsed
-from retrywatch.formats import event_start
-from retrywatch.framing import DEFAULT_MAX_LINE, Framed, LineFramer, decode, frame_datagram
-from retrywatch.parser import EventHead, Parser
 from retrywatch.stats import SourceStats
-from retrywatch.wrappers import Unwrapper
 
 __all__ = ["Batch", "SourcePipeline", "parse_text"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from retrywatch.formats import event_start
+from reference.formats import event_start
 
 __all__ = ["Assembled", "EventAssembler"]
 

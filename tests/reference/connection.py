@@ -5,8 +5,8 @@ from __future__ import annotations
 import zlib
 from datetime import datetime
 
+from reference.window import SecondWindow
 from retrywatch.events import Event
-from retrywatch.window import SecondWindow
 
 __all__ = ["MAX_DISTINCT", "ConnKey", "ConnState"]
 
@@ -119,6 +119,18 @@ class ConnState:
         if self.upstream_url is None:
             self.upstream_url = ev.upstream
         return self.window.count()
+
+    @property
+    def failures_in_window(self) -> int:
+        return self.window.count()
+
+    @property
+    def distinct_requests(self) -> int:
+        return len(self.request_keys)
+
+    @property
+    def window_span(self) -> int:
+        return self.window.span()
 
     def in_window(self, now: int, width: int | None = None) -> int:
         return self.window.count(now)

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from retrywatch.formats import compile_pattern, event_start, load_format
+from reference.formats import compile_pattern, event_start, load_format
 
 __all__ = ["Unwrapped", "Unwrapper"]
 

@@ -1,0 +1,384 @@
+//! The sources and the one detector together: bytes of a source in, alert changes out.
+//!
+//! Time zones: nginx writes local time without a zone. The head parse gives the naive
+//! local seconds; a [`Zone`] turns them into POSIX seconds (the boundary asks Python's
+//! zoneinfo once per distinct second, cached; a fixed zone needs no call).
+
+use crate::event::parse_event;
+use crate::head::{ended_hint, failure_kind, Head, Kind};
+use crate::pipeline::{Pipeline, Sink};
+use crate::snapshot::{Reader, Result, SnapshotError, Writer};
+use crate::tracker::{new_map, Change, Config, Detector, Input, SourceId};
+
+type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Naive local seconds to POSIX seconds.
+pub trait Zone {
+    fn ts(&mut self, naive: i64) -> i64;
+}
+
+/// A zone whose offset never changes (UTC, `+02:00`).
+pub struct FixedZone(pub i64);
+
+impl Zone for FixedZone {
+    fn ts(&mut self, naive: i64) -> i64 {
+        naive - self.0
+    }
+}
+
+/// Any zone, through a conversion function, remembered per distinct second (bounded).
+pub struct CachedZone<F: FnMut(i64) -> i64> {
+    convert: F,
+    last: Option<(i64, i64)>,
+    seen: Map<i64, i64>,
+}
+
+impl<F: FnMut(i64) -> i64> CachedZone<F> {
+    pub fn new(convert: F) -> Self {
+        CachedZone {
+            convert,
+            last: None,
+            seen: new_map(),
+        }
+    }
+}
+
+impl<F: FnMut(i64) -> i64> Zone for CachedZone<F> {
+    fn ts(&mut self, naive: i64) -> i64 {
+        if let Some((n, ts)) = self.last {
+            if n == naive {
+                return ts;
+            }
+        }
+        let ts = match self.seen.get(&naive) {
+            Some(&ts) => ts,
+            None => {
+                if self.seen.len() >= 4096 {
+                    self.seen.clear();
+                }
+                let ts = (self.convert)(naive);
+                self.seen.insert(naive, ts);
+                ts
+            }
+        };
+        self.last = Some((naive, ts));
+        ts
+    }
+}
+
+/// A second and a name (a peer or a server, absent when the line has none).
+pub type SecondAnd = (i64, Option<Box<[u8]>>);
+
+/// What `analyze` folds: connect failures per second by kind, peer and server, per errno.
+#[derive(Default)]
+pub struct Aggregates {
+    pub first: Option<i64>,
+    pub last: Option<i64>,
+    pub by_kind: Map<(i64, Kind), u64>,
+    pub by_peer: Map<SecondAnd, u64>,
+    pub by_server: Map<SecondAnd, u64>,
+    pub by_errno: Map<Option<u64>, u64>,
+    /// Event rows for the export (one per distinct failure a batch, counted), when asked.
+    pub rows: Option<Vec<Row>>,
+    row_index: Map<RowKey, usize>,
+    cache: Map<Box<[u8]>, FailureFields>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FailureFields {
+    peer: Option<Box<[u8]>>,
+    server: Option<Box<[u8]>>,
+    errno: Option<u64>,
+}
+
+type RowKey = (i64, SourceId, u64, u64, Kind, FailureFields);
+
+/// One export row: a failure line and how many times it came in the batch.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub ts: i64,
+    pub source: SourceId,
+    pub pid: u64,
+    pub cid: u64,
+    pub kind: Kind,
+    pub errno: Option<u64>,
+    pub peer: Option<Box<[u8]>>,
+    pub server: Option<Box<[u8]>>,
+    pub count: u64,
+}
+
+impl Aggregates {
+    pub fn new(rows: bool) -> Self {
+        Aggregates {
+            by_kind: new_map(),
+            by_peer: new_map(),
+            by_server: new_map(),
+            by_errno: new_map(),
+            rows: rows.then(Vec::new),
+            row_index: new_map(),
+            cache: new_map(),
+            first: None,
+            last: None,
+        }
+    }
+
+    fn event(&mut self, ts: i64) {
+        self.first = Some(self.first.map_or(ts, |f| f.min(ts)));
+        self.last = Some(self.last.map_or(ts, |l| l.max(ts)));
+    }
+
+    fn failure(&mut self, ts: i64, source: SourceId, pid: u64, cid: u64, kind: Kind, text: &[u8]) {
+        let body = text.get(19..).unwrap_or_default();
+        if !self.cache.contains_key(body) {
+            if self.cache.len() >= 4096 {
+                self.cache.clear();
+            }
+            let f = match parse_event(text) {
+                Ok(ev) => FailureFields {
+                    peer: ev.peer.map(Box::from),
+                    server: ev.server.map(Box::from),
+                    errno: ev.errno,
+                },
+                Err(_) => FailureFields {
+                    peer: None,
+                    server: None,
+                    errno: None,
+                },
+            };
+            self.cache.insert(body.into(), f);
+        }
+        let f = &self.cache[body];
+        *self.by_kind.entry((ts, kind)).or_insert(0) += 1;
+        *self.by_peer.entry((ts, f.peer.clone())).or_insert(0) += 1;
+        *self.by_server.entry((ts, f.server.clone())).or_insert(0) += 1;
+        *self.by_errno.entry(f.errno).or_insert(0) += 1;
+        if let Some(rows) = &mut self.rows {
+            let key = (ts, source, pid, cid, kind, f.clone());
+            match self.row_index.get(&key) {
+                Some(&i) => rows[i].count += 1,
+                None => {
+                    self.row_index.insert(key, rows.len());
+                    rows.push(Row {
+                        ts,
+                        source,
+                        pid,
+                        cid,
+                        kind,
+                        errno: f.errno,
+                        peer: f.peer.clone(),
+                        server: f.server.clone(),
+                        count: 1,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The export rows gathered since the last call.
+    pub fn take_rows(&mut self) -> Vec<Row> {
+        self.row_index.clear();
+        self.rows.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+}
+
+struct DetectSink<'a, Z: Zone> {
+    detector: &'a mut Detector,
+    zone: &'a mut Z,
+    source: SourceId,
+    changes: &'a mut Vec<Change>,
+    agg: Option<&'a mut Aggregates>,
+    newest: &'a mut Option<i64>,
+}
+
+impl<Z: Zone> Sink for DetectSink<'_, Z> {
+    fn event(&mut self, text: &[u8], head: &Head) {
+        let ts = self.zone.ts(head.naive);
+        if self.newest.is_none_or(|n| ts > n) {
+            *self.newest = Some(ts);
+        }
+        let failure = failure_kind(text, head);
+        let ended = head.cid.is_some() && failure.is_none() && ended_hint(text);
+        let input = Input {
+            ts,
+            source: self.source,
+            pid: head.pid,
+            cid: head.cid,
+            failure,
+            ended_hint: ended,
+            text,
+        };
+        self.detector.process(&input, 1, self.changes);
+        if let Some(agg) = &mut self.agg {
+            agg.event(ts);
+            if let (Some(kind), Some(cid)) = (failure, head.cid) {
+                agg.failure(ts, self.source, head.pid, cid, kind, text);
+            }
+        }
+    }
+}
+
+pub struct Engine {
+    pub names: Vec<String>,
+    index: Map<String, SourceId>,
+    pub pipes: Vec<Pipeline>,
+    /// The newest event second each source gave.
+    pub newest: Vec<Option<i64>>,
+    pub detector: Detector,
+    pub max_line: usize,
+    pub agg: Option<Aggregates>,
+}
+
+/// Sources an engine holds at most (each has a pipeline; names come from paths).
+pub const MAX_SOURCES: usize = 1 << 20;
+
+impl Engine {
+    pub fn new(config: Config, max_line: usize) -> Self {
+        Engine {
+            names: Vec::new(),
+            index: new_map(),
+            pipes: Vec::new(),
+            newest: Vec::new(),
+            detector: Detector::new(config),
+            max_line,
+            agg: None,
+        }
+    }
+
+    /// The id of a source, added on first use.
+    pub fn source(&mut self, name: &str) -> SourceId {
+        if let Some(&id) = self.index.get(name) {
+            return id;
+        }
+        let id = SourceId::try_from(self.names.len()).unwrap_or(SourceId::MAX);
+        self.names.push(name.to_owned());
+        self.index.insert(name.to_owned(), id);
+        self.pipes.push(Pipeline::new(self.max_line));
+        self.newest.push(None);
+        id
+    }
+
+    pub fn lookup(&self, name: &str) -> Option<SourceId> {
+        self.index.get(name).copied()
+    }
+
+    fn run<Z: Zone>(
+        &mut self,
+        source: SourceId,
+        zone: &mut Z,
+        changes: &mut Vec<Change>,
+        f: impl FnOnce(&mut Pipeline, &mut DetectSink<'_, Z>),
+    ) {
+        let Engine {
+            pipes,
+            detector,
+            agg,
+            newest,
+            ..
+        } = self;
+        let newest = &mut newest[source as usize];
+        let mut sink = DetectSink {
+            detector,
+            zone,
+            source,
+            changes,
+            agg: agg.as_mut(),
+            newest,
+        };
+        f(&mut pipes[source as usize], &mut sink);
+        sink.detector.finish_batch(sink.changes);
+    }
+
+    pub fn feed<Z: Zone>(
+        &mut self,
+        source: SourceId,
+        chunk: &[u8],
+        zone: &mut Z,
+        changes: &mut Vec<Change>,
+    ) {
+        self.run(source, zone, changes, |pipe, sink| pipe.feed(chunk, sink));
+    }
+
+    pub fn feed_records<Z: Zone>(
+        &mut self,
+        source: SourceId,
+        records: &[&[u8]],
+        zone: &mut Z,
+        changes: &mut Vec<Change>,
+    ) {
+        self.run(source, zone, changes, |pipe, sink| {
+            pipe.feed_records(records, sink)
+        });
+    }
+
+    pub fn feed_events<Z: Zone>(
+        &mut self,
+        source: SourceId,
+        events: &[&[u8]],
+        zone: &mut Z,
+        changes: &mut Vec<Change>,
+    ) {
+        self.run(source, zone, changes, |pipe, sink| {
+            pipe.feed_events(events, sink)
+        });
+    }
+
+    pub fn flush<Z: Zone>(&mut self, source: SourceId, zone: &mut Z, changes: &mut Vec<Change>) {
+        self.run(source, zone, changes, |pipe, sink| pipe.flush(sink));
+    }
+
+    pub fn advance(&mut self, ts: i64, changes: &mut Vec<Change>) {
+        self.detector.advance(ts, changes);
+    }
+
+    /// The versioned state: sources with their pipelines, then the detector.
+    pub fn save(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.buf.extend_from_slice(MAGIC);
+        w.u64(VERSION);
+        w.usize(self.names.len());
+        for (name, pipe) in self.names.iter().zip(&self.pipes) {
+            w.bytes(name.as_bytes());
+            pipe.save(&mut w);
+        }
+        self.detector.save(&mut w);
+        w.buf
+    }
+
+    /// An engine from saved state, with today's settings.
+    pub fn load(state: &[u8], config: Config, max_line: usize) -> Result<Engine> {
+        let Some(rest) = state.strip_prefix(MAGIC) else {
+            return Err(SnapshotError("not a retrywatch state".into()));
+        };
+        let mut r = Reader::new(rest);
+        let version = r.u64()?;
+        if version != VERSION {
+            return Err(SnapshotError(format!(
+                "state version {version}, this build reads {VERSION}"
+            )));
+        }
+        let mut engine = Engine::new(config, max_line);
+        let n = r.count(2)?;
+        if n > MAX_SOURCES {
+            return Err(SnapshotError("too many sources".into()));
+        }
+        for _ in 0..n {
+            let name = std::str::from_utf8(r.bytes()?)
+                .map_err(|_| SnapshotError("source name".into()))?
+                .to_owned();
+            if engine.index.contains_key(&name) {
+                return Err(SnapshotError("duplicate source".into()));
+            }
+            let id = engine.source(&name);
+            engine.pipes[id as usize] = Pipeline::load(&mut r, max_line)?;
+        }
+        let sources = u32::try_from(engine.names.len()).unwrap_or(u32::MAX);
+        engine.detector = Detector::load(&mut r, config, sources)?;
+        if !r.buf.is_empty() {
+            return Err(SnapshotError("trailing bytes".into()));
+        }
+        Ok(engine)
+    }
+}
+
+pub const MAGIC: &[u8] = b"RWCORE\0";
+pub const VERSION: u64 = 1;

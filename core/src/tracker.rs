@@ -1,0 +1,1201 @@
+//! Per-connection state: the key, the below-threshold pending store, O(1) eviction under
+//! a hard cap, threshold crossing and the alert lifecycle's changes (port of
+//! retrywatch/detector.py and connection.py; the Python reference model lives in
+//! tests/reference/).
+//!
+//! Keys live in one slab of nodes threaded on two intrusive doubly linked lists (tracked,
+//! least recently updated first; firing, in firing order), indexed by a hash map: moving
+//! a key to the end, expiring the idle head and evicting are constant work per event.
+//! Eviction looks at the first `EVICTION_SAMPLE` tracked keys (the least recently
+//! updated) and drops the one with the fewest failures in the window: a firing key is
+//! never evicted, a hot key is at the far end of the list and is not pushed out by a
+//! flood of one-off keys.
+
+use std::collections::HashMap;
+
+use crate::event::{parse_event, Subsystem};
+use crate::head::{subsystem_of, Kind};
+use crate::snapshot::{Reader, Result, SnapshotError, Writer};
+use crate::window::SecondWindow;
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+pub const EVICTION_SAMPLE: usize = 8;
+/// Distinct upstreams, errnos and requests remembered per connection; more are summed
+/// under `(other)`, so a connection's memory is bounded however long it runs.
+pub const MAX_DISTINCT: usize = 32;
+pub const OTHER: &[u8] = b"(other)";
+/// Distinct failing requests counted per connection (the count saturates).
+pub const MAX_REQUEST_KEYS: usize = 256;
+/// Parsed failure lines remembered by their text after the time stamp: a storm repeats a
+/// handful of lines, so each is parsed once (bounded; cleared when full).
+const FIELD_CACHE: usize = 4096;
+const STAMP: usize = 19;
+
+pub type SourceId = u32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub source: SourceId,
+    pub pid: u64,
+    pub cid: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub window: i64,
+    pub threshold: u64,
+    pub min_repeat: u64,
+    pub resolve_after: i64,
+    pub max_tracked: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            window: 60,
+            threshold: 10,
+            min_repeat: 2,
+            resolve_after: 60,
+            max_tracked: 100_000,
+        }
+    }
+}
+
+/// One event handed to the detector.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    pub ts: i64,
+    pub source: SourceId,
+    pub pid: u64,
+    pub cid: Option<u64>,
+    pub failure: Option<Kind>,
+    pub ended_hint: bool,
+    pub text: &'a [u8],
+}
+
+/// What a failure line tells a connection's state.
+#[derive(Clone, Debug, Default)]
+pub struct Fields {
+    pub peer: Option<Box<[u8]>>,
+    pub kind: Option<Kind>,
+    pub errno: Option<Box<[u8]>>, // "111: Connection refused"
+    pub request: Option<Box<[u8]>>,
+    pub request_crc: u32,
+    pub client: Option<Box<[u8]>>,
+    pub server: Option<Box<[u8]>>,
+    pub host: Option<Box<[u8]>>,
+    pub upstream: Option<Box<[u8]>>,
+    pub subsystem: Option<Subsystem>,
+}
+
+fn boxed(v: Option<&[u8]>) -> Option<Box<[u8]>> {
+    v.map(Box::from)
+}
+
+impl Fields {
+    pub fn of(text: &[u8]) -> Fields {
+        let Ok(ev) = parse_event(text) else {
+            return Fields::default();
+        };
+        let errno = ev.errno.map(|errno| {
+            let mut s = format!("{errno}: ").into_bytes();
+            s.extend_from_slice(ev.errno_text.unwrap_or_default());
+            s.into_boxed_slice()
+        });
+        let request_crc = ev
+            .request
+            .map_or(0, |r| crc32(crate::text::decode_escaped(r).as_bytes()));
+        Fields {
+            peer: boxed(ev.peer),
+            kind: ev.kind,
+            errno,
+            request: boxed(ev.request),
+            request_crc,
+            client: boxed(ev.client),
+            server: boxed(ev.server),
+            host: boxed(ev.host),
+            upstream: boxed(ev.upstream),
+            subsystem: ev.subsystem,
+        }
+    }
+}
+
+/// Counts by name, insertion-ordered, at most `MAX_DISTINCT` names then `(other)`.
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    pub entries: Vec<(Box<[u8]>, u64)>,
+}
+
+impl Table {
+    fn bump(&mut self, key: &[u8], n: u64) -> u64 {
+        if let Some(entry) = self.entries.iter_mut().find(|(k, _)| &**k == key) {
+            entry.1 += n;
+            return entry.1;
+        }
+        if self.entries.len() < MAX_DISTINCT {
+            self.entries.push((key.into(), n));
+            return n;
+        }
+        if let Some(entry) = self.entries.iter_mut().find(|(k, _)| &**k == OTHER) {
+            entry.1 += n;
+            return entry.1;
+        }
+        self.entries.push((OTHER.into(), n));
+        n
+    }
+
+    fn save(&self, w: &mut Writer) {
+        w.usize(self.entries.len());
+        for (k, n) in &self.entries {
+            w.bytes(k);
+            w.u64(*n);
+        }
+    }
+
+    fn load(r: &mut Reader<'_>) -> Result<Self> {
+        let n = r.count(2)?;
+        if n > MAX_DISTINCT + 1 {
+            return Err(SnapshotError("table too large".into()));
+        }
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            entries.push((r.bytes()?.into(), r.u64()?));
+        }
+        Ok(Table { entries })
+    }
+}
+
+/// Failures of one (source, pid, cid) while it is tracked.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub window: SecondWindow,
+    pub failures: u64,
+    pub first: i64,
+    pub last: i64,
+    pub peak: u64,
+    pub peak_ts: i64,
+    pub max_repeat: u64,
+    pub upstreams: Table,
+    pub errnos: Table,
+    pub kinds: Vec<(Kind, u64)>,
+    pub requests: Table,
+    pub request_keys: Vec<u32>,
+    pub client: Option<Box<[u8]>>,
+    pub server: Option<Box<[u8]>>,
+    pub host: Option<Box<[u8]>>,
+    pub upstream_url: Option<Box<[u8]>>,
+    pub subsystem: Option<Subsystem>,
+    pub sample: Box<[u8]>,
+}
+
+impl Conn {
+    fn new(width: i64, f: &Fields, ts: i64, text: &[u8]) -> Conn {
+        Conn {
+            window: SecondWindow::new(width),
+            failures: 0,
+            first: ts,
+            last: ts,
+            peak: 0,
+            peak_ts: ts,
+            max_repeat: 0,
+            upstreams: Table::default(),
+            errnos: Table::default(),
+            kinds: Vec::new(),
+            requests: Table::default(),
+            request_keys: Vec::new(),
+            client: f.client.clone(),
+            server: f.server.clone(),
+            host: f.host.clone(),
+            upstream_url: f.upstream.clone(),
+            subsystem: f.subsystem,
+            sample: text.into(),
+        }
+    }
+
+    /// Counts `n` identical failures; returns the failures now in the window.
+    fn add(&mut self, f: &Fields, ts: i64, n: u64) -> u64 {
+        self.failures += n;
+        let in_second = self.window.add(ts, n);
+        if in_second > self.peak {
+            self.peak = in_second;
+            self.peak_ts = ts;
+        }
+        if ts >= self.last {
+            self.last = ts;
+        } else if ts < self.first {
+            self.first = ts;
+        }
+        let repeat = self.upstreams.bump(f.peer.as_deref().unwrap_or(b"?"), n);
+        self.max_repeat = self.max_repeat.max(repeat);
+        let kind = f.kind.unwrap_or(Kind::Other);
+        match self.kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some(entry) => entry.1 += n,
+            None => self.kinds.push((kind, n)),
+        }
+        if let Some(errno) = &f.errno {
+            self.errnos.bump(errno, n);
+        }
+        if let Some(request) = &f.request {
+            self.requests.bump(request, n);
+            if self.request_keys.len() < MAX_REQUEST_KEYS
+                && !self.request_keys.contains(&f.request_crc)
+            {
+                self.request_keys.push(f.request_crc);
+            }
+        }
+        if self.client.is_none() {
+            self.client.clone_from(&f.client);
+        }
+        if self.server.is_none() {
+            self.server.clone_from(&f.server);
+        }
+        if self.host.is_none() {
+            self.host.clone_from(&f.host);
+        }
+        if self.subsystem.is_none() {
+            self.subsystem = f.subsystem;
+        }
+        if self.upstream_url.is_none() {
+            self.upstream_url.clone_from(&f.upstream);
+        }
+        self.window.total()
+    }
+
+    fn save(&self, w: &mut Writer) {
+        self.window.save(w);
+        w.u64(self.failures);
+        w.i64(self.first);
+        w.i64(self.last);
+        w.u64(self.peak);
+        w.i64(self.peak_ts);
+        w.u64(self.max_repeat);
+        self.upstreams.save(w);
+        self.errnos.save(w);
+        w.usize(self.kinds.len());
+        for &(k, n) in &self.kinds {
+            w.u64(u64::from(k.index()));
+            w.u64(n);
+        }
+        self.requests.save(w);
+        w.usize(self.request_keys.len());
+        for &crc in &self.request_keys {
+            w.u64(u64::from(crc));
+        }
+        w.opt_bytes(self.client.as_deref());
+        w.opt_bytes(self.server.as_deref());
+        w.opt_bytes(self.host.as_deref());
+        w.opt_bytes(self.upstream_url.as_deref());
+        w.u64(self.subsystem.map_or(0, |s| u64::from(s.index()) + 1));
+        w.bytes(&self.sample);
+    }
+
+    fn load(r: &mut Reader<'_>, width: i64) -> Result<Conn> {
+        let window = SecondWindow::load(r, width)?;
+        let failures = r.u64()?;
+        let first = r.i64()?;
+        let last = r.i64()?;
+        let peak = r.u64()?;
+        let peak_ts = r.i64()?;
+        let max_repeat = r.u64()?;
+        let upstreams = Table::load(r)?;
+        let errnos = Table::load(r)?;
+        let n = r.count(2)?;
+        let mut kinds = Vec::with_capacity(n.min(8));
+        for _ in 0..n {
+            let k = small(r.u64()?)
+                .and_then(Kind::from_index)
+                .ok_or_else(|| bad("kind"))?;
+            kinds.push((k, r.u64()?));
+        }
+        let requests = Table::load(r)?;
+        let n = r.count(1)?;
+        if n > MAX_REQUEST_KEYS {
+            return Err(bad("request keys"));
+        }
+        let mut request_keys = Vec::with_capacity(n);
+        for _ in 0..n {
+            request_keys.push(u32::try_from(r.u64()?).map_err(|_| bad("request key"))?);
+        }
+        let client = r.opt_bytes()?.map(Box::from);
+        let server = r.opt_bytes()?.map(Box::from);
+        let host = r.opt_bytes()?.map(Box::from);
+        let upstream_url = r.opt_bytes()?.map(Box::from);
+        let subsystem = match r.u64()? {
+            0 => None,
+            i => Some(
+                small(i - 1)
+                    .and_then(Subsystem::from_index)
+                    .ok_or_else(|| bad("subsystem"))?,
+            ),
+        };
+        let sample = r.bytes()?.into();
+        Ok(Conn {
+            window,
+            failures,
+            first,
+            last,
+            peak,
+            peak_ts,
+            max_repeat,
+            upstreams,
+            errnos,
+            kinds,
+            requests,
+            request_keys,
+            client,
+            server,
+            host,
+            upstream_url,
+            subsystem,
+            sample,
+        })
+    }
+}
+
+fn small(v: u64) -> Option<u8> {
+    u8::try_from(v).ok()
+}
+
+fn bad(what: &str) -> SnapshotError {
+    SnapshotError(format!("bad {what}"))
+}
+
+/// A key whose failures cannot fire yet: its lines, kept unparsed. Most failing
+/// connections fail once or a few times; their lines are parsed only if the key reaches
+/// the threshold, and a key that goes quiet is dropped unread.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    entries: Vec<(i64, u64, Box<[u8]>)>,
+    n: u64,
+    last: i64,
+}
+
+impl Pending {
+    fn in_window(&self, now: i64, width: i64) -> u64 {
+        let edge = now - width;
+        self.entries
+            .iter()
+            .filter(|e| e.0 > edge)
+            .map(|e| e.1)
+            .sum()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum State {
+    Pending(Pending),
+    Conn(Box<Conn>),
+}
+
+impl State {
+    fn last(&self) -> i64 {
+        match self {
+            State::Pending(p) => p.last,
+            State::Conn(c) => c.last,
+        }
+    }
+}
+
+const NIL: u32 = u32::MAX;
+const TRACKED: usize = 0;
+const FIRING: usize = 1;
+
+#[derive(Debug)]
+struct Node {
+    key: Key,
+    state: State,
+    prev: u32,
+    next: u32,
+    list: usize,
+    gen: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct List {
+    head: u32,
+    tail: u32,
+    len: usize,
+}
+
+const EMPTY: List = List {
+    head: NIL,
+    tail: NIL,
+    len: 0,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    Fired,
+    Updated,
+    Resolved,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Fired => "fired",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Resolved => "resolved",
+        }
+    }
+}
+
+/// An alert change: the connection's figures at that moment.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub key: Key,
+    /// Event time of the change: the failure that fired it, the line that ended the
+    /// connection, or the last failure plus `resolve_after` for a quiet one.
+    pub at: i64,
+    pub reason: Option<&'static str>,
+    pub conn: Box<Conn>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub connect_failures: u64,
+    pub by_source_kind: Map<(SourceId, Kind, &'static str), u64>,
+    pub evictions: u64,
+    pub untracked: u64,
+    pub expired: u64,
+    pub ended: u64,
+    pub fired: u64,
+    pub resolved: u64,
+}
+
+/// The runaway-connection detector.
+pub struct Detector {
+    pub config: Config,
+    pub stats: Stats,
+    pub watermark: Option<i64>,
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+    map: Map<Key, u32>,
+    lists: [List; 2],
+    gen: u64,
+    fields: Map<Box<[u8]>, Fields>,
+    touched: Vec<(Key, u64)>,
+    touched_at: Map<Key, (u64, u32, u64)>, // key -> (seq, slot, gen)
+    seq: u64,
+}
+
+pub fn new_map<K, V>() -> Map<K, V> {
+    Map::with_hasher(foldhash::fast::RandomState::default())
+}
+
+impl Detector {
+    pub fn new(config: Config) -> Self {
+        Detector {
+            config,
+            stats: Stats {
+                by_source_kind: new_map(),
+                ..Stats::default()
+            },
+            watermark: None,
+            nodes: Vec::new(),
+            free: Vec::new(),
+            map: new_map(),
+            lists: [EMPTY, EMPTY],
+            gen: 0,
+            fields: new_map(),
+            touched: Vec::new(),
+            touched_at: new_map(),
+            seq: 0,
+        }
+    }
+
+    /// Keys held now (tracked and firing).
+    pub fn tracked_keys(&self) -> usize {
+        self.lists[TRACKED].len + self.lists[FIRING].len
+    }
+
+    pub fn firing_len(&self) -> usize {
+        self.lists[FIRING].len
+    }
+
+    // -- lists ------------------------------------------------------------------
+    fn unlink(&mut self, slot: u32) {
+        let (prev, next, list) = {
+            let n = &self.nodes[slot as usize];
+            (n.prev, n.next, n.list)
+        };
+        if prev == NIL {
+            self.lists[list].head = next;
+        } else {
+            self.nodes[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.lists[list].tail = prev;
+        } else {
+            self.nodes[next as usize].prev = prev;
+        }
+        self.lists[list].len -= 1;
+    }
+
+    fn push_back(&mut self, slot: u32, list: usize) {
+        let tail = self.lists[list].tail;
+        {
+            let n = &mut self.nodes[slot as usize];
+            n.prev = tail;
+            n.next = NIL;
+            n.list = list;
+        }
+        if tail == NIL {
+            self.lists[list].head = slot;
+        } else {
+            self.nodes[tail as usize].next = slot;
+        }
+        self.lists[list].tail = slot;
+        self.lists[list].len += 1;
+    }
+
+    fn move_to_end(&mut self, slot: u32) {
+        let list = self.nodes[slot as usize].list;
+        if self.lists[list].tail != slot {
+            self.unlink(slot);
+            self.push_back(slot, list);
+        }
+    }
+
+    fn alloc(&mut self, key: Key, state: State, list: usize) -> u32 {
+        let node = Node {
+            key,
+            state,
+            prev: NIL,
+            next: NIL,
+            list,
+            gen: 0,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.nodes[slot as usize] = node;
+                slot
+            }
+            None => {
+                self.nodes.push(node);
+                u32::try_from(self.nodes.len() - 1).unwrap_or(NIL)
+            }
+        };
+        self.push_back(slot, list);
+        self.map.insert(key, slot);
+        slot
+    }
+
+    /// Removes a node; returns its state.
+    fn remove(&mut self, slot: u32) -> State {
+        self.unlink(slot);
+        let node = &mut self.nodes[slot as usize];
+        self.map.remove(&node.key);
+        let state = std::mem::replace(
+            &mut node.state,
+            State::Pending(Pending {
+                entries: Vec::new(),
+                n: 0,
+                last: 0,
+            }),
+        );
+        self.free.push(slot);
+        state
+    }
+
+    fn conn_mut(&mut self, slot: u32) -> &mut Conn {
+        match &mut self.nodes[slot as usize].state {
+            State::Conn(c) => c,
+            State::Pending(_) => unreachable!("a firing or promoted key holds a Conn"),
+        }
+    }
+
+    // -- the per-event path ---------------------------------------------------------
+    /// One event counted `n` times (identical events may come counted).
+    pub fn process(&mut self, inp: &Input<'_>, n: u64, changes: &mut Vec<Change>) {
+        if self.watermark.is_none_or(|w| inp.ts > w) {
+            self.advance_to(inp.ts, changes);
+        }
+        let Some(cid) = inp.cid else {
+            return;
+        };
+        let key = Key {
+            source: inp.source,
+            pid: inp.pid,
+            cid,
+        };
+        if let Some(kind) = inp.failure {
+            self.stats.connect_failures += n;
+            *self
+                .stats
+                .by_source_kind
+                .entry((inp.source, kind, subsystem_of(inp.text)))
+                .or_insert(0) += n;
+            if let Some(&slot) = self.map.get(&key) {
+                if self.nodes[slot as usize].list == FIRING {
+                    self.move_to_end(slot);
+                    let fields = Self::fields_of(&mut self.fields, inp.text);
+                    if let State::Conn(c) = &mut self.nodes[slot as usize].state {
+                        c.add(fields, inp.ts, n);
+                    }
+                    let gen = self.nodes[slot as usize].gen;
+                    self.touch(key, slot, gen);
+                    return;
+                }
+            }
+            let Some(slot) = self.state(key, inp, n) else {
+                return;
+            };
+            let fields = Self::fields_of(&mut self.fields, inp.text);
+            let (count, repeat) = match &mut self.nodes[slot as usize].state {
+                State::Conn(c) => (c.add(fields, inp.ts, n), c.max_repeat),
+                State::Pending(_) => return,
+            };
+            if count >= self.config.threshold && repeat >= self.config.min_repeat {
+                self.unlink(slot);
+                self.push_back(slot, FIRING);
+                self.gen += 1;
+                self.nodes[slot as usize].gen = self.gen;
+                self.stats.fired += 1;
+                let conn = Box::new(self.conn_mut(slot).clone());
+                changes.push(Change {
+                    kind: ChangeKind::Fired,
+                    key,
+                    at: inp.ts,
+                    reason: None,
+                    conn,
+                });
+            }
+        } else if inp.ended_hint {
+            let Some(&slot) = self.map.get(&key) else {
+                return;
+            };
+            if !parse_event(inp.text).is_ok_and(|ev| ev.ended) {
+                return;
+            }
+            if self.nodes[slot as usize].list == FIRING {
+                self.touched_at.remove(&key);
+                if let State::Conn(conn) = self.remove(slot) {
+                    self.stats.resolved += 1;
+                    changes.push(Change {
+                        kind: ChangeKind::Resolved,
+                        key,
+                        at: inp.ts,
+                        reason: Some("connection_ended"),
+                        conn,
+                    });
+                }
+            } else {
+                self.remove(slot);
+                self.stats.ended += 1;
+            }
+        }
+    }
+
+    fn touch(&mut self, key: Key, slot: u32, gen: u64) {
+        match self.touched_at.get_mut(&key) {
+            Some(entry) => {
+                entry.1 = slot;
+                entry.2 = gen;
+            }
+            None => {
+                self.seq += 1;
+                self.touched_at.insert(key, (self.seq, slot, gen));
+                self.touched.push((key, self.seq));
+            }
+        }
+    }
+
+    /// The end of a batch: an `updated` change for each firing key that failed again.
+    pub fn finish_batch(&mut self, changes: &mut Vec<Change>) {
+        let touched = std::mem::take(&mut self.touched);
+        for (key, seq) in touched {
+            let Some(&(at_seq, slot, gen)) = self.touched_at.get(&key) else {
+                continue;
+            };
+            if at_seq != seq {
+                continue;
+            }
+            let live = self.map.get(&key) == Some(&slot) && {
+                let node = &self.nodes[slot as usize];
+                node.list == FIRING && node.gen == gen
+            };
+            if live {
+                let conn = Box::new(self.conn_mut(slot).clone());
+                let at = self.watermark.unwrap_or(conn.last);
+                changes.push(Change {
+                    kind: ChangeKind::Updated,
+                    key,
+                    at,
+                    reason: None,
+                    conn,
+                });
+            }
+        }
+        self.touched_at.clear();
+    }
+
+    fn fields_of<'c>(cache: &'c mut Map<Box<[u8]>, Fields>, text: &[u8]) -> &'c Fields {
+        let body = text.get(STAMP..).unwrap_or_default();
+        if !cache.contains_key(body) {
+            if cache.len() >= FIELD_CACHE {
+                cache.clear();
+            }
+            cache.insert(body.into(), Fields::of(text));
+        }
+        &cache[body]
+    }
+
+    /// The slot whose Conn counts this failure, or None when it went to a pending key (or
+    /// no slot was free).
+    fn state(&mut self, key: Key, inp: &Input<'_>, n: u64) -> Option<u32> {
+        let cfg = self.config;
+        let mut entry = self.map.get(&key).copied();
+        if let Some(slot) = entry {
+            if self.nodes[slot as usize].state.last() <= inp.ts - cfg.window {
+                // Idle for a whole window: a fresh start, whether or not the sweep got to it.
+                self.remove(slot);
+                self.stats.expired += 1;
+                entry = None;
+            }
+        }
+        let Some(slot) = entry else {
+            if n < cfg.threshold {
+                let pending = Pending {
+                    entries: vec![(inp.ts, n, inp.text.into())],
+                    n,
+                    last: inp.ts,
+                };
+                self.track(key, State::Pending(pending), n);
+                return None;
+            }
+            let fields = Self::fields_of(&mut self.fields, inp.text);
+            let conn = Conn::new(cfg.window, fields, inp.ts, inp.text);
+            return self.track(key, State::Conn(Box::new(conn)), n);
+        };
+        self.move_to_end(slot);
+        let State::Pending(p) = &mut self.nodes[slot as usize].state else {
+            return Some(slot);
+        };
+        let oldest = p.entries[0].0;
+        if p.n + n < cfg.threshold && oldest > inp.ts - cfg.window {
+            p.entries.push((inp.ts, n, inp.text.into()));
+            p.n += n;
+            p.last = p.last.max(inp.ts);
+            return None;
+        }
+        let entries = std::mem::take(&mut p.entries);
+        let (ts0, _, text0) = &entries[0];
+        let mut conn = Conn::new(
+            cfg.window,
+            Self::fields_of(&mut self.fields, text0),
+            *ts0,
+            text0,
+        );
+        for (ts, times, text) in &entries {
+            conn.add(Self::fields_of(&mut self.fields, text), *ts, *times);
+        }
+        self.nodes[slot as usize].state = State::Conn(Box::new(conn));
+        Some(slot)
+    }
+
+    fn track(&mut self, key: Key, state: State, n: u64) -> Option<u32> {
+        if self.tracked_keys() >= self.config.max_tracked && !self.evict() {
+            self.stats.untracked += n;
+            return None;
+        }
+        Some(self.alloc(key, state, TRACKED))
+    }
+
+    fn in_window(&self, slot: u32) -> u64 {
+        let now = self.watermark.unwrap_or(0);
+        match &self.nodes[slot as usize].state {
+            State::Pending(p) => p.in_window(now, self.config.window),
+            State::Conn(c) => c.window.count_at(now),
+        }
+    }
+
+    /// Drops the coldest of the least recently updated non-firing keys.
+    fn evict(&mut self) -> bool {
+        let mut slot = self.lists[TRACKED].head;
+        if slot == NIL {
+            return false;
+        }
+        let mut victim = slot;
+        let mut coldest = u64::MAX;
+        for _ in 0..EVICTION_SAMPLE {
+            if slot == NIL {
+                break;
+            }
+            let count = self.in_window(slot);
+            if count < coldest {
+                coldest = count;
+                victim = slot;
+            }
+            slot = self.nodes[slot as usize].next;
+        }
+        self.remove(victim);
+        self.stats.evictions += 1;
+        true
+    }
+
+    // -- time ------------------------------------------------------------------------
+    /// Moves event time forward without an event (idle sources, a quiet period).
+    pub fn advance(&mut self, ts: i64, changes: &mut Vec<Change>) {
+        if self.watermark.is_none_or(|w| ts > w) {
+            self.advance_to(ts, changes);
+        }
+    }
+
+    fn advance_to(&mut self, ts: i64, changes: &mut Vec<Change>) {
+        self.watermark = Some(ts);
+        let idle_edge = ts - self.config.window;
+        loop {
+            let head = self.lists[TRACKED].head;
+            if head == NIL || self.nodes[head as usize].state.last() > idle_edge {
+                break;
+            }
+            self.remove(head);
+            self.stats.expired += 1;
+        }
+        // Firing keys are few: check them all (their order of update is not the order of
+        // their last failure when workers' clocks differ by a second).
+        let quiet_edge = ts - self.config.resolve_after;
+        let mut slot = self.lists[FIRING].head;
+        while slot != NIL {
+            let next = self.nodes[slot as usize].next;
+            let last = self.nodes[slot as usize].state.last();
+            if last <= quiet_edge {
+                let key = self.nodes[slot as usize].key;
+                if let State::Conn(conn) = self.remove(slot) {
+                    self.stats.resolved += 1;
+                    changes.push(Change {
+                        kind: ChangeKind::Resolved,
+                        key,
+                        at: last + self.config.resolve_after,
+                        reason: Some("quiet"),
+                        conn,
+                    });
+                }
+            }
+            slot = next;
+        }
+    }
+
+    // -- reading -----------------------------------------------------------------------
+    /// Firing and tracked connections (not pending keys) with the most failures in the
+    /// window now, firing first on ties.
+    pub fn hottest(&self, limit: usize) -> Vec<(Key, bool, &Conn, u64)> {
+        let mut out = Vec::new();
+        for list in [FIRING, TRACKED] {
+            let mut slot = self.lists[list].head;
+            while slot != NIL {
+                let node = &self.nodes[slot as usize];
+                if let State::Conn(c) = &node.state {
+                    let now = self.watermark.unwrap_or(c.last);
+                    out.push((node.key, list == FIRING, &**c, c.window.count_at(now)));
+                }
+                slot = node.next;
+            }
+        }
+        out.sort_by_key(|e| std::cmp::Reverse(e.3));
+        out.truncate(limit);
+        out
+    }
+
+    /// The firing connections, in firing order.
+    pub fn firing(&self) -> Vec<(Key, &Conn)> {
+        let mut out = Vec::new();
+        let mut slot = self.lists[FIRING].head;
+        while slot != NIL {
+            let node = &self.nodes[slot as usize];
+            if let State::Conn(c) = &node.state {
+                out.push((node.key, &**c));
+            }
+            slot = node.next;
+        }
+        out
+    }
+
+    // -- state ---------------------------------------------------------------------------
+    pub fn save(&self, w: &mut Writer) {
+        w.opt_bytes(None); // reserved
+        match self.watermark {
+            None => w.bool(false),
+            Some(ts) => {
+                w.bool(true);
+                w.i64(ts);
+            }
+        }
+        let s = &self.stats;
+        for v in [
+            s.connect_failures,
+            s.evictions,
+            s.untracked,
+            s.expired,
+            s.ended,
+            s.fired,
+            s.resolved,
+        ] {
+            w.u64(v);
+        }
+        let mut by: Vec<_> = s.by_source_kind.iter().collect();
+        by.sort_by_key(|(k, _)| (k.0, k.1.index(), k.2));
+        w.usize(by.len());
+        for ((source, kind, subsystem), n) in by {
+            w.u64(u64::from(*source));
+            w.u64(u64::from(kind.index()));
+            w.bytes(subsystem.as_bytes());
+            w.u64(*n);
+        }
+        for list in [TRACKED, FIRING] {
+            w.usize(self.lists[list].len);
+            let mut slot = self.lists[list].head;
+            while slot != NIL {
+                let node = &self.nodes[slot as usize];
+                w.u64(u64::from(node.key.source));
+                w.u64(node.key.pid);
+                w.u64(node.key.cid);
+                match &node.state {
+                    State::Pending(p) => {
+                        w.u64(0);
+                        w.u64(p.n);
+                        w.i64(p.last);
+                        w.usize(p.entries.len());
+                        for (ts, n, text) in &p.entries {
+                            w.i64(*ts);
+                            w.u64(*n);
+                            w.bytes(text);
+                        }
+                    }
+                    State::Conn(c) => {
+                        w.u64(1);
+                        c.save(w);
+                    }
+                }
+                slot = node.next;
+            }
+        }
+    }
+
+    /// A detector with today's `config` and the saved keys, windows and counts.
+    pub fn load(r: &mut Reader<'_>, config: Config, sources: u32) -> Result<Detector> {
+        let mut d = Detector::new(config);
+        r.opt_bytes()?;
+        d.watermark = if r.bool()? { Some(r.i64()?) } else { None };
+        let s = &mut d.stats;
+        s.connect_failures = r.u64()?;
+        s.evictions = r.u64()?;
+        s.untracked = r.u64()?;
+        s.expired = r.u64()?;
+        s.ended = r.u64()?;
+        s.fired = r.u64()?;
+        s.resolved = r.u64()?;
+        let n = r.count(4)?;
+        for _ in 0..n {
+            let source = source_id(r.u64()?, sources)?;
+            let kind = small(r.u64()?)
+                .and_then(Kind::from_index)
+                .ok_or_else(|| bad("kind"))?;
+            let subsystem = match r.bytes()? {
+                b"stream" => "stream",
+                b"http" => "http",
+                b"unknown" => "unknown",
+                _ => return Err(bad("subsystem")),
+            };
+            s.by_source_kind.insert((source, kind, subsystem), r.u64()?);
+        }
+        for list in [TRACKED, FIRING] {
+            let n = r.count(4)?;
+            for _ in 0..n {
+                let key = Key {
+                    source: source_id(r.u64()?, sources)?,
+                    pid: r.u64()?,
+                    cid: r.u64()?,
+                };
+                let state = match r.u64()? {
+                    0 => {
+                        let total = r.u64()?;
+                        let last = r.i64()?;
+                        let m = r.count(3)?;
+                        if m == 0 {
+                            return Err(bad("pending key"));
+                        }
+                        let mut entries = Vec::with_capacity(m);
+                        for _ in 0..m {
+                            entries.push((r.i64()?, r.u64()?, Box::from(r.bytes()?)));
+                        }
+                        State::Pending(Pending {
+                            entries,
+                            n: total,
+                            last,
+                        })
+                    }
+                    1 => State::Conn(Box::new(Conn::load(r, config.window)?)),
+                    _ => return Err(bad("key state")),
+                };
+                if d.map.contains_key(&key) {
+                    return Err(bad("duplicate key"));
+                }
+                let slot = d.alloc(key, state, list);
+                if list == FIRING {
+                    d.gen += 1;
+                    d.nodes[slot as usize].gen = d.gen;
+                }
+            }
+        }
+        // Today's cap may be lower than the one the state was written with.
+        while d.lists[TRACKED].len > 0 && d.tracked_keys() > config.max_tracked {
+            d.evict();
+        }
+        Ok(d)
+    }
+}
+
+fn source_id(v: u64, sources: u32) -> Result<SourceId> {
+    match u32::try_from(v) {
+        Ok(id) if id < sources => Ok(id),
+        _ => Err(bad("source")),
+    }
+}
+
+/// CRC-32 (IEEE), as Python's `zlib.crc32`: a stable hash of a request line.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = "2019/09/17 03:46:20 [error] 2454#2454: *CID connect() failed (111: Connection refused) while connecting to upstream, client: 10.10.122.117, server: 0.0.0.0:55556, upstream: \"PEER\", bytes from/to client:0/0, bytes from/to upstream:0/0";
+
+    fn line(cid: u64, peer: &str) -> Vec<u8> {
+        LINE.replace("CID", &cid.to_string())
+            .replace("PEER", peer)
+            .into_bytes()
+    }
+
+    fn fail<'a>(ts: i64, cid: u64, text: &'a [u8]) -> Input<'a> {
+        Input {
+            ts,
+            source: 0,
+            pid: 2454,
+            cid: Some(cid),
+            failure: Some(Kind::ConnectFailed),
+            ended_hint: false,
+            text,
+        }
+    }
+
+    #[test]
+    fn crc32_matches_zlib() {
+        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn fires_at_the_threshold_with_repetition() {
+        let mut d = Detector::new(Config {
+            threshold: 5,
+            ..Config::default()
+        });
+        let a = line(7, "10.0.0.1:80");
+        let b = line(7, "10.0.0.2:80");
+        let mut changes = Vec::new();
+        for i in 0..4 {
+            d.process(
+                &fail(100, 7, if i % 2 == 0 { &a } else { &b }),
+                1,
+                &mut changes,
+            );
+        }
+        assert!(changes.is_empty());
+        d.process(&fail(100, 7, &a), 1, &mut changes);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].kind, ChangeKind::Fired);
+        assert_eq!(changes[0].conn.failures, 5);
+        assert_eq!(changes[0].conn.upstreams.entries.len(), 2);
+        d.process(&fail(101, 7, &a), 1, &mut changes);
+        d.finish_batch(&mut changes);
+        assert_eq!(changes.last().unwrap().kind, ChangeKind::Updated);
+        assert_eq!(changes.last().unwrap().conn.failures, 6);
+        let mut later = Vec::new();
+        d.advance(101 + 60, &mut later);
+        assert_eq!(later.len(), 1);
+        assert_eq!(later[0].reason, Some("quiet"));
+        assert_eq!(later[0].at, 161);
+    }
+
+    #[test]
+    fn distinct_peers_do_not_fire_without_repetition() {
+        let mut d = Detector::new(Config {
+            threshold: 3,
+            min_repeat: 2,
+            ..Config::default()
+        });
+        let lines: Vec<_> = (0..3).map(|i| line(9, &format!("10.0.0.{i}:80"))).collect();
+        let mut changes = Vec::new();
+        for l in &lines {
+            d.process(&fail(5, 9, l), 1, &mut changes);
+        }
+        assert!(changes.is_empty());
+    }
+
+    #[test]
+    fn a_flood_is_bounded_and_a_hot_key_survives() {
+        let mut d = Detector::new(Config {
+            threshold: 50,
+            max_tracked: 100,
+            ..Config::default()
+        });
+        let hot = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        let mut fired = false;
+        for i in 0..20_000u64 {
+            let ts = 1000 + (i / 1000) as i64;
+            let one = line(10 + i, "10.0.0.9:80");
+            d.process(&fail(ts, 10 + i, &one), 1, &mut changes);
+            // The hot key fails once every 20 new keys: it must never be the coldest of
+            // the 8 least recently updated (a key that fails only once per `cap` new
+            // keys cannot be told from the flood, by any scheme).
+            if i % 20 == 0 {
+                d.process(&fail(ts, 1, &hot), 1, &mut changes);
+            }
+            assert!(d.tracked_keys() <= 100);
+            fired |= changes.iter().any(|c| c.key.cid == 1);
+        }
+        assert!(fired, "the hot key reached its threshold");
+        assert!(d.stats.evictions > 19_000);
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let mut d = Detector::new(Config {
+            threshold: 3,
+            ..Config::default()
+        });
+        let a = line(7, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        for cid in [7, 7, 7, 8] {
+            d.process(&fail(100, cid, &a), 1, &mut changes);
+        }
+        let mut w = Writer::default();
+        d.save(&mut w);
+        let back = Detector::load(&mut Reader::new(&w.buf), d.config, 1).unwrap();
+        assert_eq!(back.tracked_keys(), 2);
+        assert_eq!(back.firing_len(), 1);
+        assert_eq!(back.stats.connect_failures, 4);
+        let mut again = Writer::default();
+        back.save(&mut again);
+        assert_eq!(w.buf, again.buf);
+        for cut in 0..w.buf.len() {
+            assert!(Detector::load(&mut Reader::new(&w.buf[..cut]), d.config, 1).is_err());
+        }
+    }
+}

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from retrywatch.core import DetectorConfig
 from retrywatch.delivery.notifier import Notifier
 from retrywatch.delivery.receivers import Receiver
-from retrywatch.engine import Engine
+from retrywatch.detect.core import DetectorConfig
+from retrywatch.detect.engine import Engine
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_logs" / (
     "scenario-http-lua-storm.error.log.gz")

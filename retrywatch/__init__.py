@@ -1,10 +1,10 @@
 """retrywatch: finds nginx connections stuck in connect() retry loops."""
 
-from retrywatch.alerts import Alert, AlertChange
-from retrywatch.core import Core, DetectorConfig, EventReader
-from retrywatch.engine import Engine
-from retrywatch.events import Event, Unparsed
-from retrywatch.records import RecordReader, parse_text
+from retrywatch.detect.alerts import Alert, AlertChange
+from retrywatch.detect.core import Core, DetectorConfig, EventReader
+from retrywatch.detect.engine import Engine
+from retrywatch.detect.events import Event, Unparsed
+from retrywatch.detect.records import RecordReader, parse_text
 
 __version__ = "0.1.0"
 

@@ -13,8 +13,8 @@ import click
 import orjson
 
 from retrywatch import __version__
-from retrywatch.core import DetectorConfig
-from retrywatch.events import Event
+from retrywatch.detect.core import DetectorConfig
+from retrywatch.detect.events import Event
 from retrywatch.timezones import resolve_zone
 
 __all__ = ["main"]
@@ -56,7 +56,7 @@ def parse(files: tuple[str, ...], tz: Any) -> None:
 
 
 def _print_events(files: list[str], tz: Any, out: Any) -> None:
-    from retrywatch.records import RecordReader
+    from retrywatch.detect.records import RecordReader
     from retrywatch.sources.files import iter_chunks, source_name
 
     for path in files:
@@ -108,8 +108,8 @@ def _config(opts: dict[str, Any]) -> DetectorConfig:
 def replay(files: tuple[str, ...], fmt: str, tz: Any, **opts: Any) -> None:
     """Run the detector over whole files (plain or .gz; ``-`` or nothing: stdin) and
     print the alerts."""
-    from retrywatch import report
-    from retrywatch.replay import replay as run_replay
+    from retrywatch.forensics import report
+    from retrywatch.forensics.replay import replay as run_replay
 
     started = time.perf_counter()
     try:
@@ -144,9 +144,9 @@ def analyze(paths: tuple[str, ...], fmt: str, html: str | None, export: str | No
     """
     from pathlib import Path
 
-    from retrywatch.analysis import analyze as run_analysis
-    from retrywatch.analysis_view import render_analysis
-    from retrywatch.discover import discover
+    from retrywatch.forensics.analysis import analyze as run_analysis
+    from retrywatch.forensics.analysis_view import render_analysis
+    from retrywatch.forensics.discover import discover
 
     try:
         files = discover(list(paths))
@@ -156,7 +156,7 @@ def analyze(paths: tuple[str, ...], fmt: str, html: str | None, export: str | No
         raise click.ClickException("no log files found in " + ", ".join(paths))
     sink = None
     if export is not None:
-        from retrywatch.export import EventExport, write_aggregates
+        from retrywatch.forensics.export import EventExport, write_aggregates
 
         sink = EventExport(Path(export))
     started = time.perf_counter()
@@ -175,7 +175,7 @@ def analyze(paths: tuple[str, ...], fmt: str, html: str | None, export: str | No
     if export is not None:
         write_aggregates(result, Path(export))
     if html is not None:
-        from retrywatch.html_report import render_html
+        from retrywatch.forensics.html_report import render_html
 
         render_html(result, Path(html))
     if fmt == "json":
@@ -237,7 +237,7 @@ def _settings(config_file: str | None, flags: dict[str, Any]) -> Any:
     import yaml
     from pydantic import ValidationError
 
-    from retrywatch.settings import load_settings
+    from retrywatch.serve.settings import load_settings
 
     flags = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flags.items()}
     flags = {k: v for k, v in flags.items() if v not in (None, [])}
@@ -285,8 +285,8 @@ def config(config_file: str | None, **flags: Any) -> None:
 @service_options
 def run(config_file: str | None, **flags: Any) -> None:
     """Follow nginx error logs live; serve REST alerts and Prometheus metrics."""
-    from retrywatch.api import create_app
-    from retrywatch.service import Service, serve
+    from retrywatch.serve.api import create_app
+    from retrywatch.serve.service import Service, serve
 
     settings = _settings(config_file, flags)
     if not settings.log and not settings.syslog:
@@ -329,7 +329,7 @@ def notify_test(receiver_name: str, config_file: str | None, **flags: Any) -> No
 def demo(listen: str, keep_serving: bool) -> None:
     """Watch a real nginx retry storm live: a bundled log is written at its own pace into a
     temporary file that the live service follows; alerts print as they fire."""
-    from retrywatch.demo import run_demo
+    from retrywatch.serve.demo import run_demo
 
     try:
         run_demo(listen=listen, keep_serving=keep_serving)

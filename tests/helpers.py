@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 from reference.detector import Detector, DetectorConfig
 from reference.parser import EventHead, Parser
 
-from retrywatch.alerts import Alert, AlertChange
-from retrywatch.core import DetectorConfig as CoreConfig
-from retrywatch.core import new_core
-from retrywatch.engine import DetectorStats, apply_changes
+from retrywatch.detect.alerts import Alert, AlertChange
+from retrywatch.detect.core import DetectorConfig as CoreConfig
+from retrywatch.detect.core import new_core
+from retrywatch.detect.engine import DetectorStats, apply_changes
 
 ZONE = ZoneInfo("UTC")
 BASE = datetime(2026, 11, 25, 17, 0, 0, tzinfo=UTC)

@@ -24,10 +24,10 @@ import uvicorn
 from fastapi import FastAPI
 from nginx_harness import free_port
 
-from retrywatch.api import create_app
-from retrywatch.core import DetectorConfig
 from retrywatch.delivery.notifier import Notifier
-from retrywatch.engine import Engine
+from retrywatch.detect.core import DetectorConfig
+from retrywatch.detect.engine import Engine
+from retrywatch.serve.api import create_app
 
 __all__ = ["STORM", "STORM_FIRING_CID", "FakeClock", "LiveServer", "feed_storm", "free_port",
            "new_engine", "serving", "stop_process", "wait_until"]

@@ -20,12 +20,12 @@ import pytest
 from click.testing import CliRunner, Result
 from helpers import stream_refused
 
-import retrywatch.analysis as analysis_module
-from retrywatch.analysis import EVENT_COLUMNS, Analysis, analyze
+import retrywatch.forensics.analysis as analysis_module
 from retrywatch.cli import main
-from retrywatch.discover import discover
-from retrywatch.export import EventExport, write_aggregates
-from retrywatch.replay import replay
+from retrywatch.forensics.analysis import EVENT_COLUMNS, Analysis, analyze
+from retrywatch.forensics.discover import discover
+from retrywatch.forensics.export import EventExport, write_aggregates
+from retrywatch.forensics.replay import replay
 
 SAMPLE_LOGS = Path(__file__).resolve().parent.parent / "sample_logs"
 SCENARIOS = ("stream-plain", "stream-multi", "http-lua-storm", "http-normal")

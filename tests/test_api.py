@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI
 from service_harness import STORM_FIRING_CID, LiveServer, feed_storm, new_engine, serving
 
-from retrywatch.api import create_app
-from retrywatch.core import new_core
-from retrywatch.engine import Engine
+from retrywatch.detect.core import new_core
+from retrywatch.detect.engine import Engine
+from retrywatch.serve.api import create_app
 
 # starlette.testclient warns at import that it prefers httpx2 (not installed).
 HTTPX_WARNING = ("ignore:Using `httpx` with `starlette.testclient` is deprecated"

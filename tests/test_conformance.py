@@ -24,8 +24,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from retrywatch.events import Event, Unparsed
-from retrywatch.records import parse_text
+from retrywatch.detect.events import Event, Unparsed
+from retrywatch.detect.records import parse_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "peer"
 UTC = ZoneInfo("UTC")

@@ -11,9 +11,9 @@ from service_harness import STORM, STORM_FIRING_CID, FakeClock
 from webhook_receiver import WebhookReceiver, receiving
 
 from retrywatch.delivery import Receiver
-from retrywatch.metrics import DELIVERY_METRIC_NAMES, new_registry, render
-from retrywatch.service import Service
-from retrywatch.settings import Settings
+from retrywatch.serve.metrics import DELIVERY_METRIC_NAMES, new_registry, render
+from retrywatch.serve.service import Service
+from retrywatch.serve.settings import Settings
 from retrywatch.sources.follow import ManualWaker
 
 

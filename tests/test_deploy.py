@@ -26,7 +26,7 @@ import pytest
 import yaml
 from service_harness import STORM_FIRING_CID, new_engine, serving
 
-from retrywatch.settings import load_settings
+from retrywatch.serve.settings import load_settings
 
 ROOT = Path(__file__).parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

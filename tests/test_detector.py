@@ -31,7 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference.detector import DetectorConfig
 
-from retrywatch.alerts import Alert, AlertChange, alert_id
+from retrywatch.detect.alerts import Alert, AlertChange, alert_id
 
 Detector: Any = None  # the implementation under test (the fixture below sets it)
 

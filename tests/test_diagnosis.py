@@ -20,7 +20,7 @@ from helpers import (
 )
 from reference.detector import DetectorConfig
 
-from retrywatch.diagnosis import Diagnosis
+from retrywatch.detect.diagnosis import Diagnosis
 
 Detector: Any = None  # the implementation under test (the fixture below sets it)
 

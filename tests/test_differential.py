@@ -35,9 +35,9 @@ from reference.parser import Parser
 from reference.pipeline import parse_text as reference_parse_text
 from reference.run import Op, run_core, run_reference
 
-from retrywatch.core import DetectorConfig
-from retrywatch.events import Event, Unparsed
-from retrywatch.records import parse_text
+from retrywatch.detect.core import DetectorConfig
+from retrywatch.detect.events import Event, Unparsed
+from retrywatch.detect.records import parse_text
 
 UTC = ZoneInfo("UTC")
 ROOT = Path(__file__).resolve().parent.parent

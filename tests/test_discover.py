@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from retrywatch.discover import LogFile, discover
+from retrywatch.forensics.discover import LogFile, discover
 
 LINE = b"2026/11/25 17:33:43 [notice] 1#1: start worker processes\n"
 

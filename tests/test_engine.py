@@ -10,11 +10,11 @@ import pytest
 from helpers import http_refused, stream_refused
 from service_harness import STORM, STORM_FIRING_CID, FakeClock, feed_storm, new_engine, storm_bytes
 
-import retrywatch.engine as engine_module
-from retrywatch.alerts import AlertChange
-from retrywatch.core import DetectorConfig
-from retrywatch.engine import Engine
-from retrywatch.replay import replay
+import retrywatch.detect.engine as engine_module
+from retrywatch.detect.alerts import AlertChange
+from retrywatch.detect.core import DetectorConfig
+from retrywatch.detect.engine import Engine
+from retrywatch.forensics.replay import replay
 
 STORM_CIDS = {73, 20137, 20302, 41557, 49447}
 

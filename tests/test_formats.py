@@ -19,7 +19,7 @@ from reference.formats import load_format
 from reference.parser import EventHead, Parser
 from reference.wrappers import Unwrapper
 
-from retrywatch.events import Event, Unparsed
+from retrywatch.detect.events import Event, Unparsed
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT / "tests" / "fixtures" / "peer"

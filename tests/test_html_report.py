@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from retrywatch.analysis import Analysis, analyze
-from retrywatch.discover import discover
-from retrywatch.html_report import DIAGNOSIS_COLORS, KIND_COLORS, PEER_COLORS, render_html
+from retrywatch.forensics.analysis import Analysis, analyze
+from retrywatch.forensics.discover import discover
+from retrywatch.forensics.html_report import DIAGNOSIS_COLORS, KIND_COLORS, PEER_COLORS, render_html
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_logs"

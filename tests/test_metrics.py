@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from service_harness import STORM_FIRING_CID, FakeClock, feed_storm, new_engine
 
-from retrywatch.api import create_app
-from retrywatch.engine import Engine
-from retrywatch.metrics import METRIC_NAMES
+from retrywatch.detect.engine import Engine
+from retrywatch.serve.api import create_app
+from retrywatch.serve.metrics import METRIC_NAMES
 
 HTTPX_WARNING = ("ignore:Using `httpx` with `starlette.testclient` is deprecated"
                  ":starlette.exceptions.StarletteDeprecationWarning")

@@ -23,7 +23,7 @@ from reference.formats import load_format
 from reference.parser import EventHead, Parser, peer_of
 from reference.pipeline import SourcePipeline, parse_text
 
-from retrywatch.events import Event, Unparsed
+from retrywatch.detect.events import Event, Unparsed
 
 # Reporting a falsifying example makes hypothesis import libcst, which warns about
 # mypy_extensions; with filterwarnings=error that would hide the report behind an

@@ -24,7 +24,7 @@ from service_harness import (
     wait_until,
 )
 
-from retrywatch.engine import Engine
+from retrywatch.detect.engine import Engine
 
 PROMETHEUS = "/usr/bin/prometheus"
 WAIT = 60.0  # seconds: the bound on Prometheus starting and scraping (1 s interval)

@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from retrywatch.core import DetectorConfig
-from retrywatch.replay import ReplayResult, replay
+from retrywatch.detect.core import DetectorConfig
+from retrywatch.forensics.replay import ReplayResult, replay
 
 SAMPLE_LOGS = Path(__file__).resolve().parent.parent / "sample_logs"
 SCENARIOS = ("stream-plain", "stream-multi", "http-lua-storm", "http-normal")

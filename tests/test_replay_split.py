@@ -21,12 +21,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from retrywatch.alerts import Alert
-from retrywatch.core import DetectorConfig, new_core
-from retrywatch.engine import apply_changes
-from retrywatch.replay import replay
+from retrywatch.detect.alerts import Alert
+from retrywatch.detect.core import DetectorConfig, new_core
+from retrywatch.detect.engine import apply_changes
+from retrywatch.detect.stats import SourceStats
+from retrywatch.forensics.replay import replay
 from retrywatch.sources.files import CHUNK_SIZE, source_name
-from retrywatch.stats import SourceStats
 
 # Reporting a falsifying example makes hypothesis import libcst, which warns about
 # mypy_extensions; with filterwarnings=error that would hide the report behind an

@@ -30,8 +30,8 @@ from service_harness import (
 
 from retrywatch.delivery.notifier import Notifier
 from retrywatch.delivery.receivers import Receiver
-from retrywatch.engine import Engine
-from retrywatch.metrics import DELIVERY_METRIC_NAMES, METRIC_NAMES
+from retrywatch.detect.engine import Engine
+from retrywatch.serve.metrics import DELIVERY_METRIC_NAMES, METRIC_NAMES
 
 ROOT = Path(__file__).parent.parent
 DASHBOARDS = ROOT / "dashboards"

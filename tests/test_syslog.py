@@ -14,8 +14,8 @@ import pytest
 import tzlocal
 from nginx_harness import closed_port, free_port, http_temp_paths, running_nginx
 
-from retrywatch.events import Event
-from retrywatch.records import RecordReader
+from retrywatch.detect.events import Event
+from retrywatch.detect.records import RecordReader
 from retrywatch.sources.stdin import StdinSource
 from retrywatch.sources.syslog import (
     DEFAULT_RCVBUF,

@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 
 import httpx
 
-from retrywatch.alerts import AlertChange
 from retrywatch.delivery.channel import Channel, ChannelStats, Result
 from retrywatch.delivery.formats import Entry
 from retrywatch.delivery.receivers import Receiver
 from retrywatch.delivery.state import DeliveryState
+from retrywatch.detect.alerts import AlertChange
 
 __all__ = ["Notifier", "sample_alert"]
 

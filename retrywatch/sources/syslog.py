@@ -6,7 +6,7 @@ frame: octet counting (``LEN SP MSG``) when a frame starts with a length, otherw
 record per line (non-transparent framing, LF-delimited). nginx itself only sends UDP;
 TCP is for relays (rsyslog, syslog-ng, fluent-bit).
 
-The records keep their RFC 3164 header: :class:`~retrywatch.core.Core`
+The records keep their RFC 3164 header: :class:`~retrywatch.detect.core.Core`
 removes it (``feed_records``).
 
 Design: :meth:`SyslogListener.start` binds and starts one receiver thread, which reads
@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import Literal
 from urllib.parse import urlsplit
 
-from retrywatch.core import DEFAULT_MAX_LINE
+from retrywatch.detect.core import DEFAULT_MAX_LINE
 
 __all__ = [
     "DEFAULT_RCVBUF",

@@ -6,7 +6,7 @@ import zlib
 from datetime import datetime
 
 from reference.window import SecondWindow
-from retrywatch.events import Event
+from retrywatch.detect.events import Event
 
 __all__ = ["MAX_DISTINCT", "ConnKey", "ConnState"]
 

@@ -22,7 +22,7 @@ from itertools import islice
 
 from reference.connection import ConnKey, ConnState
 from reference.parser import EventHead, subsystem_of
-from retrywatch.alerts import Alert, AlertChange
+from retrywatch.detect.alerts import Alert, AlertChange
 
 __all__ = ["Detector", "DetectorConfig", "DetectorStats"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from reference.formats import compile_pattern, load_format
 from reference.framing import decode
-from retrywatch.events import CONNECT_FAILURE_KINDS, Event, Kind, Subsystem, Unparsed
+from retrywatch.detect.events import CONNECT_FAILURE_KINDS, Event, Kind, Subsystem, Unparsed
 
 __all__ = ["EventHead", "Parser", "peer_of", "subsystem_of"]
 

@@ -18,8 +18,8 @@ from reference.formats import event_start
 from reference.framing import DEFAULT_MAX_LINE, Framed, LineFramer, decode, frame_datagram
 from reference.parser import EventHead, Parser
 from reference.wrappers import Unwrapper
-from retrywatch.events import Event, Unparsed
-from retrywatch.stats import SourceStats
+from retrywatch.detect.events import Event, Unparsed
+from retrywatch.detect.stats import SourceStats
 
 __all__ = ["Batch", "SourcePipeline", "parse_text"]
 

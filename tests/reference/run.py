@@ -12,10 +12,10 @@ from reference.detector import Detector
 from reference.detector import DetectorConfig as ReferenceConfig
 from reference.parser import EventHead, Parser
 from reference.pipeline import SourcePipeline
-from retrywatch.alerts import Alert, AlertChange
-from retrywatch.core import DetectorConfig, new_core
-from retrywatch.engine import DetectorStats, apply_changes
-from retrywatch.events import Event
+from retrywatch.detect.alerts import Alert, AlertChange
+from retrywatch.detect.core import DetectorConfig, new_core
+from retrywatch.detect.engine import DetectorStats, apply_changes
+from retrywatch.detect.events import Event
 
 #: ("feed", source, bytes) | ("records", source, [bytes]) | ("flush", source) |
 #: ("advance", ts)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from retrywatch.core import Conn
-from retrywatch.diagnosis import Diagnosis, diagnose
+from retrywatch.detect.core import Conn
+from retrywatch.detect.diagnosis import Diagnosis, diagnose
 
 __all__ = ["Alert", "AlertChange", "ChangeKind", "alert_id"]
 

@@ -18,10 +18,10 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from retrywatch import __version__
-from retrywatch.alerts import AlertChange
 from retrywatch.delivery import Notifier
-from retrywatch.engine import Engine
-from retrywatch.metrics import CONTENT_TYPE, new_registry, render
+from retrywatch.detect.alerts import AlertChange
+from retrywatch.detect.engine import Engine
+from retrywatch.serve.metrics import CONTENT_TYPE, new_registry, render
 
 __all__ = ["create_app"]
 

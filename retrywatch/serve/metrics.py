@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from retrywatch import __version__
 from retrywatch.delivery import Notifier
-from retrywatch.engine import Engine
+from retrywatch.detect.engine import Engine
 
 __all__ = ["CONTENT_TYPE", "DELIVERY_METRIC_NAMES", "METRIC_NAMES", "DeliveryCollector",
            "EngineCollector", "new_registry", "render"]

@@ -20,19 +20,19 @@ import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from retrywatch.alerts import AlertChange
-from retrywatch.api import create_app
-from retrywatch.service import Service
-from retrywatch.settings import Settings
+from retrywatch.detect.alerts import AlertChange
+from retrywatch.serve.api import create_app
+from retrywatch.serve.service import Service
+from retrywatch.serve.settings import Settings
 
 __all__ = ["SAMPLE", "run_demo"]
 
 _NAME = "scenario-http-lua-storm.error.log.gz"
-_HERE = Path(__file__).resolve().parent
-#: In a wheel the sample is packaged under retrywatch/samples/; in a checkout it is in
-#: sample_logs/ beside the package.
-SAMPLE = next((p for p in (_HERE / "samples" / _NAME, _HERE.parent / "sample_logs" / _NAME)
-               if p.is_file()), _HERE.parent / "sample_logs" / _NAME)
+_PACKAGE = Path(__file__).resolve().parent.parent
+#: The wheel carries the sample as retrywatch/samples/ (a link to sample_logs/ in a
+#: checkout, which is the fallback).
+SAMPLE = next((p for p in (_PACKAGE / "samples" / _NAME, _PACKAGE.parent / "sample_logs" / _NAME)
+               if p.is_file()), _PACKAGE.parent / "sample_logs" / _NAME)
 BATCHES_PER_SECOND = 20
 
 

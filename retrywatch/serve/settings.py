@@ -20,8 +20,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from retrywatch.core import DetectorConfig
 from retrywatch.delivery.receivers import Receiver
+from retrywatch.detect.core import DetectorConfig
 from retrywatch.timezones import resolve_zone
 
 __all__ = ["DEFAULT_LISTEN", "Settings", "load_settings"]

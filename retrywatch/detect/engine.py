@@ -23,9 +23,9 @@ from typing import Any
 
 import orjson
 
-from retrywatch.alerts import Alert, AlertChange
-from retrywatch.core import Conn, Core, DetectorConfig, localize, new_core, restore_core
-from retrywatch.stats import SourceStats
+from retrywatch.detect.alerts import Alert, AlertChange
+from retrywatch.detect.core import Conn, Core, DetectorConfig, localize, new_core, restore_core
+from retrywatch.detect.stats import SourceStats
 
 __all__ = ["DetectorStats", "Engine", "SourceInfo", "apply_changes"]
 

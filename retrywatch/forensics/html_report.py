@@ -31,7 +31,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from retrywatch import __version__
-from retrywatch.analysis import Analysis
+from retrywatch.forensics.analysis import Analysis
 
 __all__ = [
     "DIAGNOSIS_COLORS",

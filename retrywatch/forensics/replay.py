@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
 
-from retrywatch.alerts import Alert, AlertChange
-from retrywatch.core import Core, DetectorConfig, new_core
-from retrywatch.engine import DetectorStats, apply_changes
+from retrywatch.detect.alerts import Alert, AlertChange
+from retrywatch.detect.core import Core, DetectorConfig, new_core
+from retrywatch.detect.engine import DetectorStats, apply_changes
+from retrywatch.detect.stats import SourceStats
 from retrywatch.sources.files import CHUNK_SIZE, iter_chunks, source_name
-from retrywatch.stats import SourceStats
 
 __all__ = ["ReplayResult", "replay"]
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from datetime import datetime, tzinfo
 from typing import Any
 
-from retrywatch.core import EventReader
-from retrywatch.events import Event, Unparsed
+from retrywatch.detect.core import EventReader
+from retrywatch.detect.events import Event, Unparsed
 
 __all__ = ["RecordReader", "parse_text"]
 

@@ -8,8 +8,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from retrywatch.analysis import Analysis
-from retrywatch.report import upstreams_cell
+from retrywatch.forensics.analysis import Analysis
+from retrywatch.forensics.report import upstreams_cell
 
 __all__ = ["render_analysis"]
 

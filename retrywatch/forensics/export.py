@@ -15,14 +15,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from retrywatch.analysis import Analysis
+from retrywatch.forensics.analysis import Analysis
 
 __all__ = ["EventExport", "write_aggregates"]
 
 
 class EventExport:
-    """An event sink for :func:`retrywatch.analysis.analyze` writing ``events.parquet`` and
-    ``events.csv`` in ``folder``, a chunk at a time."""
+    """An event sink for :func:`retrywatch.forensics.analysis.analyze` writing
+    ``events.parquet`` and ``events.csv`` in ``folder``, a chunk at a time."""
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

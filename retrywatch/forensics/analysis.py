@@ -16,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from retrywatch.alerts import Alert
-from retrywatch.core import Core, DetectorConfig, new_core
-from retrywatch.discover import LogFile
-from retrywatch.replay import replay
+from retrywatch.detect.alerts import Alert
+from retrywatch.detect.core import Core, DetectorConfig, new_core
+from retrywatch.forensics.discover import LogFile
+from retrywatch.forensics.replay import replay
 
 __all__ = ["Analysis", "EventSink", "analyze"]
 

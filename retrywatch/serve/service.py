@@ -19,8 +19,8 @@ import httpx
 import uvicorn
 
 from retrywatch.delivery import DeliveryState, Notifier
-from retrywatch.engine import Engine
-from retrywatch.settings import Settings
+from retrywatch.detect.engine import Engine
+from retrywatch.serve.settings import Settings
 from retrywatch.sources.checkpoint import CheckpointStore, Position
 from retrywatch.sources.files import source_name
 from retrywatch.sources.follow import FileFollower, PollingWaker, Waker, WatchdogWaker

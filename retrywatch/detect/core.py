@@ -4,7 +4,7 @@ connection figures it hands back, and the time zone it is given.
 The per-line path (framing, wrappers, the head parse, keys, the window, eviction,
 threshold crossing and every count) runs in Rust with the GIL released; Python gets
 back alert changes as ``(kind, at, reason, conn)`` tuples and turns them into
-:class:`~retrywatch.alerts.Alert` objects (:mod:`retrywatch.engine`).
+:class:`~retrywatch.detect.alerts.Alert` objects (:mod:`retrywatch.detect.engine`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from retrywatch.core import Conn
+from retrywatch.detect.core import Conn
 
 __all__ = ["Diagnosis", "diagnose"]
 

@@ -8,7 +8,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from retrywatch.alerts import Alert
+from retrywatch.detect.alerts import Alert
 
 __all__ = ["render_json", "render_jsonl", "render_table", "upstreams_cell"]
 

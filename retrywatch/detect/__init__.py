@@ -1,0 +1,2 @@
+"""Detection: the compiled core seen from Python, the alert lifecycle, diagnosis, and the
+records and counters it hands back."""

@@ -1,0 +1,1 @@
+"""Forensics over whole logs: replay, analyze (pandas), reports and export."""

@@ -1,0 +1,1 @@
+"""The live service: ingest loop and checkpoints, REST API, metrics, settings, demo."""

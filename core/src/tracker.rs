@@ -31,6 +31,9 @@ pub const MAX_REQUEST_KEYS: usize = 256;
 /// handful of lines, so each is parsed once (bounded; cleared when full).
 const FIELD_CACHE: usize = 4096;
 const STAMP: usize = 19;
+/// Buffers of dropped pending keys kept for reuse, and the largest line buffer kept.
+const POOL: usize = 1024;
+const POOLED_TEXT: usize = 4096;
 
 pub type SourceId = u32;
 
@@ -366,7 +369,7 @@ fn bad(what: &str) -> SnapshotError {
 /// the threshold, and a key that goes quiet is dropped unread.
 #[derive(Clone, Debug)]
 pub struct Pending {
-    entries: Vec<(i64, u64, Box<[u8]>)>,
+    entries: Vec<(i64, u64, Vec<u8>)>,
     n: u64,
     last: i64,
 }
@@ -477,6 +480,8 @@ pub struct Detector {
     gen: u64,
     fields: Map<Box<[u8]>, Fields>,
     touched: Vec<(Key, u64)>,
+    text_pool: Vec<Vec<u8>>,
+    entry_pool: Vec<Vec<(i64, u64, Vec<u8>)>>,
     touched_at: Map<Key, (u64, u32, u64)>, // key -> (seq, slot, gen)
     seq: u64,
 }
@@ -501,6 +506,8 @@ impl Detector {
             gen: 0,
             fields: new_map(),
             touched: Vec::new(),
+            text_pool: Vec::new(),
+            entry_pool: Vec::new(),
             touched_at: new_map(),
             seq: 0,
         }
@@ -597,7 +604,44 @@ impl Detector {
             }),
         );
         self.free.push(slot);
-        state
+        match state {
+            State::Pending(p) => {
+                self.recycle(p.entries);
+                State::Pending(Pending {
+                    entries: Vec::new(),
+                    n: 0,
+                    last: 0,
+                })
+            }
+            conn => conn,
+        }
+    }
+
+    /// Keeps a dropped pending key's buffers for the next one: in a flood of one-off
+    /// keys every new key takes the buffers its evicted predecessor left (no allocator
+    /// round trip, memory that is still in cache). Bounded: at most `POOL` of each, and
+    /// only line buffers of an ordinary size.
+    fn recycle(&mut self, mut entries: Vec<(i64, u64, Vec<u8>)>) {
+        for (_, _, text) in entries.drain(..) {
+            if self.text_pool.len() < POOL && text.capacity() <= POOLED_TEXT {
+                self.text_pool.push(text);
+            }
+        }
+        if self.entry_pool.len() < POOL && entries.capacity() <= 64 {
+            self.entry_pool.push(entries);
+        }
+    }
+
+    fn text_buffer(&mut self, text: &[u8]) -> Vec<u8> {
+        let mut buf = match self.text_pool.pop() {
+            Some(buf) if buf.capacity() >= text.len() => buf,
+            // Sized to the line rounded up, not doubled: lines of a log differ by a
+            // few bytes, and a doubled buffer would be kept at twice the size.
+            _ => Vec::with_capacity(text.len().next_multiple_of(64)),
+        };
+        buf.clear();
+        buf.extend_from_slice(text);
+        buf
     }
 
     fn conn_mut(&mut self, slot: u32) -> &mut Conn {
@@ -758,8 +802,13 @@ impl Detector {
         }
         let Some(slot) = entry else {
             if n < cfg.threshold {
+                let mut entries = self
+                    .entry_pool
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(1));
+                entries.push((inp.ts, n, self.text_buffer(inp.text)));
                 let pending = Pending {
-                    entries: vec![(inp.ts, n, inp.text.into())],
+                    entries,
                     n,
                     last: inp.ts,
                 };
@@ -771,16 +820,22 @@ impl Detector {
             return self.track(key, State::Conn(Box::new(conn)), n);
         };
         self.move_to_end(slot);
-        let State::Pending(p) = &mut self.nodes[slot as usize].state else {
+        let State::Pending(p) = &self.nodes[slot as usize].state else {
             return Some(slot);
         };
         let oldest = p.entries[0].0;
         if p.n + n < cfg.threshold && oldest > inp.ts - cfg.window {
-            p.entries.push((inp.ts, n, inp.text.into()));
-            p.n += n;
-            p.last = p.last.max(inp.ts);
+            let text = self.text_buffer(inp.text);
+            if let State::Pending(p) = &mut self.nodes[slot as usize].state {
+                p.entries.push((inp.ts, n, text));
+                p.n += n;
+                p.last = p.last.max(inp.ts);
+            }
             return None;
         }
+        let State::Pending(p) = &mut self.nodes[slot as usize].state else {
+            return Some(slot);
+        };
         let entries = std::mem::take(&mut p.entries);
         let (ts0, _, text0) = &entries[0];
         let mut conn = Conn::new(
@@ -793,6 +848,7 @@ impl Detector {
             conn.add(Self::fields_of(&mut self.fields, text), *ts, *times);
         }
         self.nodes[slot as usize].state = State::Conn(Box::new(conn));
+        self.recycle(entries);
         Some(slot)
     }
 
@@ -1020,7 +1076,7 @@ impl Detector {
                         }
                         let mut entries = Vec::with_capacity(m);
                         for _ in 0..m {
-                            entries.push((r.i64()?, r.u64()?, Box::from(r.bytes()?)));
+                            entries.push((r.i64()?, r.u64()?, r.bytes()?.to_vec()));
                         }
                         State::Pending(Pending {
                             entries,

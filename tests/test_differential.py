@@ -286,3 +286,62 @@ def test_core_unwraps_every_wrapper_example(example: dict[str, Any]) -> None:
     [event] = parse_text(example["line"], UTC)
     assert isinstance(event, Event), event
     assert event.line == example["inner"]
+
+
+# -- state: a restore in the middle changes nothing ----------------------------------------
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=operations(), config=configs, cut=st.integers(0, 40))
+def test_snapshot_and_restore_mid_stream_changes_nothing(ops: list[Op], config: DetectorConfig,
+                                                         cut: int) -> None:
+    """Save the core's state after any operation, restore it into a new core, go on: the
+    changes and counts are those of one uninterrupted core."""
+    from retrywatch.detect.core import Core, zone_arguments
+    from retrywatch.detect.engine import DetectorStats, apply_changes
+
+    def run(restart: int | None) -> tuple[list[Any], dict[str, Any], Any]:
+        core = Core(**config.arguments(), **zone_arguments(UTC), max_line=MAX_LINE)
+        by_key: dict[Any, Any] = {}
+        seen: list[Any] = []
+        for i, op in enumerate(ops):
+            if i == restart:
+                state = core.snapshot()
+                core = Core.restore(state, **config.arguments(), **zone_arguments(UTC),
+                                    max_line=MAX_LINE)
+                assert core.snapshot() == state
+            if op[0] == "advance":
+                raw = core.advance(op[1])
+            elif op[0] == "feed":
+                raw = core.feed(op[1], op[2])
+            else:
+                raw = core.flush(op[1])
+            seen += [(c.kind, c.alert.to_dict()) for c in apply_changes(raw, by_key, UTC)]
+        return seen, core.source_stats(), DetectorStats.of(core)
+
+    assert run(cut % (len(ops) + 1)) == run(None)
+
+
+def test_a_damaged_state_is_refused_not_trusted() -> None:
+    from retrywatch.detect.core import Core, zone_arguments
+
+    config = DetectorConfig(threshold=3)
+    core = Core(**config.arguments(), **zone_arguments(UTC))
+    core.feed("a", (stream_refused(0, 7) + "\n").encode() * 5)
+    state = core.snapshot()
+    for bad in (state[: len(state) // 2], state + b"x", b"", b"RWCORE\0\x63", b"\x80\x04junk",
+                state.replace(b"RWCORE", b"RWCORF")):
+        with pytest.raises(ValueError):
+            Core.restore(bad, **config.arguments(), **zone_arguments(UTC))
+
+
+def test_restore_takes_todays_settings() -> None:
+    from retrywatch.detect.core import Core, zone_arguments
+
+    old = DetectorConfig(threshold=1000, max_tracked=100)
+    core = Core(**old.arguments(), **zone_arguments(UTC))
+    core.feed("a", "".join(stream_refused(0, 7) + "\n" for _ in range(20)).encode())
+    assert core.firing() == []
+    new = DetectorConfig(threshold=5, max_tracked=100)
+    again = Core.restore(core.snapshot(), **new.arguments(), **zone_arguments(UTC))
+    changes = again.feed("a", (stream_refused(1, 7) + "\n").encode())
+    assert [c[0] for c in changes] == ["fired"]

@@ -71,6 +71,12 @@ def _print_events(files: list[str], tz: Any, out: Any) -> None:
     out.flush()
 
 
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Files read at once, each on its own thread (default: one per processor); "
+         "the results do not depend on it.")
+
+
 def detector_options(func: Any) -> Any:
     """The detector's thresholds, shared by the commands that run it."""
     options = [
@@ -104,8 +110,10 @@ def _config(opts: dict[str, Any]) -> DetectorConfig:
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "jsonl"]), default="table",
               show_default=True, help="Output: a table, one JSON document, or JSON Lines.")
 @detector_options
+@threads_option
 @timezone_option
-def replay(files: tuple[str, ...], fmt: str, tz: Any, **opts: Any) -> None:
+def replay(files: tuple[str, ...], fmt: str, tz: Any, threads: int | None,
+           **opts: Any) -> None:
     """Run the detector over whole files (plain or .gz; ``-`` or nothing: stdin) and
     print the alerts."""
     from retrywatch.forensics import report
@@ -113,7 +121,7 @@ def replay(files: tuple[str, ...], fmt: str, tz: Any, **opts: Any) -> None:
 
     started = time.perf_counter()
     try:
-        result = run_replay(list(files) or ["-"], tz=tz, config=_config(opts))
+        result = run_replay(list(files) or ["-"], tz=tz, config=_config(opts), threads=threads)
     except OSError as exc:
         raise click.ClickException(str(exc)) from exc
     elapsed = time.perf_counter() - started
@@ -134,9 +142,10 @@ def replay(files: tuple[str, ...], fmt: str, tz: Any, **opts: Any) -> None:
 @click.option("--export", "export", type=click.Path(file_okay=False), default=None,
               help="Also write events and aggregates as Parquet and CSV into this folder.")
 @detector_options
+@threads_option
 @timezone_option
 def analyze(paths: tuple[str, ...], fmt: str, html: str | None, export: str | None, tz: Any,
-            **opts: Any) -> None:
+            threads: int | None, **opts: Any) -> None:
     """Forensics over historical logs: files, globs, folders, .gz, rotated sets.
 
     Reports the time range, connect failures by kind and errno, each runaway connection
@@ -162,7 +171,8 @@ def analyze(paths: tuple[str, ...], fmt: str, html: str | None, export: str | No
     started = time.perf_counter()
     with _progress(sum(f.size for f in files)) as advance:
         try:
-            result = run_analysis(files, tz=tz, config=_config(opts), on_raw=advance, sink=sink)
+            result = run_analysis(files, tz=tz, config=_config(opts), on_raw=advance, sink=sink,
+                                  threads=threads)
         except OSError as exc:
             raise click.ClickException(str(exc)) from exc
         finally:

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
 
 UTC = ZoneInfo("UTC")
+SAMPLE_LOGS = Path(__file__).resolve().parent.parent / "sample_logs"
 STORM = Path(__file__).resolve().parent.parent / "sample_logs" / \
     "scenario-http-lua-storm.error.log.gz"
 STORM_CIDS = {73, 20137, 20302, 41557, 49447}
@@ -324,3 +325,44 @@ def test_eviction_under_the_cap_split_invariant() -> None:
     whole = run_chunks([data], config)
     cut = len("\n".join(lines[:4])) + 25  # inside the fifth line
     assert_same(run_chunks([data[:cut], data[cut:]], config), whole)
+
+
+# -- every core: files read on threads give what one thread gives ---------------------------
+
+def _outcome(result: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    stats = result.stats()
+    stats.pop("seconds", None)
+    return [a.to_dict() for a in result.alerts], stats
+
+
+@pytest.mark.parametrize("chunk_size", [4096, 64 * 1024, CHUNK_SIZE])
+def test_replay_on_threads_equals_one_thread(tmp_path: Path, chunk_size: int) -> None:
+    """Sample logs and their halves as several sources whose times overlap: the merge by
+    event time, not the threads, decides the order."""
+    paths = []
+    for log in sorted(SAMPLE_LOGS.glob("*.error.log.gz")):
+        data = gzip.decompress(log.read_bytes())
+        cut = data.index(b"\n", len(data) // 2) + 1
+        for part, piece in (("a", data[:cut]), ("b", data[cut:])):
+            path = tmp_path / f"{log.name.removesuffix('.error.log.gz')}-{part}.log"
+            path.write_bytes(piece)
+            paths.append(str(path))
+    config = DetectorConfig(max_tracked=40, window=20)
+    one = replay(paths, tz=UTC, config=config, chunk_size=chunk_size, threads=1)
+    for threads in (2, 3, 8):
+        many = replay(paths, tz=UTC, config=config, chunk_size=chunk_size, threads=threads)
+        assert _outcome(many) == _outcome(one)
+    assert one.alerts
+
+
+def test_replay_of_one_file_equals_feeding_it(tmp_path: Path) -> None:
+    """The reader threads and Core.detect give what Core.feed gives (the live path)."""
+    log = SAMPLE_LOGS / "scenario-http-lua-storm.error.log.gz"
+    data = gzip.decompress(log.read_bytes())
+    path = tmp_path / "storm.log"
+    path.write_bytes(data)
+    size = 64 * 1024
+    fed = run_chunks(fixed(data, size), DetectorConfig(), source="storm.log")
+    replayed = replay([str(path)], tz=UTC, chunk_size=size, threads=2, names=["storm.log"])
+    assert [a.to_dict() for a in replayed.alerts] == fed.alerts
+    assert replayed.sources[0].to_dict() == fed.stats

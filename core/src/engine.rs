@@ -192,28 +192,148 @@ struct DetectSink<'a, Z: Zone> {
 
 impl<Z: Zone> Sink for DetectSink<'_, Z> {
     fn event(&mut self, text: &[u8], head: &Head) {
-        let ts = self.zone.ts(head.naive);
-        if self.newest.is_none_or(|n| ts > n) {
-            *self.newest = Some(ts);
+        let input = input_of(self.zone, self.source, text, head);
+        detect_one(
+            self.detector,
+            self.agg.as_deref_mut(),
+            self.newest,
+            &input,
+            self.changes,
+        );
+    }
+}
+
+/// What the detector needs of an event whose head parsed.
+fn input_of<'t, Z: Zone>(zone: &mut Z, source: SourceId, text: &'t [u8], head: &Head) -> Input<'t> {
+    let failure = failure_kind(text, head);
+    Input {
+        ts: zone.ts(head.naive),
+        source,
+        pid: head.pid,
+        cid: head.cid,
+        failure,
+        ended_hint: head.cid.is_some() && failure.is_none() && ended_hint(text),
+        text,
+    }
+}
+
+fn detect_one(
+    detector: &mut Detector,
+    agg: Option<&mut Aggregates>,
+    newest: &mut Option<i64>,
+    input: &Input<'_>,
+    changes: &mut Vec<Change>,
+) {
+    if newest.is_none_or(|n| input.ts > n) {
+        *newest = Some(input.ts);
+    }
+    detector.process(input, 1, changes);
+    if let Some(agg) = agg {
+        agg.event(input.ts);
+        if let (Some(kind), Some(cid)) = (input.failure, input.cid) {
+            agg.failure(input.ts, input.source, input.pid, cid, kind, input.text);
         }
-        let failure = failure_kind(text, head);
-        let ended = head.cid.is_some() && failure.is_none() && ended_hint(text);
-        let input = Input {
-            ts,
-            source: self.source,
-            pid: head.pid,
-            cid: head.cid,
-            failure,
-            ended_hint: ended,
-            text,
-        };
-        self.detector.process(&input, 1, self.changes);
-        if let Some(agg) = &mut self.agg {
-            agg.event(ts);
-            if let (Some(kind), Some(cid)) = (failure, head.cid) {
-                agg.failure(ts, self.source, head.pid, cid, kind, text);
-            }
+    }
+}
+
+/// One chunk's events, read but not yet detected: what a reader thread hands the
+/// detector (`replay` and `analyze` read their files on every core).
+#[derive(Default)]
+pub struct Parsed {
+    arena: Vec<u8>,
+    events: Vec<ParsedEvent>,
+}
+
+struct ParsedEvent {
+    ts: i64,
+    pid: u64,
+    cid: Option<u64>,
+    failure: Option<Kind>,
+    ended_hint: bool,
+    start: usize,
+    end: usize,
+}
+
+impl Parsed {
+    /// The event time of the first event (None when the chunk had none).
+    pub fn first_ts(&self) -> Option<i64> {
+        self.events.first().map(|e| e.ts)
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+struct CollectSink<'a, Z: Zone> {
+    zone: &'a mut Z,
+    out: &'a mut Parsed,
+}
+
+impl<Z: Zone> Sink for CollectSink<'_, Z> {
+    fn event(&mut self, text: &[u8], head: &Head) {
+        let input = input_of(self.zone, 0, text, head);
+        let start = self.out.arena.len();
+        self.out.arena.extend_from_slice(text);
+        self.out.events.push(ParsedEvent {
+            ts: input.ts,
+            pid: input.pid,
+            cid: input.cid,
+            failure: input.failure,
+            ended_hint: input.ended_hint,
+            start,
+            end: self.out.arena.len(),
+        });
+    }
+}
+
+/// One source read apart from the detector: its pipeline, chunks in, [`Parsed`] out.
+pub struct SourceReader {
+    pub pipe: Pipeline,
+}
+
+impl SourceReader {
+    pub fn new(max_line: usize) -> Self {
+        SourceReader {
+            pipe: Pipeline::new(max_line),
         }
+    }
+
+    pub fn parse<Z: Zone>(&mut self, chunk: &[u8], zone: &mut Z) -> Parsed {
+        let mut out = Parsed::default();
+        self.pipe.feed(
+            chunk,
+            &mut CollectSink {
+                zone,
+                out: &mut out,
+            },
+        );
+        out
+    }
+
+    pub fn parse_records<Z: Zone>(&mut self, records: &[&[u8]], zone: &mut Z) -> Parsed {
+        let mut out = Parsed::default();
+        self.pipe.feed_records(
+            records,
+            &mut CollectSink {
+                zone,
+                out: &mut out,
+            },
+        );
+        out
+    }
+
+    pub fn flush<Z: Zone>(&mut self, zone: &mut Z) -> Parsed {
+        let mut out = Parsed::default();
+        self.pipe.flush(&mut CollectSink {
+            zone,
+            out: &mut out,
+        });
+        out
     }
 }
 
@@ -324,6 +444,30 @@ impl Engine {
 
     pub fn flush<Z: Zone>(&mut self, source: SourceId, zone: &mut Z, changes: &mut Vec<Change>) {
         self.run(source, zone, changes, |pipe, sink| pipe.flush(sink));
+    }
+
+    /// Detects the events a [`SourceReader`] read from `source`: one batch, as `feed` would.
+    pub fn detect(&mut self, source: SourceId, parsed: &Parsed, changes: &mut Vec<Change>) {
+        let Engine {
+            detector,
+            agg,
+            newest,
+            ..
+        } = self;
+        let newest = &mut newest[source as usize];
+        for ev in &parsed.events {
+            let input = Input {
+                ts: ev.ts,
+                source,
+                pid: ev.pid,
+                cid: ev.cid,
+                failure: ev.failure,
+                ended_hint: ev.ended_hint,
+                text: &parsed.arena[ev.start..ev.end],
+            };
+            detect_one(detector, agg.as_mut(), newest, &input, changes);
+        }
+        detector.finish_batch(changes);
     }
 
     pub fn advance(&mut self, ts: i64, changes: &mut Vec<Change>) {

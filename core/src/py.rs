@@ -5,7 +5,7 @@ use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
-use crate::engine::{Aggregates, CachedZone, Engine, FixedZone, Zone};
+use crate::engine::{Aggregates, CachedZone, Engine, FixedZone, Parsed, SourceReader, Zone};
 use crate::event::parse_event;
 use crate::head::Head;
 use crate::pipeline::{Pipeline, Sink, REASONS};
@@ -269,6 +269,18 @@ impl Core {
         })
     }
 
+    /// Detects a chunk a `SourceReader` read: one batch, as `feed` would (GIL released).
+    fn detect<'py>(
+        &mut self,
+        py: Python<'py>,
+        chunk: &ParsedChunk,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let parsed = &chunk.parsed;
+        self.run(py, &chunk.source, |engine, id, _zone, changes| {
+            engine.detect(id, parsed, changes)
+        })
+    }
+
     /// Moves event time on without an event.
     fn advance<'py>(&mut self, py: Python<'py>, ts: i64) -> PyResult<Bound<'py, PyList>> {
         let mut changes = Vec::new();
@@ -309,20 +321,7 @@ impl Core {
     fn source_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let out = PyDict::new(py);
         for (name, pipe) in self.engine.names.iter().zip(&self.engine.pipes) {
-            let s = &pipe.stats;
-            let d = PyDict::new(py);
-            d.set_item("bytes_read", s.bytes_read)?;
-            d.set_item("lines_read", s.lines_read)?;
-            d.set_item("lines_parsed", s.lines_parsed)?;
-            d.set_item("events", s.events)?;
-            let unparsed = PyDict::new(py);
-            for (reason, n) in REASONS.iter().zip(s.unparsed) {
-                if n > 0 {
-                    unparsed.set_item(reason, n)?;
-                }
-            }
-            d.set_item("unparsed", unparsed)?;
-            out.set_item(name, d)?;
+            out.set_item(name, stats_dict(py, &pipe.stats)?)?;
         }
         Ok(out)
     }
@@ -442,6 +441,111 @@ impl Core {
         d.set_item("server", servers)?;
         d.set_item("count", rows.iter().map(|r| r.count).collect::<Vec<_>>())?;
         Ok(d)
+    }
+}
+
+fn stats_dict<'py>(
+    py: Python<'py>,
+    s: &crate::pipeline::SourceStats,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("bytes_read", s.bytes_read)?;
+    d.set_item("lines_read", s.lines_read)?;
+    d.set_item("lines_parsed", s.lines_parsed)?;
+    d.set_item("events", s.events)?;
+    let unparsed = PyDict::new(py);
+    for (reason, n) in REASONS.iter().zip(s.unparsed) {
+        if n > 0 {
+            unparsed.set_item(reason, n)?;
+        }
+    }
+    d.set_item("unparsed", unparsed)?;
+    Ok(d)
+}
+
+/// One source read apart from the detector (its own pipeline and zone), so that
+/// `replay` reads files on every core: chunks in, [`ParsedChunk`]s out, handed to
+/// `Core.detect` in event-time order.
+#[pyclass(name = "SourceReader", module = "retrywatch._core")]
+pub struct PySourceReader {
+    reader: SourceReader,
+    zone: PyZone,
+    source: String,
+}
+
+/// A chunk's events, read and not yet detected.
+#[pyclass(module = "retrywatch._core", frozen)]
+pub struct ParsedChunk {
+    source: String,
+    parsed: Parsed,
+}
+
+#[pymethods]
+impl ParsedChunk {
+    #[getter]
+    fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The event second of its first event (None: no event).
+    #[getter]
+    fn first_ts(&self) -> Option<i64> {
+        self.parsed.first_ts()
+    }
+
+    fn __len__(&self) -> usize {
+        self.parsed.len()
+    }
+}
+
+#[pymethods]
+impl PySourceReader {
+    #[new]
+    #[pyo3(signature = (source, *, max_line=65536, utc_offset=None, to_ts=None))]
+    fn new(
+        source: &str,
+        max_line: usize,
+        utc_offset: Option<i64>,
+        to_ts: Option<Py<PyAny>>,
+    ) -> Self {
+        PySourceReader {
+            reader: SourceReader::new(max_line.max(1)),
+            zone: zone(utc_offset, to_ts),
+            source: source.to_owned(),
+        }
+    }
+
+    /// Reads a chunk of the stream (the GIL released).
+    fn parse(&mut self, py: Python<'_>, data: &[u8]) -> ParsedChunk {
+        let PySourceReader {
+            reader,
+            zone,
+            source,
+        } = self;
+        let parsed = py.detach(|| reader.parse(data, zone));
+        ParsedChunk {
+            source: source.clone(),
+            parsed,
+        }
+    }
+
+    /// End of the stream: what it held.
+    fn flush(&mut self, py: Python<'_>) -> ParsedChunk {
+        let PySourceReader {
+            reader,
+            zone,
+            source,
+        } = self;
+        let parsed = py.detach(|| reader.flush(zone));
+        ParsedChunk {
+            source: source.clone(),
+            parsed,
+        }
+    }
+
+    /// The counters, as `Core.source_stats` gives them for one source.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        stats_dict(py, &self.reader.pipe.stats)
     }
 }
 
@@ -573,20 +677,7 @@ impl EventReader {
 
     /// The counters, as `Core.source_stats` gives them for one source.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = &self.pipe.stats;
-        let d = PyDict::new(py);
-        d.set_item("bytes_read", s.bytes_read)?;
-        d.set_item("lines_read", s.lines_read)?;
-        d.set_item("lines_parsed", s.lines_parsed)?;
-        d.set_item("events", s.events)?;
-        let unparsed = PyDict::new(py);
-        for (reason, n) in REASONS.iter().zip(s.unparsed) {
-            if n > 0 {
-                unparsed.set_item(reason, n)?;
-            }
-        }
-        d.set_item("unparsed", unparsed)?;
-        Ok(d)
+        stats_dict(py, &self.pipe.stats)
     }
 }
 
@@ -594,6 +685,8 @@ impl EventReader {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_class::<EventReader>()?;
+    m.add_class::<PySourceReader>()?;
+    m.add_class::<ParsedChunk>()?;
     m.add("STATE_VERSION", crate::engine::VERSION)?;
     Ok(())
 }

@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from typing import Any
 
-from retrywatch._core import Core, EventReader
+from retrywatch._core import Core, EventReader, ParsedChunk, SourceReader
 
-__all__ = ["DEFAULT_MAX_LINE", "Conn", "Core", "DetectorConfig", "EventReader", "localize",
-           "new_core", "restore_core", "zone_arguments"]
+__all__ = ["DEFAULT_MAX_LINE", "Conn", "Core", "DetectorConfig", "EventReader", "ParsedChunk",
+           "SourceReader", "localize", "new_core", "restore_core", "zone_arguments"]
 
 _EPOCH = datetime(1970, 1, 1)
 #: The longest line read (bytes); a longer one is counted as unparsed (``too_long``).

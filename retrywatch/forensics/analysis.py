@@ -141,13 +141,15 @@ def analyze(
     config: DetectorConfig | None = None,
     on_raw: Callable[[int], None] | None = None,
     sink: EventSink | None = None,
+    threads: int | None = None,
 ) -> Analysis:
     """Replay ``files`` (already discovered and ordered) and aggregate their failures."""
     config = config or DetectorConfig()
     core = new_core(config, tz, aggregates=True, rows=sink is not None)
     export = _Export(tz, sink) if sink is not None else None
     result = replay([f.path for f in files], tz=tz, config=config, on_chunk=export,
-                    on_raw=on_raw, names=[f.source for f in files], core=core)
+                    on_raw=on_raw, names=[f.source for f in files], core=core,
+                    threads=threads)
     agg = core.aggregates()
     kinds = pd.DataFrame(agg["by_kind"], columns=["time", "kind", "count"])
     kinds["time"] = pd.to_datetime(kinds["time"], unit="s", utc=True).dt.tz_convert(tz)

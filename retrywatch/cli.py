@@ -73,7 +73,7 @@ def _print_events(files: list[str], tz: Any, out: Any) -> None:
 
 threads_option = click.option(
     "--threads", type=click.IntRange(min=1), default=None, metavar="N",
-    help="Files read at once, each on its own thread (default: one per processor); "
+    help="Files read at once, each on its own thread (default: one per processor it may use); "
          "the results do not depend on it.")
 
 

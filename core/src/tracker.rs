@@ -90,6 +90,8 @@ pub struct Fields {
     pub host: Option<Box<[u8]>>,
     pub upstream: Option<Box<[u8]>>,
     pub subsystem: Option<Subsystem>,
+    /// `head::subsystem_of` of the line (the metrics' label).
+    pub subsystem_of: &'static str,
 }
 
 fn boxed(v: Option<&[u8]>) -> Option<Box<[u8]>> {
@@ -99,7 +101,10 @@ fn boxed(v: Option<&[u8]>) -> Option<Box<[u8]>> {
 impl Fields {
     pub fn of(text: &[u8]) -> Fields {
         let Ok(ev) = parse_event(text) else {
-            return Fields::default();
+            return Fields {
+                subsystem_of: subsystem_of(text),
+                ..Fields::default()
+            };
         };
         let errno = ev.errno.map(|errno| {
             let mut s = format!("{errno}: ").into_bytes();
@@ -120,6 +125,7 @@ impl Fields {
             host: boxed(ev.host),
             upstream: boxed(ev.upstream),
             subsystem: ev.subsystem,
+            subsystem_of: subsystem_of(text),
         }
     }
 }
@@ -667,15 +673,16 @@ impl Detector {
         };
         if let Some(kind) = inp.failure {
             self.stats.connect_failures += n;
-            *self
-                .stats
-                .by_source_kind
-                .entry((inp.source, kind, subsystem_of(inp.text)))
-                .or_insert(0) += n;
             if let Some(&slot) = self.map.get(&key) {
                 if self.nodes[slot as usize].list == FIRING {
+                    // A storm's line: its fields (and subsystem) were read once.
                     self.move_to_end(slot);
                     let fields = Self::fields_of(&mut self.fields, inp.text);
+                    *self
+                        .stats
+                        .by_source_kind
+                        .entry((inp.source, kind, fields.subsystem_of))
+                        .or_insert(0) += n;
                     if let State::Conn(c) = &mut self.nodes[slot as usize].state {
                         c.add(fields, inp.ts, n);
                     }
@@ -684,6 +691,11 @@ impl Detector {
                     return;
                 }
             }
+            *self
+                .stats
+                .by_source_kind
+                .entry((inp.source, kind, subsystem_of(inp.text)))
+                .or_insert(0) += n;
             let Some(slot) = self.state(key, inp, n) else {
                 return;
             };

@@ -152,12 +152,12 @@ def replay(
     """Run every file through the core; return all alerts (firing or resolved).
 
     Each file is read and parsed on a thread of its own, at most ``threads`` at once
-    (default: one per processor), the core releasing the GIL, while the detector takes
-    the parsed chunks in event-time order: the chunk whose first event is oldest goes
-    next, so the detector sees time move forward much as it would live, to within a
-    chunk. One large file is parsed ahead while the chunk before it is detected. The
-    order depends only on the files, never on the threads: ``threads=1`` (read inline)
-    gives the same alerts and counts.
+    (default: one per processor this process may run on), the core releasing the GIL,
+    while the detector takes the parsed chunks in event-time order: the chunk whose first
+    event is oldest goes next, so the detector sees time move forward much as it would
+    live, to within a chunk. One large file is parsed ahead while the chunk before it is
+    detected. The order depends only on the files, never on the threads: ``threads=1``
+    (read inline) gives the same alerts and counts.
 
     ``on_chunk`` is called with the core after each chunk (analysis takes its export rows
     there); ``on_raw`` is told the file bytes consumed (progress); ``names`` overrides
@@ -166,7 +166,7 @@ def replay(
     config = config or DetectorConfig()
     core = core if core is not None else new_core(config, tz)
     names = names or [source_name(p) for p in paths]
-    threads = threads if threads is not None else (os.cpu_count() or 1)
+    threads = threads if threads is not None else len(os.sched_getaffinity(0))
     gate = threading.Semaphore(threads) if threads > 1 else None
     stop = threading.Event()
     zone = zone_arguments(tz)

@@ -1,33 +1,41 @@
 #!/usr/bin/env python3
-"""Live benchmark: `retrywatch run` following a log written at a storm's pace.
+"""Live benchmark: `retrywatch run` following a log file that is appended to.
 
-Two parts, each against a fresh ``retrywatch run`` child on 127.0.0.1:
+Three parts, each against a fresh ``retrywatch run`` child on 127.0.0.1, on the two
+workloads of ``bench/gen_logs.py`` (``storm``: the incident's retry storm; ``flood``:
+every request of a busy ingress failing once, with slow runaway connections hidden in
+it):
 
-1. **Detection latency.** A writer appends stream-proxy runaway lines (the shape of
-   ``shared/bench/gen_storm.py``'s, stamped with the current UTC time) at a target rate,
-   in one batch every ``--batch-ms``; new connections keep starting, so new alerts keep
-   firing. For each connection, the time its ``--threshold``-th failure reached the file
-   (after the write of its batch returned) is compared with the time its ``fired`` event
-   arrived on ``/api/v1/alerts/stream``. Reported: p50, p99 and max latency, alerts
-   measured, the achieved write rate, the time the follower took to catch up after the
-   writer stopped (lag back to 0), and the child's peak RSS (``VmHWM``).
-2. **Rotation under load.** While a writer appends at ``--rotation-rate``, a rotator
-   performs ``--rotations`` rotations of the one followed path, alternating rename and
-   create and copytruncate; at the end, the lines retrywatch counted
-   (``retrywatch_source_lines_read_total`` summed over sources) are compared with the
-   lines written.
+1. **Throughput.** The workload's generated file (the same cached file as
+   ``bench_replay.py``'s) is appended to the followed file as fast as it can be copied;
+   the time until ``retrywatch_source_lines_read_total`` reaches its line count gives
+   the sustained lines/s of the follower and engine. The alerts (``/api/v1/alerts``)
+   are then checked against the generator's ground truth.
+2. **Detection latency.** The generator's lines, stamped with the current UTC time, are
+   appended at a target rate in one ``write(2)`` every ``--batch-ms``. For each runaway
+   connection, the time its ``--threshold``-th failure reached the file (the write of its
+   batch returned) is compared with the arrival of its ``fired`` event on
+   ``/api/v1/alerts/stream``: p50, p99, max. Also the achieved write rate, the lag while
+   writing, the time to catch up after the writer stopped, and the child's peak RSS.
+3. **Rotation under load** (storm lines). While a writer appends at
+   ``--rotation-rate``, a rotator performs ``--rotations`` rotations of the followed
+   path, alternating rename and create and copytruncate; the lines retrywatch counted
+   are compared with the lines written.
 
-Exit status: 0 when the figures were printed (no assertion is made on them: this
-script prints figures, it is not a test); 1 when retrywatch could not be started;
-2 on a usage error (e.g. a data directory inside the repository).
+Every loop is bounded in count and time; all traffic is to 127.0.0.1. Exit status: 0
+when the figures were printed and every check passed; 1 when a child could not be
+started or a check failed (wrong alerts after the throughput part, an alert that fired
+for no runaway or never fired at all in the latency part, lines lost or doubled in the
+rotation part); 2 on a usage error. No assertion is made on a timing.
 """
+
+from __future__ import annotations
 
 import argparse
 import contextlib
 import json
 import os
 import platform
-import random
 import shutil
 import signal
 import socket
@@ -37,20 +45,21 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gen_logs  # bench/gen_logs.py, beside this script
 import httpx
+from bench_replay import retrywatch_base
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
-WORKERS = (2454, 2455, 2456, 2457)
-START_CID = 3_584_000
+COPY_BLOCK = 4 * MIB
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 SAMPLE_EVERY = 0.5  # seconds between lag samples while writing
 POLL_EVERY = 0.02  # seconds between polls while waiting for the follower
+MAX_PAGES = 200  # of /api/v1/alerts, 1000 alerts each
 
 
 def log(msg: str) -> None:
@@ -71,104 +80,53 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+def utc_stamp(now: float) -> str:
+    return time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime(now))
+
+
 # ------------------------------------------------------------------------ the lines
 
 
-@dataclass
-class _Conn:
-    pid: int
-    cid: int
-    suffixes: list[bytes]  # the line after the timestamp, one per upstream
-    left: int
-    n: int = 0
-    stamp: bytes = b""
-    lines: list[bytes] = field(default_factory=list)
+def live_lines(workload: str, args: argparse.Namespace, seed: int) -> gen_logs.Workload:
+    """The generator of ``workload`` for live writing (no per-connection truth kept).
 
-
-class StormLines:
-    """Runaway stream-proxy lines like gen_storm.py's, stamped with the current UTC time.
-
-    ``active`` connections are open at once; each logs ``life`` failures, alternating its
-    2 or 3 upstreams, then a new connection (a higher id) takes its slot. ``batch(n)``
-    returns the bytes of ``n`` lines and the ``(pid, cid)`` of the connections whose
-    ``threshold``-th failure is among them.
+    storm: ``--active`` runaway connections at once, each failing ``--life`` times
+    before a new one takes its slot, so alerts keep firing. flood: a new slow runaway
+    (2 failures a second, two peers) every ``--hidden-every`` seconds while at least 6 s
+    of the run remain, each failing for ``--hidden-life`` seconds.
     """
-
-    def __init__(self, seed: int, active: int, life: int, threshold: int) -> None:
-        self.rng = random.Random(seed)
-        self.life = life
-        self.threshold = threshold
-        self.next_cid = START_CID
-        self.started = 0
-        self.slots = [self._new() for _ in range(active)]
-        self._sec = -1
-        self._stamp = b""
-
-    def _ip(self, prefix: str) -> str:
-        return f"{prefix}.{self.rng.randint(0, 255)}.{self.rng.randint(1, 254)}"
-
-    def _new(self) -> _Conn:
-        rng = self.rng
-        self.next_cid += rng.randint(1, 25)
-        self.started += 1
-        port = rng.choice([5555, 5555, 6379, 9092, 3306])
-        ups: list[str] = []
-        while len(ups) < rng.randint(2, 3):
-            u = f"{self._ip('10.12')}:{port}"
-            if u not in ups:
-                ups.append(u)
-        pid = rng.choice(WORKERS)
-        client = self._ip("10.10")
-        server = f"0.0.0.0:{rng.choice([55556, 55557, 55558, 6379, 9092])}"
-        suffixes = [
-            (
-                f" [error] {pid}#{pid}: *{self.next_cid} connect() failed (111: Connection "
-                f"refused) while connecting to upstream, client: {client}, server: {server}, "
-                f'upstream: "{up}", bytes from/to client:0/0, bytes from/to upstream:0/0\n'
-            ).encode()
-            for up in ups
-        ]
-        return _Conn(pid, self.next_cid, suffixes, self.life)
-
-    def stamp(self) -> bytes:
-        now = int(time.time())
-        if now != self._sec:
-            self._sec = now
-            self._stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime(now)).encode()
-        return self._stamp
-
-    def batch(self, n: int) -> tuple[bytes, list[tuple[int, int]]]:
-        stamp = self.stamp()
-        parts: list[bytes] = []
-        crossed: list[tuple[int, int]] = []
-        slots = self.slots
-        threshold = self.threshold
-        for i in self.rng.choices(range(len(slots)), k=n):
-            c = slots[i]
-            if c.stamp is not stamp:  # whole lines for this second, made once
-                c.stamp = stamp
-                c.lines = [stamp + suffix for suffix in c.suffixes]
-            parts.append(c.lines[c.n % len(c.lines)])
-            c.n += 1
-            if c.n == threshold:
-                crossed.append((c.pid, c.cid))
-            if c.n >= c.left:
-                slots[i] = self._new()
-        return b"".join(parts), crossed
+    if workload == "storm":
+        return gen_logs.Storm(
+            seed,
+            active=args.active,
+            retries=(args.life, args.life),
+            track=False,
+            threshold=args.threshold,
+        )
+    hidden = max(1, int((args.flood_duration - 6) / args.hidden_every))
+    return gen_logs.Flood(
+        seed,
+        hidden=hidden,
+        hidden_every=args.hidden_every,
+        hidden_life=args.hidden_life,
+        track=False,
+        threshold=args.threshold,
+    )
 
 
 # ------------------------------------------------------------------------ the writer
 
 
 class Writer:
-    """Appends to ``path`` (``O_APPEND``, unbuffered) at a target rate, in batches.
+    """Appends ``gen``'s lines to ``path`` (``O_APPEND``, unbuffered) at a target rate,
+    in batches, stamped with the current UTC time.
 
     ``lock`` is held around every write; a rotator takes it to rotate between writes.
     """
 
-    def __init__(self, path: Path, lines: StormLines) -> None:
+    def __init__(self, path: Path, gen: gen_logs.Workload) -> None:
         self.path = path
-        self.lines = lines
+        self.gen = gen
         self.lock = threading.Lock()
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.reopen_at: float | None = None  # rename and create: switch files then
@@ -207,13 +165,15 @@ class Writer:
                 due = 10 * per_batch
                 self.behind_batches += 1
             if due > 0:
-                data, crossed = self.lines.batch(due)
+                now = time.perf_counter()
+                lines, crossed = self.gen.batch(due, now - start, utc_stamp(time.time()))
+                data = "".join(lines).encode()
                 with self.lock:
                     if self.reopen_at is not None and time.perf_counter() >= self.reopen_at:
                         self.reopen()
                     self._write(data)
                     on_file = time.perf_counter()
-                    self.written += due
+                    self.written += len(lines)
                     self.bytes += len(data)
                 for key in crossed:
                     self.crossed[key] = on_file
@@ -229,19 +189,21 @@ class Writer:
 class Child:
     """One ``retrywatch run`` process following ``path``, serving on a free port."""
 
-    def __init__(self, path: Path, threshold: int, workdir: Path) -> None:
+    def __init__(self, base: list[str], path: Path, threshold: int, workdir: Path) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.argv = [
-            sys.executable, "-m", "retrywatch", "run",
+            *base, "run",
             "--log", str(path), "--from", "beginning", "--timezone", "UTC",
             "--threshold", str(threshold), "--listen", f"127.0.0.1:{self.port}",
         ]  # fmt: skip
+        # Only the flags configure it: no RETRYWATCH_* variable or configuration file.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RETRYWATCH_")}
         self.stderr_path = workdir / f"retrywatch-{self.port}.err"
         self._err = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
             self.argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=self._err,
+            stdout=subprocess.DEVNULL, stderr=self._err, env=env,
         )  # fmt: skip
         self.http = httpx.Client(base_url=self.base, timeout=10.0)
 
@@ -274,6 +236,17 @@ class Child:
             if line.startswith("retrywatch_source_lines_read_total"):
                 total += float(line.rsplit(" ", 1)[1])
         return int(total)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Every alert, firing or resolved, from the REST API (paged, bounded)."""
+        out: list[dict[str, Any]] = []
+        for page in range(MAX_PAGES):
+            params: dict[str, str | int] = {"state": "all", "limit": 1000, "offset": page * 1000}
+            got = self.http.get("/api/v1/alerts", params=params).json()
+            out.extend(got["alerts"])
+            if len(out) >= got["total"] or not got["alerts"]:
+                break
+        return out
 
     def peak_rss_mib(self) -> float | None:
         try:
@@ -418,24 +391,192 @@ def wait_lines(child: Child, want: int, timeout: float) -> tuple[int, float | No
     return got, None
 
 
+def metric_by_label(text: str, name: str, label: str) -> dict[str, float]:
+    """Sum of the samples of metric ``name`` by the value of ``label``."""
+    out: dict[str, float] = {}
+    prefix = name + "{"
+    for line in text.splitlines():
+        if not line.startswith(prefix):
+            continue
+        labels, value = line[len(prefix) :].rsplit("} ", 1)
+        key = ""
+        for part in labels.split(","):
+            k, _, v = part.partition("=")
+            if k == label:
+                key = v.strip('"')
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def alert_checks(
+    alerts: list[dict[str, Any]], summary: dict[str, Any], by_kind: dict[str, float]
+) -> list[dict[str, Any]]:
+    """The alerts of the throughput part against the generator's ground truth."""
+    truth = summary["runaway"]
+    failures: dict[str, int] = {}
+    for a in alerts:
+        failures[str(a["cid"])] = failures.get(str(a["cid"]), 0) + int(a["failures"])
+    missing, extra = set(truth) - set(failures), set(failures) - set(truth)
+    detail = f"{len(failures)} flagged ({len(alerts)} alerts), {len(truth)} runaway"
+    if len(truth) == 1:
+        detail += f" (*{next(iter(truth))})"
+    if missing:
+        detail += f"; MISSING {len(missing)}: {', '.join(sorted(missing)[:5])}"
+    if extra:
+        detail += f"; EXTRA {len(extra)}: {', '.join(sorted(extra)[:5])}"
+    wrong = {c for c in set(truth) & set(failures) if failures[c] != truth[c]}
+    kinds = {k: v for k, v in summary["connect_failures"].items() if v}
+    got = {k: int(v) for k, v in by_kind.items() if v}
+    return [
+        {
+            "what": "flagged connections == runaway connections",
+            "ok": not missing and not extra,
+            "detail": detail,
+        },
+        {
+            "what": "each runaway's failures == the generator's",
+            "ok": not wrong,
+            "detail": f"{len(set(truth) & set(failures)) - len(wrong)} equal"
+            + (f"; differ: {', '.join(sorted(wrong)[:5])}" if wrong else ""),
+        },
+        {
+            "what": "retrywatch_upstream_connect_failures_total by kind == the generator's",
+            "ok": got == kinds,
+            "detail": f"{sum(kinds.values())} in all" if got == kinds else f"{got} vs {kinds}",
+        },
+    ]
+
+
 # ------------------------------------------------------------------------ the parts
 
 
-def part_latency(args: argparse.Namespace, workdir: Path, rate: int) -> dict[str, Any]:
-    path = workdir / f"latency-{rate}.log"
+def part_throughput(
+    args: argparse.Namespace, workdir: Path, workload: str, rw: list[str]
+) -> dict[str, Any]:
+    """Append the generated file to the followed one; time until every line is read.
+
+    By default the child is stopped (SIGSTOP) while the file is copied and resumed
+    (SIGCONT) after: the figure is the follower's and engine's own rate on a burst of
+    appended lines, not the copy's (on 2 cores the copy and the child compete).
+    ``--concurrent-copy`` copies while the child runs instead.
+    """
+    size = {"lines": args.storm_lines} if workload == "storm" else {"seconds": args.flood_seconds}
+    source, summary = gen_logs.ensure(args.cache_dir, workload, seed=args.seed, log=log, **size)
+    total = summary["lines"]
+    path = workdir / f"throughput-{workload}.log"
     path.write_bytes(b"")
-    lines = StormLines(args.seed, args.active, args.life, args.threshold)
-    writer = Writer(path, lines)
-    child = Child(path, args.threshold, workdir)
-    result: dict[str, Any] = {"target_lines_per_s": rate, "duration_s": args.duration}
+    child = Child(rw, path, args.threshold, workdir)
+    result: dict[str, Any] = {
+        "workload": workload,
+        "file": str(source),
+        "lines": total,
+        "bytes": summary["bytes"],
+        "mode": "concurrent copy" if args.concurrent_copy else "burst (child stopped during copy)",
+    }
+    stopped = False
+    try:
+        child.wait_ready()
+        log(f"throughput: {workload}, appending {source} ({total:,} lines) to {path}")
+        if not args.concurrent_copy:
+            child.proc.send_signal(signal.SIGSTOP)
+            stopped = True
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        samples: list[tuple[float, int]] = [(0.0, 0)]
+        start = time.perf_counter()
+        try:
+            with source.open("rb", buffering=0) as f:
+                while block := f.read(COPY_BLOCK):
+                    view = memoryview(block)
+                    while view:
+                        view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        copied = time.perf_counter() - start
+        if stopped:
+            start = time.perf_counter()
+            child.proc.send_signal(signal.SIGCONT)
+            stopped = False
+        done_at: float | None = None
+        while time.perf_counter() - start < args.drain_timeout:
+            with contextlib.suppress(httpx.HTTPError):
+                got = child.lines_read_metric()
+                samples.append((time.perf_counter() - start, got))
+                if got >= total:
+                    done_at = samples[-1][0]
+                    break
+            time.sleep(0.05)
+        rss = child.peak_rss_mib()
+        lines_read = samples[-1][1]
+        steady = None
+        lo = next((s for s in samples if s[1] >= total * 0.1), None)
+        hi = next((s for s in samples if s[1] >= total * 0.9), None)
+        if lo and hi and hi[0] > lo[0]:
+            steady = round((hi[1] - lo[1]) / (hi[0] - lo[0]))
+        # The engine holds the last line until the source is quiet (a continuation line
+        # could follow): wait (bounded) until every connect failure is counted.
+        want = summary["connect_failures_total"]
+        settle = time.perf_counter() + 5.0
+        while True:
+            by_kind = metric_by_label(
+                child.http.get("/metrics").text,
+                "retrywatch_upstream_connect_failures_total",
+                "kind",
+            )
+            if sum(by_kind.values()) >= want or time.perf_counter() > settle:
+                break
+            time.sleep(0.1)
+        alerts = child.alerts()
+        result.update(
+            {
+                "copy_seconds": round(copied, 3),
+                "read_all_after_s": None if done_at is None else round(done_at, 3),
+                "lines_read": lines_read,
+                "lines_per_s": None if not done_at else round(total / done_at),
+                "steady_lines_per_s": steady,
+                "peak_rss_mib": None if rss is None else round(rss, 1),
+                "alerts": len(alerts),
+                "checks": alert_checks(alerts, summary, by_kind)
+                if done_at is not None
+                else [
+                    {
+                        "what": "every line read",
+                        "ok": False,
+                        "detail": f"{lines_read:,} of {total:,} after {args.drain_timeout} s",
+                    }
+                ],
+            }
+        )
+    finally:
+        if stopped:
+            child.proc.send_signal(signal.SIGCONT)
+        result["exit_code"] = child.stop()
+        if not args.keep:
+            path.unlink(missing_ok=True)
+    return result
+
+
+def part_latency(
+    args: argparse.Namespace, workdir: Path, workload: str, rate: int, rw: list[str]
+) -> dict[str, Any]:
+    path = workdir / f"latency-{workload}-{rate}.log"
+    path.write_bytes(b"")
+    duration = args.duration if workload == "storm" else args.flood_duration
+    gen = live_lines(workload, args, args.seed)
+    writer = Writer(path, gen)
+    child = Child(rw, path, args.threshold, workdir)
+    result: dict[str, Any] = {
+        "workload": workload,
+        "target_lines_per_s": rate,
+        "duration_s": duration,
+    }
     try:
         child.wait_ready()
         stream = AlertStream(child.base)
         stream.start()
         sampler = LagSampler(child.base)
         sampler.start()
-        log(f"latency: writing {rate:,} lines/s for {args.duration} s to {path}")
-        spent = writer.run(rate, args.duration, args.batch_ms / 1000, threading.Event())
+        log(f"latency: {workload}, writing {rate:,} lines/s for {duration} s to {path}")
+        spent = writer.run(rate, duration, args.batch_ms / 1000, threading.Event())
         sampler.stop()
         caught_up = wait_caught_up(child, path, args.drain_timeout)
         # Alerts of the last lines: wait (bounded) until every crossing was seen.
@@ -445,11 +586,14 @@ def part_latency(args: argparse.Namespace, workdir: Path, rate: int) -> dict[str
         lines_read, _ = wait_lines(child, writer.written, 3.0)
         rss = child.peak_rss_mib()
         stream.stop()
+        rest = {(a["pid"], a["cid"]) for a in child.alerts()}
         latencies = [
             (stream.fired[key] - at) * 1000
             for key, at in writer.crossed.items()
             if key in stream.fired
         ]
+        never = writer.crossed.keys() - rest - stream.fired.keys()
+        unexpected = (rest | stream.fired.keys()) - writer.crossed.keys()
         result.update(
             {
                 "lines_written": writer.written,
@@ -457,11 +601,12 @@ def part_latency(args: argparse.Namespace, workdir: Path, rate: int) -> dict[str
                 "write_seconds": round(spent, 3),
                 "achieved_lines_per_s": round(writer.written / spent) if spent > 0 else None,
                 "writer_capped_batches": writer.behind_batches,
-                "connections_started": lines.started,
+                "runaways_started": len(gen.runaways),
                 "alerts_expected": len(writer.crossed),
                 "alerts_measured": len(latencies),
-                "alerts_missing": len(writer.crossed.keys() - stream.fired.keys()),
-                "alerts_unexpected": len(stream.fired.keys() - writer.crossed.keys()),
+                "alerts_missing_on_stream": len(writer.crossed.keys() - stream.fired.keys()),
+                "alerts_never_fired": len(never),
+                "alerts_unexpected": len(unexpected),
                 "latency_ms": None
                 if not latencies
                 else {
@@ -479,6 +624,18 @@ def part_latency(args: argparse.Namespace, workdir: Path, rate: int) -> dict[str
                 "kept_up": caught_up is not None,
                 "lines_read": lines_read,
                 "peak_rss_mib": None if rss is None else round(rss, 1),
+                "checks": [
+                    {
+                        "what": "every runaway fired (stream or REST API)",
+                        "ok": not never,
+                        "detail": f"{len(writer.crossed) - len(never)} of {len(writer.crossed)}",
+                    },
+                    {
+                        "what": "no alert for another connection",
+                        "ok": not unexpected,
+                        "detail": f"{len(unexpected)} unexpected",
+                    },
+                ],
             }
         )
     finally:
@@ -557,14 +714,13 @@ class Rotator:
         self.done["copytruncate"] += 1
 
 
-def part_rotation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def part_rotation(args: argparse.Namespace, workdir: Path, rw: list[str]) -> dict[str, Any]:
     path = workdir / "error.log"
     for stale in (path, path.with_name("error.log.1")):
         stale.unlink(missing_ok=True)
     path.write_bytes(b"")
-    lines = StormLines(args.seed + 1, args.active, args.life, args.threshold)
-    writer = Writer(path, lines)
-    child = Child(path, args.threshold, workdir)
+    writer = Writer(path, live_lines("storm", args, args.seed + 1))
+    child = Child(rw, path, args.threshold, workdir)
     rate = args.rotation_rate
     result: dict[str, Any] = {
         "target_lines_per_s": rate,
@@ -610,6 +766,13 @@ def part_rotation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "rotations_seen": sum(s["rotations"] for s in sources),
                 "source_errors": [s["last_error"] for s in sources if s["last_error"]],
                 "peak_rss_mib": child.peak_rss_mib(),
+                "checks": [
+                    {
+                        "what": "lines counted == lines written",
+                        "ok": lines_read == writer.written,
+                        "detail": f"{lines_read:,} vs {writer.written:,}",
+                    }
+                ],
             }
         )
     finally:
@@ -624,13 +787,38 @@ def part_rotation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------- figures
 
 
+def mark(ok: bool | None) -> str:
+    return {True: "OK  ", False: "FAIL", None: "??  "}[ok]
+
+
 def print_report(result: dict[str, Any], out: Any) -> None:
     def p(line: str = "") -> None:
         print(line, file=out)
 
+    for r in result.get("throughput", []):
+        p(
+            f"throughput, {r['workload']}: {r['lines']:,} lines ({r['bytes'] / MIB:.0f} MiB) "
+            f"appended to the followed file, {r.get('mode')}"
+        )
+        if "error" in r:
+            p(f"  error: {r['error']}")
+            continue
+        rate = f"{r['lines_per_s']:,}" if r["lines_per_s"] else "-"
+        steady = f"{r['steady_lines_per_s']:,}" if r["steady_lines_per_s"] else "-"
+        done = r["read_all_after_s"]
+        p(
+            f"  sustained {rate} lines/s (all read in {done} s; the copy took "
+            f"{r['copy_seconds']} s), steady {steady} lines/s (10 % to 90 % of the lines); "
+            f"peak RSS {r['peak_rss_mib']} MiB; {r['alerts']} alerts"
+        )
+        for c in r["checks"]:
+            p(f"  [{mark(c['ok'])}] {c['what']}: {c['detail']}")
     for r in result.get("latency", []):
         lat = r.get("latency_ms")
-        p(f"detection latency at {r['target_lines_per_s']:,} lines/s for {r['duration_s']} s")
+        p(
+            f"detection latency, {r['workload']}: {r['target_lines_per_s']:,} lines/s for "
+            f"{r['duration_s']} s"
+        )
         if "error" in r:
             p(f"  error: {r['error']}")
             continue
@@ -647,8 +835,8 @@ def print_report(result: dict[str, Any], out: Any) -> None:
             p(
                 f"  latency: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, "
                 f"max {lat['max']:.1f} ms over {r['alerts_measured']:,} alerts "
-                f"(expected {r['alerts_expected']:,}, missing {r['alerts_missing']}, "
-                f"unexpected {r['alerts_unexpected']})"
+                f"(expected {r['alerts_expected']:,}, missing on the stream "
+                f"{r['alerts_missing_on_stream']}, unexpected {r['alerts_unexpected']})"
             )
         else:
             p(f"  latency: no alert measured (expected {r['alerts_expected']:,})")
@@ -664,10 +852,12 @@ def print_report(result: dict[str, Any], out: Any) -> None:
             f"{r['max_lag_bytes_sampled'] / MIB:.1f} MiB, {r['max_lag_seconds_sampled']:.2f} s"
         )
         p(f"  lines read: {r['lines_read']:,}; peak RSS: {r['peak_rss_mib']} MiB")
+        for c in r["checks"]:
+            p(f"  [{mark(c['ok'])}] {c['what']}: {c['detail']}")
     rot = result.get("rotation")
     if rot:
         p(
-            f"rotation under load: {rot['target_lines_per_s']:,} lines/s for "
+            f"rotation under load (storm lines): {rot['target_lines_per_s']:,} lines/s for "
             f"{rot['duration_s']} s, {rot['rotations_planned']} rotations"
         )
         if "error" in rot:
@@ -679,11 +869,11 @@ def print_report(result: dict[str, Any], out: Any) -> None:
                 f"copytruncate; retrywatch counted {rot['rotations_seen']}"
                 + (f"; rotator error: {rot['rotator_error']}" if rot["rotator_error"] else "")
             )
-            mark = "OK  " if rot["counted_equal_written"] else "FAIL"
             p(
-                f"  [{mark}] lines written {rot['lines_written']:,}, counted by retrywatch "
-                f"{rot['lines_read']:,}, difference {rot['difference']:+,} "
-                f"(achieved {rot['achieved_lines_per_s']:,} lines/s)"
+                f"  [{mark(rot['counted_equal_written'])}] lines written "
+                f"{rot['lines_written']:,}, counted by retrywatch {rot['lines_read']:,}, "
+                f"difference {rot['difference']:+,} (achieved {rot['achieved_lines_per_s']:,} "
+                "lines/s)"
             )
             p(
                 "  copytruncate: the writer is paused for cp + truncate"
@@ -710,20 +900,49 @@ def print_report(result: dict[str, Any], out: Any) -> None:
 
 # -------------------------------------------------------------------------- main
 
+PARTS = ("throughput", "latency", "rotation")
+
+
+def int_list(text: str) -> list[int]:
+    return [int(r) for r in text.split(",") if r.strip()]
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--parts", default="latency,rotation", help="latency,rotation or one")
+    ap.add_argument("--parts", default=",".join(PARTS), help="a subset of " + ",".join(PARTS))
+    ap.add_argument("--workload", choices=("storm", "flood", "both"), default="both")
+    ap.add_argument("--storm-lines", type=int, default=2_000_000, help="throughput (2000000)")
     ap.add_argument(
+        "--concurrent-copy",
+        action="store_true",
+        help="throughput: copy while the child runs (default: child stopped during the copy)",
+    )
+    ap.add_argument("--flood-seconds", type=int, default=180, help="throughput (180)")
+    ap.add_argument(
+        "--storm-rates",
         "--rates",
         default="100000,400000",
-        help="write rates of the latency part, lines/s (default 100000,400000)",
+        help="write rates of the storm's latency part, lines/s (default 100000,400000)",
     )
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per rate (10)")
+    ap.add_argument(
+        "--flood-rates",
+        default="16700,100000",
+        help="write rates of the flood's latency part, lines/s (default 16700,100000)",
+    )
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per storm rate (10)")
+    ap.add_argument(
+        "--flood-duration", type=float, default=20.0, help="seconds per flood rate (20)"
+    )
     ap.add_argument("--batch-ms", type=float, default=10.0, help="one write every N ms (10)")
     ap.add_argument("--threshold", type=int, default=10, help="failures that fire (10)")
-    ap.add_argument("--active", type=int, default=8, help="runaway connections at once (8)")
-    ap.add_argument("--life", type=int, default=1000, help="failures per runaway connection (1000)")
+    ap.add_argument("--active", type=int, default=8, help="storm: runaways at once (8)")
+    ap.add_argument("--life", type=int, default=1000, help="storm: failures per runaway (1000)")
+    ap.add_argument(
+        "--hidden-every", type=float, default=0.25, help="flood: a new slow runaway every N s"
+    )
+    ap.add_argument(
+        "--hidden-life", type=float, default=10.0, help="flood: seconds each one fails (10)"
+    )
     ap.add_argument("--rotation-rate", type=int, default=50_000, help="lines/s (50000)")
     ap.add_argument("--rotations", type=int, default=100, help="rotations (100)")
     ap.add_argument("--rotation-duration", type=float, default=10.0, help="seconds of writing (10)")
@@ -740,37 +959,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="truncate without first waiting until retrywatch read the whole file",
     )
-    ap.add_argument("--drain-timeout", type=float, default=60.0, help="max wait to catch up (60)")
+    ap.add_argument("--drain-timeout", type=float, default=120.0, help="max wait to catch up (120)")
     ap.add_argument(
         "--alert-timeout", type=float, default=5.0, help="max wait for the last alerts (5)"
     )
-    ap.add_argument("--seed", type=int, default=20190917)
+    ap.add_argument("--seed", type=int, default=gen_logs.DEFAULT_SEED)
+    ap.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(os.environ.get("RETRYWATCH_BENCH_DIR") or "/tmp/retrywatch-bench"),
+        help="the generated files of the throughput part, shared with bench_replay.py "
+        "(default $RETRYWATCH_BENCH_DIR or /tmp/retrywatch-bench)",
+    )
     ap.add_argument(
         "--data-dir",
         type=Path,
         default=Path(os.environ.get("RETRYWATCH_BENCH_DIR") or tempfile.gettempdir()),
-        help="where the log files are written, in a new temporary directory "
-        "(default $RETRYWATCH_BENCH_DIR or the system's); must be outside the repository",
+        help="where the followed files are written, in a new temporary directory "
+        "(default $RETRYWATCH_BENCH_DIR or the system's)",
     )
-    ap.add_argument("--keep", action="store_true", help="keep the log files")
+    ap.add_argument("--keep", action="store_true", help="keep the followed files")
     ap.add_argument(
         "--json", action="store_true", help="print the figures as JSON (report on stderr)"
     )
     args = ap.parse_args(argv)
     args.part_set = {p.strip() for p in args.parts.split(",") if p.strip()}
-    if not args.part_set or not args.part_set <= {"latency", "rotation"}:
-        ap.error("--parts takes latency, rotation or both")
+    if not args.part_set or not args.part_set <= set(PARTS):
+        ap.error(f"--parts takes a subset of {','.join(PARTS)}")
     try:
-        args.rate_list = [int(r) for r in args.rates.split(",") if r.strip()]
+        args.storm_rate_list = int_list(args.storm_rates)
+        args.flood_rate_list = int_list(args.flood_rates)
     except ValueError:
-        ap.error("--rates takes comma-separated integers")
+        ap.error("--storm-rates and --flood-rates take comma-separated integers")
     numbers = [
-        *args.rate_list,
+        *args.storm_rate_list,
+        *args.flood_rate_list,
+        args.storm_lines,
+        args.flood_seconds,
         args.duration,
+        args.flood_duration,
         args.batch_ms,
         args.threshold,
         args.active,
         args.life,
+        args.hidden_every,
+        args.hidden_life,
         args.rotation_rate,
         args.rotation_duration,
         args.drain_timeout,
@@ -779,65 +1012,88 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("rates, durations and counts must be positive")
     if args.life < args.threshold:
         ap.error("--life must be at least --threshold (a connection must fire)")
+    if args.hidden_life * 2 < args.threshold or args.flood_duration < 7:
+        ap.error("flood: --hidden-life must let a runaway fire, --flood-duration be >= 7")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.data_dir.resolve().is_relative_to(REPO_ROOT):
-        log(f"bench: --data-dir {args.data_dir} is inside the repository; use a path outside it")
-        return 2
+    for d in (args.data_dir, args.cache_dir):
+        if d.resolve().is_relative_to(REPO_ROOT):
+            log(f"bench: {d} is inside the repository; use a path outside it")
+            return 2
+    rw, why = retrywatch_base()
+    if rw is None:
+        log(f"bench: retrywatch cannot run: {why}")
+        return 1
     args.data_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="retrywatch-live-", dir=args.data_dir))
+    workloads = ["storm", "flood"] if args.workload == "both" else [args.workload]
     result: dict[str, Any] = {
         "environment": {
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
         },
+        "command": rw,
         "settings": {
-            k: v
+            k: str(v) if isinstance(v, Path) else v
             for k, v in vars(args).items()
-            if k not in ("part_set", "data_dir", "json", "rate_list")
+            if k not in ("part_set", "json", "storm_rate_list", "flood_rate_list")
         },
         "note": "latency: from the write of the batch holding a connection's "
         f"{args.threshold}th failure to its `fired` event on /api/v1/alerts/stream",
     }
     failed = False
+
+    def attempt(fn: Any, fallback: dict[str, Any], *fn_args: Any) -> dict[str, Any]:
+        nonlocal failed
+        try:
+            return dict(fn(*fn_args))
+        except RuntimeError as exc:
+            log(f"bench: {exc}")
+            failed = True
+            return {**fallback, "error": str(exc)}
+
     try:
+        if "throughput" in args.part_set:
+            result["throughput"] = [
+                attempt(part_throughput, {"workload": w, "lines": 0, "bytes": 0},
+                        args, workdir, w, rw)
+                for w in workloads
+            ]  # fmt: skip
         if "latency" in args.part_set:
             result["latency"] = []
-            for rate in args.rate_list:
-                try:
-                    result["latency"].append(part_latency(args, workdir, rate))
-                except RuntimeError as exc:
-                    log(f"bench: {exc}")
+            for w in workloads:
+                rates = args.storm_rate_list if w == "storm" else args.flood_rate_list
+                duration = args.duration if w == "storm" else args.flood_duration
+                for rate in rates:
+                    fallback = {"workload": w, "target_lines_per_s": rate, "duration_s": duration}
                     result["latency"].append(
-                        {"target_lines_per_s": rate, "duration_s": args.duration, "error": str(exc)}
+                        attempt(part_latency, fallback, args, workdir, w, rate, rw)
                     )
-                    failed = True
         if "rotation" in args.part_set:
-            try:
-                result["rotation"] = part_rotation(args, workdir)
-            except RuntimeError as exc:
-                log(f"bench: {exc}")
-                result["rotation"] = {
-                    "target_lines_per_s": args.rotation_rate,
-                    "duration_s": args.rotation_duration,
-                    "rotations_planned": args.rotations,
-                    "error": str(exc),
-                }
-                failed = True
+            fallback = {
+                "target_lines_per_s": args.rotation_rate,
+                "duration_s": args.rotation_duration,
+                "rotations_planned": args.rotations,
+            }
+            result["rotation"] = attempt(part_rotation, fallback, args, workdir, rw)
     finally:
         if args.keep:
             log(f"files kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    out = sys.stderr if args.json else sys.stdout
+    print_report(result, out)
+    parts = [*result.get("throughput", []), *result.get("latency", []), result.get("rotation")]
+    bad = [c["what"] for r in parts if r for c in r.get("checks", []) if c["ok"] is False]
+    if bad:
+        failed = True
+        print(f"CHECK FAILED ({len(bad)}): " + "; ".join(bad), file=out)
     if args.json:
-        print_report(result, sys.stderr)
         print(json.dumps(result, indent=2, default=str))
-    else:
-        print_report(result, sys.stdout)
     return 1 if failed else 0
 
 

@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""Replay benchmark: `retrywatch replay` against wc, grep and mtail on one storm file.
+"""Replay benchmark: `retrywatch replay` and `analyze` against grep and mtail, two workloads.
 
-Generates (or reuses) the deterministic 2,000,000-line retry-storm log of
-``shared/bench/gen_storm.py`` outside the repository, runs every tool as a child
-process pinned to one core, interleaved, ``--repeat`` times, and prints the median
-wall time as lines per second, the ratio to ``grep -c``, and the child's peak RSS.
-Then it checks the tools' answers against the generator's ground-truth summary.
+For each workload (``storm``: the incident's retry storm; ``flood``: every request of a
+busy ingress failing once, with one slow runaway hidden in it), generates the log with
+``bench/gen_logs.py`` (deterministic, seeded) outside the repository, or reuses it, and
+runs every tool as a child process pinned to one core, interleaved, ``--repeat`` times.
+It prints the median wall time as lines per second, the ratio to ``grep -c`` of the same
+run, and the child's peak RSS. Then the same workload in two files (two halves generated
+with other seeds), ``retrywatch replay`` of both files pinned to two cores and to one
+core. Last, every answer is checked against the generator's ground truth.
 
-Exit status: 0, also when a tool is missing; 1 only when retrywatch ran and did not
-flag exactly the runaway connections (or gave no answer that could be read); 2 on a
-usage error (e.g. a data directory inside the repository).
+Exit status: 0 when every check passed (or could not be made because a tool is
+missing); 1 when a check failed (e.g. retrywatch did not flag exactly the runaway
+connections); 2 on a usage error (e.g. a data directory inside the repository). No
+assertion is ever made on a timing.
 """
+
+from __future__ import annotations
 
 import argparse
 import hashlib
@@ -29,12 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gen_logs  # bench/gen_logs.py, beside this script
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_LINES = 2_000_000
-SEED = 20190917
+MTAIL_PROGS = Path(__file__).resolve().parent / "mtail"
+MTAIL_METRIC = "retrywatch_bench_connect_failures_total"
+DEFAULT_LINES = 2_000_000  # storm
+DEFAULT_SECONDS = 180  # flood
 GREP_PATTERN = "connect() failed"
 MIB = 1024 * 1024
-BLOCK = 4 * MIB
+TOOLS = ("wc", "grep", "mtail", "retrywatch", "analyze")
 
 Summary = dict[str, Any]
 
@@ -71,65 +81,8 @@ class Check:
     detail: str
 
 
-# --------------------------------------------------------------------------- data
-
-
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def data_paths(data_dir: Path, lines: int) -> tuple[Path, Path]:
-    stem = "storm" if lines == DEFAULT_LINES else f"storm-{lines}"
-    return data_dir / f"{stem}.log", data_dir / f"{stem}.summary.json"
-
-
-def load_summary(path: Path) -> Summary | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def count_lines(path: Path) -> int:
-    """Count newlines; the read also puts the file in the page cache for the runs."""
-    buf = bytearray(BLOCK)
-    n = 0
-    with path.open("rb", buffering=0) as f:
-        while got := f.readinto(buf):
-            n += buf.count(b"\n", 0, got)
-    return n
-
-
-def generate(gen: Path, lines: int, log_path: Path, summary_path: Path) -> None:
-    log(f"generating {lines:,} lines with {gen} (seed {SEED}) into {log_path} ...")
-    tmp_log = log_path.with_name(log_path.name + ".tmp")
-    tmp_sum = summary_path.with_name(summary_path.name + ".tmp")
-    t0 = time.perf_counter()
-    with tmp_sum.open("wb") as err:
-        cmd = [sys.executable, str(gen), "-n", str(lines), "--seed", str(SEED), "-o", str(tmp_log)]
-        subprocess.run(cmd, stderr=err, check=True)
-    os.replace(tmp_log, log_path)
-    os.replace(tmp_sum, summary_path)
-    log(f"generated in {time.perf_counter() - t0:.1f} s")
-
-
-def prepare_data(data_dir: Path, gen: Path, lines: int) -> tuple[Path, Summary]:
-    """Reuse the storm file when it and its summary match ``lines``; else generate it."""
-    log_path, summary_path = data_paths(data_dir, lines)
-    summary = load_summary(summary_path) if log_path.is_file() else None
-    if summary and summary.get("lines") == lines and summary.get("seed") == SEED:
-        if count_lines(log_path) == lines:
-            log(f"reusing {log_path}")
-            return log_path, summary
-        log(f"{log_path} does not have {lines:,} lines: regenerating")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    generate(gen, lines, log_path, summary_path)
-    summary = load_summary(summary_path)
-    if summary is None:
-        raise SystemExit(f"bench: no readable summary in {summary_path}")
-    count_lines(log_path)  # warm the page cache like the reuse path does
-    return log_path, summary
 
 
 # ------------------------------------------------------------------ child processes
@@ -140,8 +93,10 @@ def run_child(argv: list[str], out: Path, err: Path, cwd: Path) -> Sample:
 
     A plain fork, not subprocess' vfork/posix_spawn: after a vfork the exec'd child
     inherits the *parent's* peak RSS as its own ru_maxrss. After a fork it inherits only
-    the pages copied at fork (about the size of this script's interpreter), which the
-    ``true`` row of the run reports as the floor.
+    the pages resident at fork (about the size of this script's interpreter), which the
+    ``true`` row of the run reports as the floor. This script never holds a log or a
+    tool's output in its own memory (the checks run in a child, ``in_child``), so the
+    floor stays that small.
     """
     fds = [
         os.open(os.devnull, os.O_RDONLY),
@@ -169,6 +124,38 @@ def run_child(argv: list[str], out: Path, err: Path, cwd: Path) -> Sample:
     return Sample(wall, usage.ru_maxrss, cpu, os.waitstatus_to_exitcode(status))
 
 
+def in_child(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a forked child, its JSON-able result sent back through a pipe, so
+    that parsing a large output never grows this process (whose resident pages every
+    later child's peak RSS would include)."""
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        code = 0
+        try:
+            data = json.dumps({"ok": fn(*args)}).encode()
+        except Exception as exc:  # reported by the parent
+            data = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode()
+            code = 1
+        with os.fdopen(w, "wb") as pipe:
+            pipe.write(data)
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        reply = {"error": "the checking child died"}
+    if "error" in reply:
+        raise RuntimeError(reply["error"])
+    return reply["ok"]
+
+
 def probe(argv: list[str]) -> tuple[bool, str]:
     """Run a quick command; return (success, first line of its output or error)."""
     try:
@@ -192,55 +179,57 @@ def pin_prefix(cpu: str | None) -> tuple[list[str], str]:
     ok, detail = probe([taskset, "-c", cpu, "true"])
     if not ok:
         return [], f"not pinned (taskset -c {cpu} failed: {detail})"
-    return [taskset, "-c", cpu], f"pinned to CPU {cpu} with taskset"
+    what = "CPU" if cpu.isdigit() else "CPUs"
+    return [taskset, "-c", cpu], f"pinned to {what} {cpu} with taskset"
 
 
-def retrywatch_tool(file: Path, command: str = "replay", key: str = "retrywatch") -> Tool:
-    """The console script if it answers ``COMMAND --help``, else ``python -m retrywatch``."""
-    label = f"retrywatch {command} --format json"
+def retrywatch_base() -> tuple[list[str] | None, str]:
+    """The console script (beside this Python, in the repository's .venv, or on PATH)
+    if it answers ``replay --help``, else ``python -m retrywatch``."""
     candidates: list[list[str]] = []
-    script = shutil.which("retrywatch")
-    if script:
-        candidates.append([script])
+    for script in (
+        Path(sys.executable).parent / "retrywatch",
+        REPO_ROOT / ".venv" / "bin" / "retrywatch",
+        Path(shutil.which("retrywatch") or "/nonexistent"),
+    ):
+        if script.is_file() and [str(script)] not in candidates:
+            candidates.append([str(script)])
     candidates.append([sys.executable, "-m", "retrywatch"])
     notes = []
     for base in candidates:
-        ok, detail = probe([*base, command, "--help"])
+        ok, detail = probe([*base, "replay", "--help"])
         if ok:
-            return Tool(key, label, [*base, command, "--format", "json", str(file)])
-        notes.append(f"`{shlex.join([*base, command, '--help'])}` failed: {detail}")
-    return Tool(key, label, None, note="; ".join(notes))
+            return base, ""
+        notes.append(f"`{shlex.join([*base, 'replay', '--help'])}` failed: {detail}")
+    return None, "; ".join(notes)
 
 
-def make_tools(file: Path, shared: Path, wanted: set[str]) -> list[Tool]:
+def make_tools(file: Path, wanted: set[str], rw: list[str] | None, rw_note: str) -> list[Tool]:
     f = str(file)
     tools = [
         Tool("true", "true (RSS floor)", [shutil.which("true") or "true"]),
         Tool("wc", "wc -l", ["wc", "-l", f]),
-        Tool(
-            "grep",
-            f"grep -c -F '{GREP_PATTERN}'",
-            ["grep", "-c", "-F", GREP_PATTERN, f],
-            "",
-            (0, 1),
-        ),
-    ]
+        Tool("grep", f"grep -c -F '{GREP_PATTERN}'", ["grep", "-c", "-F", GREP_PATTERN, f],
+             ok_codes=(0, 1)),
+    ]  # fmt: skip
     mtail = shutil.which("mtail")
-    progs = shared / "bench" / "mtail"
-    if "mtail" in wanted and mtail and progs.is_dir():
-        argv = [mtail, "--one_shot", "--progs", f"{progs}/", "--logs", f, "--logtostderr"]
+    if mtail:
+        argv = [
+            mtail, "--one_shot", "--address", "127.0.0.1", "--port", "0",
+            "--progs", f"{MTAIL_PROGS}/", "--logs", f, "--logtostderr",
+        ]  # fmt: skip
         tools.append(Tool("mtail", "mtail --one_shot", argv, note=probe([mtail, "--version"])[1]))
-    elif "mtail" in wanted:
-        why = "mtail not found (apt-get install mtail)" if not mtail else f"no {progs}"
+    else:
+        why = "not found (apt-get install mtail)"
         tools.append(Tool("mtail", "mtail --one_shot", None, note=why))
-    if "retrywatch" in wanted:
-        tools.append(retrywatch_tool(file))
-    if "analyze" in wanted:
-        tools.append(retrywatch_tool(file, "analyze", "analyze"))
+    for key, command in (("retrywatch", "replay"), ("analyze", "analyze")):
+        label = f"retrywatch {command} --format json"
+        rw_argv = None if rw is None else [*rw, command, "--format", "json", "--timezone", "UTC", f]
+        tools.append(Tool(key, label, rw_argv, note=rw_note))
     return [t for t in tools if t.key in wanted or t.key == "true"]
 
 
-def measure(tools: list[Tool], prefix: list[str], repeat: int, outdir: Path) -> None:
+def measure(tools: list[Tool], prefix: list[str], repeat: int, outdir: Path, what: str) -> None:
     """Run every available tool ``repeat`` times, interleaved so drift hits all alike."""
     for rep in range(1, repeat + 1):
         for tool in tools:
@@ -250,12 +239,13 @@ def measure(tools: list[Tool], prefix: list[str], repeat: int, outdir: Path) -> 
             s = run_child(argv, outdir / f"{tool.key}.out", outdir / f"{tool.key}.err", REPO_ROOT)
             tool.samples.append(s)
             log(
-                f"  run {rep}/{repeat} {tool.key:<10} {s.wall_s:8.3f} s  "
+                f"  {what} run {rep}/{repeat} {tool.key:<10} {s.wall_s:8.3f} s  "
                 f"{s.maxrss_kib / 1024:8.1f} MiB  exit {s.exit_code}"
             )
 
 
 # ------------------------------------------------------------------------ checks
+# Each checker runs in a child (in_child) and returns a list of Check dicts.
 
 
 def read_int(path: Path) -> int | None:
@@ -275,32 +265,23 @@ def check_grep(outdir: Path, summary: Summary) -> list[Check]:
     return [Check("grep", "count == connect_failed_literal", got == want, f"{got} vs {want}")]
 
 
-def canon_hash(counts: dict[str, int]) -> str:
-    """The generator's ``per_cid_sha256``: sha256 over "<cid> <count>\\n", numeric order."""
-    h = hashlib.sha256()
-    for cid in sorted(counts, key=int):
-        h.update(f"{cid} {counts[cid]}\n".encode())
-    return h.hexdigest()
-
-
-def mtail_counts(doc: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for metric in doc["nginx_connect_failed_total"]:
-        for lv in metric["LabelValues"]:
-            cid = str(lv["Labels"][0])
-            counts[cid] = counts.get(cid, 0) + int(lv["Value"]["Value"])
-    return counts
-
-
 def check_mtail(outdir: Path, summary: Summary) -> list[Check]:
     try:
-        counts = mtail_counts(json.loads((outdir / "mtail.out").read_bytes()))
+        doc = json.loads((outdir / "mtail.out").read_bytes())
+        counts: dict[int, int] = {}
+        for metric in doc[MTAIL_METRIC]:
+            for lv in metric["LabelValues"]:
+                cid = int(lv["Labels"][0])
+                counts[cid] = counts.get(cid, 0) + int(lv["Value"]["Value"])
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        return [Check("mtail", "count", None, f"could not read mtail's JSON output: {exc!r}")]
-    total, want = sum(counts.values()), summary["connect_failed_all"]
-    digest = canon_hash(counts)
+        return [Check("mtail", "counts", False, f"could not read mtail's JSON output: {exc!r}")]
+    h = hashlib.sha256()
+    for cid in sorted(counts):
+        h.update(f"{cid} {counts[cid]}\n".encode())
+    total, want = sum(counts.values()), summary["connect_failures_total"]
+    digest = h.hexdigest()
     return [
-        Check("mtail", "sum == connect_failed_all", total == want, f"{total} vs {want}"),
+        Check("mtail", "sum == connect_failures_total", total == want, f"{total} vs {want}"),
         Check(
             "mtail",
             "per-cid counts sha256",
@@ -310,96 +291,134 @@ def check_mtail(outdir: Path, summary: Summary) -> list[Check]:
     ]
 
 
-def flagged_cids(alerts: Any) -> set[str]:
-    cids = set()
-    for alert in alerts:
-        cid = alert["cid"]
-        if isinstance(cid, bool) or not isinstance(cid, int | str):
-            raise TypeError(f"alert cid {cid!r} is not an int")
-        cids.add(str(int(cid)))
-    return cids
+def sample_of(keys: set[str], k: int = 5) -> str:
+    return ", ".join(sorted(keys)[:k]) + (" ..." if len(keys) > k else "")
 
 
-def sample_of(cids: set[str], k: int = 5) -> str:
-    return ", ".join(sorted(cids, key=int)[:k]) + (" ..." if len(cids) > k else "")
+def alert_key(alert: dict[str, Any], by_source: bool) -> str:
+    cid = alert["cid"]
+    if isinstance(cid, bool) or not isinstance(cid, int | str):
+        raise TypeError(f"alert cid {cid!r} is not an int")
+    key = str(int(cid))
+    return f"{Path(str(alert.get('source'))).name}:{key}" if by_source else key
 
 
-def check_retrywatch(outdir: Path, summary: Summary, key: str = "retrywatch") -> list[Check]:
+Counts = dict[str, int]
+
+
+def truth_of(summaries: dict[str, Summary]) -> tuple[Counts, Counts, Counts]:
+    """The runaway connections (keyed ``cid``, or ``file:cid`` for several files), their
+    pids, and the connect failures by kind, over ``{file name: summary}``."""
+    by_source = len(summaries) > 1
+    runaway: dict[str, int] = {}
+    pids: dict[str, int] = {}
+    kinds: dict[str, int] = {}
+    for name, s in summaries.items():
+        for cid, n in s["runaway"].items():
+            key = f"{name}:{cid}" if by_source else cid
+            runaway[key] = n
+            pids[key] = s["runaway_detail"][cid]["pid"]
+        for kind, n in s["connect_failures"].items():
+            if n:
+                kinds[kind] = kinds.get(kind, 0) + n
+    return runaway, pids, kinds
+
+
+def check_retrywatch(outdir: Path, summaries: dict[str, Summary], key: str) -> list[Check]:
+    runaway, pids, kinds = truth_of(summaries)
+    by_source = len(summaries) > 1
     try:
         doc = json.loads((outdir / f"{key}.out").read_bytes())
-        flagged = flagged_cids(doc["alerts"])
+        alerts = doc["alerts"]
+        flagged: dict[str, list[dict[str, Any]]] = {}
+        for a in alerts:
+            flagged.setdefault(alert_key(a, by_source), []).append(a)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return [
-            Check(
-                key,
-                "flagged == runaway",
-                False,
-                f"could not read {{'alerts': [...]}} from its output: {exc!r}",
-            )
-        ]
-    truth = set(summary["runaway"])
-    missing, extra = truth - flagged, flagged - truth
-    detail = f"{len(flagged)} flagged ({len(doc['alerts'])} alerts), {len(truth)} runaway"
+        why = f"no {{'alerts': [...]}} in its output: {exc!r}"
+        return [Check(key, "flagged connections == runaway connections", False, why)]
+    truth, got = set(runaway), set(flagged)
+    missing, extra = truth - got, got - truth
+    detail = f"{len(got)} flagged ({len(alerts)} alerts), {len(truth)} runaway"
+    if len(truth) == 1 and not by_source:
+        detail += f" (*{next(iter(truth))})"
     if missing:
-        detail += f"; missing {len(missing)}: {sample_of(missing)}"
+        detail += f"; MISSING {len(missing)}: {sample_of(missing)}"
     if extra:
-        detail += f"; extra {len(extra)}: {sample_of(extra)}"
-    checks = [
-        Check(key, "flagged cids == runaway cids", not missing and not extra, detail)
-    ]
-    # The generator counts the two connect() forms; retrywatch also counts "no live
-    # upstreams" and timeouts while connecting, so compare the two forms by kind.
-    stats = (doc.get("stats") or doc.get("summary")) if isinstance(doc, dict) else None
-    by_kind = stats.get("connect_failures_by_kind") if isinstance(stats, dict) else None
-    got = (
-        by_kind.get("connect_failed", 0) + by_kind.get("connect_to_failed", 0)
-        if isinstance(by_kind, dict)
-        else None
-    )
-    want = summary["connect_failed_all"]
+        detail += f"; EXTRA {len(extra)}: {sample_of(extra)}"
+    checks = [Check(key, "flagged connections == runaway connections", not missing and not extra,
+                    detail)]  # fmt: skip
+    both = truth & got
+    wrong = {
+        k
+        for k in both
+        if sum(a.get("failures", 0) for a in flagged[k]) != runaway[k]
+        or any(a.get("pid") != pids[k] for a in flagged[k])
+    }
+    multi = {k for k in both if len(flagged[k]) > 1}
     checks.append(
         Check(
             key,
-            "connect_failed + connect_to_failed == connect_failed_all",
-            None if got is None else got == want,
-            f"{got} vs {want}",
-        )
-    )
-    failures = {str(a.get("cid")): a.get("failures") for a in doc["alerts"]}
-    wrong = {cid for cid in truth & flagged if failures.get(cid) != summary["runaway"][cid]}
-    checks.append(
-        Check(
-            key,
-            "each alert's failures == the generator's count",
+            "each runaway's failures and pid == the generator's",
             not wrong,
-            f"{len(truth & flagged) - len(wrong)} of {len(truth & flagged)} equal",
+            f"{len(both) - len(wrong)} of {len(both)} equal"
+            + (f" ({len(multi)} in several alerts)" if multi else "")
+            + (f"; differ: {sample_of(wrong)}" if wrong else ""),
         )
     )
+    stats = doc.get("stats") or doc.get("summary")
+    by_kind = stats.get("connect_failures_by_kind") if isinstance(stats, dict) else None
+    if isinstance(by_kind, dict):
+        by_kind = {k: v for k, v in by_kind.items() if v}
+        checks.append(
+            Check(key, "connect failures by kind == the generator's", by_kind == kinds,
+                  f"{by_kind} vs {kinds}" if by_kind != kinds else f"{sum(kinds.values())} in all")
+        )  # fmt: skip
+    else:
+        checks.append(Check(key, "connect failures by kind", None, "no connect_failures_by_kind"))
     return checks
 
 
-CHECKERS: dict[str, Callable[[Path, Summary], list[Check]]] = {
-    "wc": check_wc,
-    "grep": check_grep,
-    "mtail": check_mtail,
-    "retrywatch": check_retrywatch,
-    "analyze": lambda outdir, summary: check_retrywatch(outdir, summary, "analyze"),
-}
-
-
-def run_checks(tools: list[Tool], outdir: Path, summary: Summary) -> list[Check]:
+def check_all(
+    outdir: Path, keys: list[str], summary: Summary, halves: dict[str, Summary]
+) -> dict[str, Any]:
     checks: list[Check] = []
+    own: dict[str, float | None] = {}
+    for key in keys:
+        if key in ("retrywatch", "analyze"):
+            own[key] = own_rate(outdir, key)
+        if key == "wc":
+            checks += check_wc(outdir, summary)
+        elif key == "grep":
+            checks += check_grep(outdir, summary)
+        elif key == "mtail":
+            checks += check_mtail(outdir, summary)
+        elif key in ("retrywatch", "analyze"):
+            checks += check_retrywatch(outdir, {"": summary}, key)
+        elif key in ("two_core", "one_core"):
+            checks += check_retrywatch(outdir, halves, key)
+    return {"checks": [vars(c) for c in checks], "own": own}
+
+
+def run_checks(
+    tools: list[Tool], outdir: Path, summary: Summary, halves: dict[str, Summary]
+) -> tuple[list[dict[str, Any]], dict[str, float | None]]:
+    checks: list[dict[str, Any]] = []
+    keys = []
     for tool in tools:
-        checker = CHECKERS.get(tool.key)
-        if checker is None or not tool.samples:
+        if tool.key == "true" or not tool.samples:
             continue
         bad = [s.exit_code for s in tool.samples if s.exit_code not in tool.ok_codes]
         if bad:
             err = (outdir / f"{tool.key}.err").read_text(errors="replace").strip()
             last = err.splitlines()[-1] if err else ""
-            checks.append(Check(tool.key, "exit status", False, f"exit {bad[-1]}: {last}"))
-        checks.extend(checker(outdir, summary))
-    return checks
+            checks.append(vars(Check(tool.key, "exit status", False, f"exit {bad[-1]}: {last}")))
+        keys.append(tool.key)
+    try:
+        done = in_child(check_all, outdir, keys, summary, halves)
+    except RuntimeError as exc:
+        checks.append(vars(Check(",".join(keys), "checks", False, f"checking failed: {exc}")))
+        return checks, {}
+    return checks + done["checks"], done["own"]
 
 
 # ----------------------------------------------------------------------- figures
@@ -425,11 +444,21 @@ def figures(tool: Tool, lines: int, grep_wall: float | None) -> dict[str, Any]:
     }
 
 
+def own_rate(outdir: Path, key: str) -> float | None:
+    """retrywatch's own ``lines_per_second`` (without process start) from its output."""
+    try:
+        doc = json.loads((outdir / f"{key}.out").read_bytes())
+        stats = doc.get("stats") or doc.get("summary")
+        return float(stats["lines_per_second"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def human_rate(x: float | None) -> str:
     if x is None:
         return "-"
     if x >= 1e6:
-        return f"{x / 1e6:.1f} M"
+        return f"{x / 1e6:.2f} M"
     return f"{x / 1e3:.0f} k" if x >= 1e4 else f"{x / 1e3:.1f} k"
 
 
@@ -445,13 +474,14 @@ def human_rss(mib: float, floor: float | None) -> str:
     return f"{mib:.1f}"
 
 
-def print_table(result: dict[str, Any], out: Any) -> None:
+def print_workload(name: str, result: dict[str, Any], out: Any) -> None:
     def p(line: str = "") -> None:
         print(line, file=out)
 
     d = result["data"]
     p(
-        f"file: {d['file']} ({d['lines']:,} lines, {d['bytes'] / MIB:.1f} MiB), "
+        f"== {name}: {d['file']} ({d['lines']:,} lines, {d['bytes'] / MIB:.1f} MiB, "
+        f"{d['seconds']} s of log time, {len(d['runaway'])} runaway), "
         f"median of {result['repeat']} runs, {result['pinning']}"
     )
     floor = result["rss_floor_mib"]
@@ -468,16 +498,38 @@ def print_table(result: dict[str, Any], out: Any) -> None:
         )
     if floor is not None:
         p(
-            f"(a child's peak RSS includes ~{floor:.1f} MiB copied from this script at fork, "
+            f"(a child's peak RSS includes ~{floor:.1f} MiB resident in this script at fork, "
             "measured with `true`; '<=' marks figures at that floor)"
         )
     for key, fig in result["tools"].items():
-        if key != "true" and fig["available"] and fig["note"]:
-            p(f"{key}: {fig['note']}")
+        if key == "mtail" and fig["available"] and fig["note"]:
+            p(f"mtail: {fig['note']}")
+    for key, rate in result.get("own_rates", {}).items():
+        if rate:
+            p(f"{key}: its own stats say {human_rate(rate)} lines/s (without process start)")
+    two = result.get("two_core")
+    if two:
+        p()
+        p(
+            f"2 files ({two['lines']:,} lines, {two['bytes'] / MIB:.1f} MiB: "
+            f"{', '.join(two['files'])}), `retrywatch replay --format json A B`:"
+        )
+        for key in ("two_core", "one_core"):
+            fig = two["tools"].get(key)
+            if not fig or not fig["available"]:
+                p(f"  {key}: skipped {fig['note'] if fig else ''}")
+                continue
+            p(
+                f"  {fig['label']:<46} {human_rate(fig['lines_per_s']):>10} lines/s "
+                f"{fig['median_wall_s']:8.3f} s {human_rss(fig['peak_rss_mib'], floor):>9} MiB"
+            )
+        if two.get("speedup") is not None:
+            p(f"  2 cores vs 1 core: {two['speedup']:.2f}x (1-core wall time / 2-core wall time)")
     p()
     for c in result["checks"]:
         mark = {True: "OK  ", False: "FAIL", None: "??  "}[c["ok"]]
         p(f"[{mark}] {c['tool']}: {c['what']}: {c['detail']}")
+    p()
 
 
 # -------------------------------------------------------------------------- main
@@ -485,43 +537,40 @@ def print_table(result: dict[str, Any], out: Any) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--workload", choices=("storm", "flood", "both"), default="both")
     ap.add_argument(
-        "-n",
-        "--lines",
-        type=int,
-        default=DEFAULT_LINES,
-        help=f"lines in the storm file (default {DEFAULT_LINES})",
-    )
+        "-n", "--lines", type=int, default=DEFAULT_LINES,
+        help=f"lines of the storm (default {DEFAULT_LINES:,})",
+    )  # fmt: skip
+    ap.add_argument(
+        "--seconds", type=int, default=DEFAULT_SECONDS,
+        help=f"seconds of the flood, 16,700 lines each (default {DEFAULT_SECONDS})",
+    )  # fmt: skip
+    ap.add_argument("--seed", type=int, default=gen_logs.DEFAULT_SEED)
     ap.add_argument("--repeat", type=int, default=3, help="runs per tool; median reported")
     ap.add_argument(
         "--data-dir",
         type=Path,
         default=Path(os.environ.get("RETRYWATCH_BENCH_DIR") or "/tmp/retrywatch-bench"),
-        help="where the storm file lives (default $RETRYWATCH_BENCH_DIR "
-        "or /tmp/retrywatch-bench); must be outside the repository",
+        help="where the logs live (default $RETRYWATCH_BENCH_DIR or /tmp/retrywatch-bench); "
+        "must be outside the repository",
     )
+    ap.add_argument("--cpu", default="0", help="CPU for taskset -c (default 0); 'none': no pinning")
+    ap.add_argument("--cpus", default="0,1", help="the 2-core figure's CPU list (default 0,1)")
     ap.add_argument(
-        "--shared",
-        type=Path,
-        default=REPO_ROOT.parent / "shared",
-        help="the shared/ directory holding bench/gen_storm.py (default ../shared)",
+        "--tools", default=",".join(TOOLS), help=f"comma-separated subset of {','.join(TOOLS)}"
     )
+    ap.add_argument("--no-two-core", dest="two_core", action="store_false",
+                    help="skip the 2-file, 2-core figure")  # fmt: skip
     ap.add_argument(
-        "--cpu", default="0", help="CPU list for taskset -c (default 0); 'none' to not pin"
-    )
-    ap.add_argument(
-        "--tools",
-        default="wc,grep,mtail,retrywatch,analyze",
-        help="comma-separated subset of wc,grep,mtail,retrywatch,analyze",
-    )
-    ap.add_argument(
-        "--json",
-        action="store_true",
-        help="print the figures as JSON on stdout (the table goes to stderr)",
+        "--json", action="store_true", help="print the figures as JSON (the table goes to stderr)"
     )
     args = ap.parse_args(argv)
-    if args.lines < 1 or args.repeat < 1:
-        ap.error("--lines and --repeat must be positive")
+    if args.lines < 2 or args.seconds < 2 or args.repeat < 1:
+        ap.error("--lines and --seconds must be at least 2, --repeat positive")
+    args.tool_set = {t.strip() for t in args.tools.split(",") if t.strip()}
+    if not args.tool_set <= set(TOOLS):
+        ap.error(f"--tools takes a subset of {','.join(TOOLS)}")
     return args
 
 
@@ -538,27 +587,41 @@ def environment() -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if inside(args.data_dir, REPO_ROOT):
-        log(f"bench: --data-dir {args.data_dir} is inside the repository; use a path outside it")
-        return 2
-    gen = args.shared / "bench" / "gen_storm.py"
-    if not gen.is_file():
-        log(f"bench: {gen} not found (use --shared DIR)")
-        return 2
-    wanted = {t.strip() for t in args.tools.split(",") if t.strip()} | {"true"}
-    file, summary = prepare_data(args.data_dir, gen, args.lines)
+def run_workload(
+    name: str, args: argparse.Namespace, rw: list[str] | None, rw_note: str
+) -> dict[str, Any]:
+    size = {"lines": args.lines} if name == "storm" else {"seconds": args.seconds}
+    half = {k: v // 2 for k, v in size.items()}
+    file, summary = gen_logs.ensure(args.data_dir, name, seed=args.seed, log=log, **size)
+    halves: dict[str, Summary] = {}
+    half_files: list[Path] = []
+    if args.two_core and rw is not None:
+        for seed in (args.seed + 1, args.seed + 2):
+            f, s = gen_logs.ensure(args.data_dir, name, seed=seed, log=log, **half)
+            half_files.append(f)
+            halves[f.name] = s
     prefix, pinning = pin_prefix(None if args.cpu == "none" else args.cpu)
-    tools = make_tools(file, args.shared, wanted)
+    tools = make_tools(file, args.tool_set | {"true"}, rw, rw_note)
     for t in tools:
         if t.argv is None:
             log(f"skipping {t.key}: {t.note}")
-    log(f"timing {', '.join(t.key for t in tools if t.argv)} x{args.repeat}, {pinning}")
+    two_tools: list[Tool] = []
+    if half_files and rw is not None:
+        p2, pin2 = pin_prefix(args.cpus)
+        p1, pin1 = pin_prefix(args.cpu)
+        cmd = [*rw, "replay", "--format", "json", "--timezone", "UTC", *map(str, half_files)]
+        two_tools = [
+            Tool("two_core", f"2 cores ({pin2})", [*p2, *cmd]),
+            Tool("one_core", f"1 core ({pin1})", [*p1, *cmd]),
+        ]
+    log(f"{name}: timing {', '.join(t.key for t in tools if t.argv)} x{args.repeat}, {pinning}")
     with tempfile.TemporaryDirectory(prefix="out-", dir=args.data_dir) as tmp:
         outdir = Path(tmp)
-        measure(tools, prefix, args.repeat, outdir)
-        checks = run_checks(tools, outdir, summary)  # parsed only after all timings
+        measure(tools, prefix, args.repeat, outdir, name)
+        if two_tools:
+            log(f"{name}: 2 files, replay on {args.cpus} and on {args.cpu}, x{args.repeat}")
+            measure(two_tools, [], args.repeat, outdir, name)
+        checks, own = run_checks(tools + two_tools, outdir, summary, halves)  # after timings
 
     grep = next((t for t in tools if t.key == "grep" and t.samples), None)
     grep_wall = statistics.median(s.wall_s for s in grep.samples) if grep else None
@@ -567,26 +630,72 @@ def main(argv: list[str] | None = None) -> int:
         "data": {
             "file": str(file),
             "lines": summary["lines"],
+            "bytes": summary["bytes"],
+            "seconds": summary["seconds"],
             "seed": summary["seed"],
-            "bytes": file.stat().st_size,
+            "runaway": summary["runaway"],
         },
         "repeat": args.repeat,
         "pinning": pinning,
-        "environment": environment(),
         "rss_floor_mib": figs["true"].get("peak_rss_mib"),
         "tools": figs,
-        "checks": [vars(c) for c in checks],
+        "own_rates": own,
+        "checks": checks,
     }
+    if two_tools:
+        lines = sum(s["lines"] for s in halves.values())
+        two_figs = {t.key: figures(t, lines, None) for t in two_tools}
+        walls = [two_figs[k].get("median_wall_s") for k in ("two_core", "one_core")]
+        result["two_core"] = {
+            "files": [str(f) for f in half_files],
+            "lines": lines,
+            "bytes": sum(s["bytes"] for s in halves.values()),
+            "tools": two_figs,
+            "speedup": round(walls[1] / walls[0], 3) if walls[0] and walls[1] else None,
+        }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if inside(args.data_dir, REPO_ROOT):
+        log(f"bench: --data-dir {args.data_dir} is inside the repository; use a path outside it")
+        return 2
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    rw: list[str] | None = None
+    rw_note = ""
+    if args.tool_set & {"retrywatch", "analyze"} or args.two_core:
+        rw, rw_note = retrywatch_base()
+        if rw is None:
+            log(f"bench: retrywatch cannot run: {rw_note}")
+    workloads = ["storm", "flood"] if args.workload == "both" else [args.workload]
+    results = {name: run_workload(name, args, rw, rw_note) for name in workloads}
+    doc = {
+        "environment": environment(),
+        "settings": {
+            "seed": args.seed,
+            "storm_lines": args.lines,
+            "flood_seconds": args.seconds,
+            "repeat": args.repeat,
+            "cpu": args.cpu,
+            "cpus": args.cpus,
+        },
+        "workloads": results,
+    }
+    out = sys.stderr if args.json else sys.stdout
+    for name, result in results.items():
+        print_workload(name, result, out)
+    failed = [
+        f"{name}: {c['tool']}: {c['what']}"
+        for name, r in results.items()
+        for c in r["checks"]
+        if c["ok"] is False
+    ]
+    if failed:
+        print(f"CHECK FAILED ({len(failed)}): " + "; ".join(failed), file=out)
     if args.json:
-        print_table(result, sys.stderr)
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result, sys.stdout)
-    rw_bad = any(
-        c.tool in ("retrywatch", "analyze") and c.what.startswith("flagged") and c.ok is False
-        for c in checks
-    )
-    return 1 if rw_bad else 0
+        print(json.dumps(doc, indent=2))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

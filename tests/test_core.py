@@ -95,3 +95,31 @@ def test_the_stub_names_every_method() -> None:
         for name in dir(cls):
             if not name.startswith("_"):
                 assert f"def {name}(" in text, f"{cls.__name__}.{name} missing from _core.pyi"
+
+
+def test_analyze_aggregates_are_exact_for_distinct_and_repeated_lines() -> None:
+    """The aggregates' line cache is bypassed for a flood of distinct lines and used for a
+    storm: the counts are the same either way."""
+    from collections import Counter
+
+    from helpers import http_refused
+
+    lines = [http_refused(i // 3000, 10_000 + i, peer=f"10.0.0.{i % 7}:80") for i in range(20_000)]
+    lines += [stream_refused(7, 5, upstream=f"10.0.1.{i % 2}:5555") for i in range(20_000)]
+    lines += [http_refused(8 + i // 3000, 50_000 + i, peer="10.0.9.9:80") for i in range(9_000)]
+    core = new_core(DetectorConfig(), UTC, aggregates=True)
+    core.feed("a", ("\n".join(lines) + "\n").encode())
+    core.flush("a")
+    agg = core.aggregates()
+    peers: Counter[str] = Counter()
+    for _, peer, n in agg["by_peer"]:
+        peers[peer] += n
+    want: Counter[str] = Counter()
+    for i in range(20_000):
+        want[f"10.0.0.{i % 7}:80"] += 1
+    for i in range(20_000):
+        want[f"10.0.1.{i % 2}:5555"] += 1
+    want["10.0.9.9:80"] += 9_000
+    assert peers == want
+    assert sum(n for _, _, n in agg["by_kind"]) == len(lines)
+    assert dict(agg["by_errno"]) == {111: len(lines)}

@@ -66,10 +66,11 @@ impl<F: FnMut(i64) -> i64> Zone for CachedZone<F> {
     }
 }
 
-/// A second and a name (a peer or a server, absent when the line has none).
-pub type SecondAnd = (i64, Option<Box<[u8]>>);
+/// A second and a name's id (a peer or a server, absent when the line has none).
+pub type SecondAnd = (i64, Option<u32>);
 
 /// What `analyze` folds: connect failures per second by kind, peer and server, per errno.
+/// Peers and servers are kept once each, by id, so a line costs no allocation.
 #[derive(Default)]
 pub struct Aggregates {
     pub first: Option<i64>,
@@ -82,12 +83,19 @@ pub struct Aggregates {
     pub rows: Option<Vec<Row>>,
     row_index: Map<RowKey, usize>,
     cache: Map<Box<[u8]>, FailureFields>,
+    hits: u64,
+    bypass: usize,
+    names: Vec<Box<[u8]>>,
+    name_ids: Map<Box<[u8]>, u32>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Failure lines whose fields `analyze` remembers at once.
+const CACHE: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct FailureFields {
-    peer: Option<Box<[u8]>>,
-    server: Option<Box<[u8]>>,
+    peer: Option<u32>,
+    server: Option<u32>,
     errno: Option<u64>,
 }
 
@@ -102,8 +110,8 @@ pub struct Row {
     pub cid: u64,
     pub kind: Kind,
     pub errno: Option<u64>,
-    pub peer: Option<Box<[u8]>>,
-    pub server: Option<Box<[u8]>>,
+    pub peer: Option<u32>,
+    pub server: Option<u32>,
     pub count: u64,
 }
 
@@ -119,7 +127,26 @@ impl Aggregates {
             cache: new_map(),
             first: None,
             last: None,
+            hits: 0,
+            bypass: 0,
+            names: Vec::new(),
+            name_ids: new_map(),
         }
+    }
+
+    /// The peer or server name of an id.
+    pub fn name(&self, id: u32) -> &[u8] {
+        &self.names[id as usize]
+    }
+
+    fn intern(&mut self, name: &[u8]) -> u32 {
+        if let Some(&id) = self.name_ids.get(name) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(name.into());
+        self.name_ids.insert(name.into(), id);
+        id
     }
 
     fn event(&mut self, ts: i64) {
@@ -127,33 +154,53 @@ impl Aggregates {
         self.last = Some(self.last.map_or(ts, |l| l.max(ts)));
     }
 
-    fn failure(&mut self, ts: i64, source: SourceId, pid: u64, cid: u64, kind: Kind, text: &[u8]) {
+    /// A failure line's peer, server and errno: parsed once per distinct line while the
+    /// cache pays (a storm repeats its lines); a flood of distinct lines bypasses it.
+    fn fields(&mut self, text: &[u8]) -> FailureFields {
         let body = text.get(19..).unwrap_or_default();
-        if !self.cache.contains_key(body) {
-            if self.cache.len() >= 4096 {
+        let cached = self.bypass == 0;
+        if cached {
+            if let Some(&f) = self.cache.get(body) {
+                self.hits += 1;
+                return f;
+            }
+        } else {
+            self.bypass -= 1;
+        }
+        let f = match parse_event(text) {
+            Ok(ev) => FailureFields {
+                peer: ev.peer.map(|p| self.intern(p)),
+                server: ev.server.map(|s| self.intern(s)),
+                errno: ev.errno,
+            },
+            Err(_) => FailureFields {
+                peer: None,
+                server: None,
+                errno: None,
+            },
+        };
+        if cached {
+            if self.cache.len() >= CACHE {
+                // Fewer hits than lines kept: the lines do not repeat; stop caching awhile.
+                if self.hits < CACHE as u64 {
+                    self.bypass = 16 * CACHE;
+                }
+                self.hits = 0;
                 self.cache.clear();
             }
-            let f = match parse_event(text) {
-                Ok(ev) => FailureFields {
-                    peer: ev.peer.map(Box::from),
-                    server: ev.server.map(Box::from),
-                    errno: ev.errno,
-                },
-                Err(_) => FailureFields {
-                    peer: None,
-                    server: None,
-                    errno: None,
-                },
-            };
             self.cache.insert(body.into(), f);
         }
-        let f = &self.cache[body];
+        f
+    }
+
+    fn failure(&mut self, ts: i64, source: SourceId, pid: u64, cid: u64, kind: Kind, text: &[u8]) {
+        let f = self.fields(text);
         *self.by_kind.entry((ts, kind)).or_insert(0) += 1;
-        *self.by_peer.entry((ts, f.peer.clone())).or_insert(0) += 1;
-        *self.by_server.entry((ts, f.server.clone())).or_insert(0) += 1;
+        *self.by_peer.entry((ts, f.peer)).or_insert(0) += 1;
+        *self.by_server.entry((ts, f.server)).or_insert(0) += 1;
         *self.by_errno.entry(f.errno).or_insert(0) += 1;
         if let Some(rows) = &mut self.rows {
-            let key = (ts, source, pid, cid, kind, f.clone());
+            let key = (ts, source, pid, cid, kind, f);
             match self.row_index.get(&key) {
                 Some(&i) => rows[i].count += 1,
                 None => {
@@ -165,8 +212,8 @@ impl Aggregates {
                         cid,
                         kind,
                         errno: f.errno,
-                        peer: f.peer.clone(),
-                        server: f.server.clone(),
+                        peer: f.peer,
+                        server: f.server,
                         count: 1,
                     });
                 }

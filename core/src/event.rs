@@ -653,9 +653,11 @@ fn read_tail<'a>(ev: &mut Event<'a>, text: &'a [u8], tail: &Tail) {
     }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(hay, needle).is_some()
-}
+// Searchers built once: building one costs more than a search of a line.
+static UPSTREAM: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"upstream"));
+static BYTES_FROM_CLIENT: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"bytes from/to client:"));
+static LUA_CONTEXT: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b", context: "));
 
 /// `_read_message` on `ev.message` (`text` is the whole event, `ev.line` in Python).
 fn read_message(ev: &mut Event<'_>, text: &[u8], with_tail: bool) {
@@ -699,7 +701,7 @@ fn classify(ev: &mut Event<'_>, text: &[u8]) {
         ev.errno_text = Some(errno_text);
     }
     if ev.head.level.is_error_or_worse()
-        && (ev.upstream.is_some() || ev.context.is_some_and(|c| contains(c, b"upstream")))
+        && (ev.upstream.is_some() || ev.context.is_some_and(|c| UPSTREAM.find(c).is_some()))
     {
         ev.kind = Some(Kind::Other);
     }
@@ -739,7 +741,7 @@ fn context_of(message: &[u8]) -> Option<&[u8]> {
 /// `\w`). Only the last ", context: " can match: an earlier one has a comma after it.
 fn lua_context_of(message: &[u8]) -> Option<&[u8]> {
     const KEY: &[u8] = b", context: ";
-    let i = memchr::memmem::rfind(message, KEY)?;
+    let i = LUA_CONTEXT.rfind(message)?;
     let rest = &message[i + KEY.len()..];
     let ok = !rest.is_empty() && rest.iter().all(|&b| is_word(b) || b == b'.' || b == b'*');
     ok.then_some(rest)
@@ -784,7 +786,7 @@ fn subsystem(ev: &Event<'_>) -> Option<Subsystem> {
         b"memcached://",
     ];
     let message = ev.message;
-    if message.starts_with(b"stream ") || contains(message, b"bytes from/to client:") {
+    if message.starts_with(b"stream ") || BYTES_FROM_CLIENT.find(message).is_some() {
         return Some(Subsystem::Stream);
     }
     if ev.request.is_some() || ev.host.is_some() {

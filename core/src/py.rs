@@ -391,14 +391,15 @@ impl Core {
             .map(|((t, k), n)| (*t, k.as_str(), *n))
             .collect();
         d.set_item("by_kind", kinds)?;
+        let name = |id: Option<u32>| opt_text(py, id.map(|id| agg.name(id)));
         let peers = PyList::empty(py);
         for ((t, p), n) in &agg.by_peer {
-            peers.append((*t, opt_text(py, p.as_deref()), *n))?;
+            peers.append((*t, name(*p), *n))?;
         }
         d.set_item("by_peer", peers)?;
         let servers = PyList::empty(py);
         for ((t, s), n) in &agg.by_server {
-            servers.append((*t, opt_text(py, s.as_deref()), *n))?;
+            servers.append((*t, name(*s), *n))?;
         }
         d.set_item("by_server", servers)?;
         let errnos: Vec<(Option<u64>, u64)> = agg.by_errno.iter().map(|(e, n)| (*e, *n)).collect();
@@ -433,9 +434,11 @@ impl Core {
         d.set_item("errno", rows.iter().map(|r| r.errno).collect::<Vec<_>>())?;
         let peers = PyList::empty(py);
         let servers = PyList::empty(py);
-        for r in &rows {
-            peers.append(opt_text(py, r.peer.as_deref()))?;
-            servers.append(opt_text(py, r.server.as_deref()))?;
+        if let Some(agg) = &self.engine.agg {
+            for r in &rows {
+                peers.append(opt_text(py, r.peer.map(|id| agg.name(id))))?;
+                servers.append(opt_text(py, r.server.map(|id| agg.name(id))))?;
+            }
         }
         d.set_item("peer", peers)?;
         d.set_item("server", servers)?;

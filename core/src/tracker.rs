@@ -373,21 +373,37 @@ fn bad(what: &str) -> SnapshotError {
 /// A key whose failures cannot fire yet: its lines, kept unparsed. Most failing
 /// connections fail once or a few times; their lines are parsed only if the key reaches
 /// the threshold, and a key that goes quiet is dropped unread.
+///
+/// The first line lives in the key's node itself (most keys never get a second), the
+/// others in `rest`.
 #[derive(Clone, Debug)]
 pub struct Pending {
-    entries: Vec<(i64, u64, Vec<u8>)>,
+    first: Entry,
+    rest: Vec<Entry>,
     n: u64,
     last: i64,
 }
 
+/// A pending line: its second, how many times it came, its text.
+type Entry = (i64, u64, Vec<u8>);
+
 impl Pending {
+    const fn empty() -> Pending {
+        Pending {
+            first: (0, 0, Vec::new()),
+            rest: Vec::new(),
+            n: 0,
+            last: 0,
+        }
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &Entry> {
+        std::iter::once(&self.first).chain(&self.rest)
+    }
+
     fn in_window(&self, now: i64, width: i64) -> u64 {
         let edge = now - width;
-        self.entries
-            .iter()
-            .filter(|e| e.0 > edge)
-            .map(|e| e.1)
-            .sum()
+        self.entries().filter(|e| e.0 > edge).map(|e| e.1).sum()
     }
 }
 
@@ -487,7 +503,7 @@ pub struct Detector {
     fields: Map<Box<[u8]>, Fields>,
     touched: Vec<(Key, u64)>,
     text_pool: Vec<Vec<u8>>,
-    entry_pool: Vec<Vec<(i64, u64, Vec<u8>)>>,
+    entry_pool: Vec<Vec<Entry>>,
     touched_at: Map<Key, (u64, u32, u64)>, // key -> (seq, slot, gen)
     seq: u64,
 }
@@ -601,23 +617,12 @@ impl Detector {
         self.unlink(slot);
         let node = &mut self.nodes[slot as usize];
         self.map.remove(&node.key);
-        let state = std::mem::replace(
-            &mut node.state,
-            State::Pending(Pending {
-                entries: Vec::new(),
-                n: 0,
-                last: 0,
-            }),
-        );
+        let state = std::mem::replace(&mut node.state, State::Pending(Pending::empty()));
         self.free.push(slot);
         match state {
             State::Pending(p) => {
-                self.recycle(p.entries);
-                State::Pending(Pending {
-                    entries: Vec::new(),
-                    n: 0,
-                    last: 0,
-                })
+                self.recycle(p);
+                State::Pending(Pending::empty())
             }
             conn => conn,
         }
@@ -627,14 +632,17 @@ impl Detector {
     /// keys every new key takes the buffers its evicted predecessor left (no allocator
     /// round trip, memory that is still in cache). Bounded: at most `POOL` of each, and
     /// only line buffers of an ordinary size.
-    fn recycle(&mut self, mut entries: Vec<(i64, u64, Vec<u8>)>) {
-        for (_, _, text) in entries.drain(..) {
+    fn recycle(&mut self, p: Pending) {
+        let Pending {
+            first, mut rest, ..
+        } = p;
+        for (_, _, text) in std::iter::once(first).chain(rest.drain(..)) {
             if self.text_pool.len() < POOL && text.capacity() <= POOLED_TEXT {
                 self.text_pool.push(text);
             }
         }
-        if self.entry_pool.len() < POOL && entries.capacity() <= 64 {
-            self.entry_pool.push(entries);
+        if self.entry_pool.len() < POOL && rest.capacity() > 0 && rest.capacity() <= 64 {
+            self.entry_pool.push(rest);
         }
     }
 
@@ -814,13 +822,9 @@ impl Detector {
         }
         let Some(slot) = entry else {
             if n < cfg.threshold {
-                let mut entries = self
-                    .entry_pool
-                    .pop()
-                    .unwrap_or_else(|| Vec::with_capacity(1));
-                entries.push((inp.ts, n, self.text_buffer(inp.text)));
                 let pending = Pending {
-                    entries,
+                    first: (inp.ts, n, self.text_buffer(inp.text)),
+                    rest: Vec::new(),
                     n,
                     last: inp.ts,
                 };
@@ -835,32 +839,40 @@ impl Detector {
         let State::Pending(p) = &self.nodes[slot as usize].state else {
             return Some(slot);
         };
-        let oldest = p.entries[0].0;
+        let oldest = p.first.0;
+        let grow = p.rest.capacity() == 0;
         if p.n + n < cfg.threshold && oldest > inp.ts - cfg.window {
             let text = self.text_buffer(inp.text);
+            let pooled = if grow { self.entry_pool.pop() } else { None };
             if let State::Pending(p) = &mut self.nodes[slot as usize].state {
-                p.entries.push((inp.ts, n, text));
+                if let Some(rest) = pooled {
+                    p.rest = rest;
+                }
+                p.rest.push((inp.ts, n, text));
                 p.n += n;
                 p.last = p.last.max(inp.ts);
             }
             return None;
         }
-        let State::Pending(p) = &mut self.nodes[slot as usize].state else {
+        let state = std::mem::replace(
+            &mut self.nodes[slot as usize].state,
+            State::Pending(Pending::empty()),
+        );
+        let State::Pending(p) = state else {
             return Some(slot);
         };
-        let entries = std::mem::take(&mut p.entries);
-        let (ts0, _, text0) = &entries[0];
+        let (ts0, _, text0) = &p.first;
         let mut conn = Conn::new(
             cfg.window,
             Self::fields_of(&mut self.fields, text0),
             *ts0,
             text0,
         );
-        for (ts, times, text) in &entries {
+        for (ts, times, text) in p.entries() {
             conn.add(Self::fields_of(&mut self.fields, text), *ts, *times);
         }
         self.nodes[slot as usize].state = State::Conn(Box::new(conn));
-        self.recycle(entries);
+        self.recycle(p);
         Some(slot)
     }
 
@@ -1026,8 +1038,8 @@ impl Detector {
                         w.u64(0);
                         w.u64(p.n);
                         w.i64(p.last);
-                        w.usize(p.entries.len());
-                        for (ts, n, text) in &p.entries {
+                        w.usize(1 + p.rest.len());
+                        for (ts, n, text) in p.entries() {
                             w.i64(*ts);
                             w.u64(*n);
                             w.bytes(text);
@@ -1086,12 +1098,14 @@ impl Detector {
                         if m == 0 {
                             return Err(bad("pending key"));
                         }
-                        let mut entries = Vec::with_capacity(m);
-                        for _ in 0..m {
-                            entries.push((r.i64()?, r.u64()?, r.bytes()?.to_vec()));
+                        let first = (r.i64()?, r.u64()?, r.bytes()?.to_vec());
+                        let mut rest = Vec::with_capacity(m - 1);
+                        for _ in 1..m {
+                            rest.push((r.i64()?, r.u64()?, r.bytes()?.to_vec()));
                         }
                         State::Pending(Pending {
-                            entries,
+                            first,
+                            rest,
                             n: total,
                             last,
                         })

@@ -11,6 +11,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from helpers import stream_refused
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retrywatch import _core
 from retrywatch.detect.core import DetectorConfig, new_core
@@ -123,3 +125,45 @@ def test_analyze_aggregates_are_exact_for_distinct_and_repeated_lines() -> None:
     assert peers == want
     assert sum(n for _, _, n in agg["by_kind"]) == len(lines)
     assert dict(agg["by_errno"]) == {111: len(lines)}
+
+
+# -- any bytes: no exception, every line counted -------------------------------------------
+
+_PIECES = st.sampled_from([
+    b"\n", b"\r\n", b"\x00", b" ", b"\xff", b"\xe2\x82", b"{", b"}", b'"log":"', b"\\n",
+    b"2026/11/25 17:33:43 [error] 1#1: *", b"2026/11/25 17:33:43 [info] 2#2: ",
+    b"connect() failed (111: Connection refused) while connecting to upstream",
+    b", client: 1.2.3.4, server: s", b', request: "GET / HTTP/1.1"', b', upstream: "',
+    b", bytes from/to client:0/0, bytes from/to upstream:0/0", b"client disconnected",
+    b"2024-01-01T00:00:00Z stderr P ", b"2024-01-01T00:00:00Z stdout F ",
+    b"<187>Nov 25 17:33:53 nginx: ", b"<14>1 2026-11-25T17:33:53Z h a - - - ",
+    b"web_1  | ", b"host nginx[1]: ", b"9" * 25, b"x" * 300,
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.one_of(_PIECES, st.binary(max_size=40)), max_size=80),
+       cuts=st.lists(st.integers(0, 4000), max_size=5),
+       records=st.booleans())
+def test_any_bytes_are_read_without_error_and_every_line_counted(
+        parts: list[bytes], cuts: list[int], records: bool) -> None:
+    data = b"".join(parts)
+    core = new_core(DetectorConfig(threshold=2, max_tracked=4, window=3), UTC, max_line=256)
+    if records:
+        core.feed_records("s", data.split(b"\n"))
+    else:
+        last = 0
+        for cut in sorted(c % (len(data) + 1) for c in cuts):
+            core.feed("s", data[last:cut])
+            last = cut
+        core.feed("s", data[last:])
+    core.flush("s")
+    core.advance(2_000_000_000)
+    stats = core.source_stats()["s"]
+    unparsed = sum(stats["unparsed"].values())
+    # Every line read is parsed (part of an event) or unparsed, once.
+    assert stats["lines_parsed"] + unparsed == stats["lines_read"], stats
+    assert core.tracked_keys <= 4
+    again = type(core).restore(core.snapshot(), window=3, threshold=2, min_repeat=2,
+                               resolve_after=60, max_tracked=4, utc_offset=0, max_line=256)
+    assert again.snapshot() == core.snapshot()

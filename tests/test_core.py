@@ -138,6 +138,8 @@ _PIECES = st.sampled_from([
     b"2024-01-01T00:00:00Z stderr P ", b"2024-01-01T00:00:00Z stdout F ",
     b"<187>Nov 25 17:33:53 nginx: ", b"<14>1 2026-11-25T17:33:53Z h a - - - ",
     b"web_1  | ", b"host nginx[1]: ", b"9" * 25, b"x" * 300,
+    b'{"log":"2024/01/01 00:00:00 [error] 1#1: *2 a\\nb\\n","stream":"e"}',
+    b'{"log":"piece","stream":"', b'"}\n',
 ])
 
 
@@ -167,3 +169,30 @@ def test_any_bytes_are_read_without_error_and_every_line_counted(
     again = type(core).restore(core.snapshot(), window=3, threshold=2, min_repeat=2,
                                resolve_after=60, max_tracked=4, utc_offset=0, max_line=256)
     assert again.snapshot() == core.snapshot()
+
+
+def test_a_docker_log_with_newlines_is_one_line_read() -> None:
+    core = new_core(DetectorConfig(), UTC)
+    core.feed("d", b'{"log":"2024/01/01 00:00:00 [error] 1#1: a\\nb\\nc\\n","stream":"stderr"}\n')
+    core.flush("d")
+    stats = core.source_stats()["d"]
+    assert stats["lines_read"] == 1
+    assert stats["lines_parsed"] == 1
+    assert stats["events"] == 1
+
+
+def test_docker_pieces_are_held_for_a_bounded_number_of_streams() -> None:
+    """A docker `stream` is any JSON value: a flood of pieces of distinct streams, over
+    syslog too, is counted, not kept."""
+    core = new_core(DetectorConfig(), UTC)
+    piece = "A" * 60_000
+    before = _maxrss_mib()
+    records = [f'<13>Nov 25 17:33:53 host nginx: {{"log":"{piece}","stream":"s{i}"}}'.encode()
+               for i in range(3000)]
+    for i in range(0, len(records), 100):
+        core.feed_records("syslog", records[i : i + 100])
+    grown = _maxrss_mib() - before
+    stats = core.source_stats()["syslog"]
+    assert stats["unparsed"]["too_many_streams"] == 3000 - 16
+    assert len(core.snapshot()) < 16 * 70_000
+    assert grown < 100, f"RSS grew {grown:.0f} MiB"

@@ -21,8 +21,9 @@ pub const MAX_CONTINUATION_LINES: usize = 256;
 /// What the assembler hands out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Piece<'a> {
-    /// A complete event: its first line and continuation lines joined by b"\n".
-    Event(&'a [u8]),
+    /// A complete event: its first line and continuation lines joined by b"\n", and how
+    /// many lines it was made of (a line may itself hold a "\n", from a docker `log`).
+    Event(&'a [u8], usize),
     /// A line that is no part of an event (Python `orphans`); the caller classifies it
     /// as "blank" (is_blank) or "no_timestamp".
     Orphan(&'a [u8]),
@@ -70,7 +71,7 @@ impl Assembler {
     pub fn feed<F: FnMut(Piece<'_>)>(&mut self, line: &[u8], mut out: F) {
         if is_event_start(line) {
             if self.lines > 0 {
-                out(Piece::Event(&self.event));
+                out(Piece::Event(&self.event, self.lines));
             }
             self.release_blanks(&mut out);
             self.event.clear();
@@ -113,7 +114,7 @@ impl Assembler {
     pub fn flush<F: FnMut(Piece<'_>)>(&mut self, mut out: F) {
         self.release_blanks(&mut out);
         if self.lines > 0 {
-            out(Piece::Event(&self.event));
+            out(Piece::Event(&self.event, self.lines));
             self.event.clear();
             self.lines = 0;
         }
@@ -162,7 +163,7 @@ mod tests {
 
     fn push(out: &mut Vec<Out>) -> impl FnMut(Piece<'_>) + '_ {
         move |p| match p {
-            Piece::Event(e) => out.push(Out::E(e.to_vec())),
+            Piece::Event(e, _) => out.push(Out::E(e.to_vec())),
             Piece::Orphan(o) => out.push(Out::O(o.to_vec())),
         }
     }

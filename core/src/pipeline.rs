@@ -13,7 +13,7 @@ use crate::text::{is_blank, is_event_start};
 use crate::wrappers::{Step, Unwrapper};
 
 /// Unparsed reasons, in a fixed order (the index is the reason's id).
-pub const REASONS: [&str; 8] = [
+pub const REASONS: [&str; 9] = [
     "too_long",
     "blank",
     "no_timestamp",
@@ -21,6 +21,7 @@ pub const REASONS: [&str; 8] = [
     "unknown_level",
     "bad_timestamp",
     "bad_docker_json",
+    "too_many_streams",
     "other",
 ];
 
@@ -88,16 +89,12 @@ impl<S: Sink> Stage<'_, S> {
                 };
                 self.unparsed(reason, 1, line);
             }
-            Piece::Event(text) => self.event(text),
+            Piece::Event(text, lines) => self.event(text, lines as u64),
         }
     }
 
-    fn event(&mut self, text: &[u8]) {
-        let lines = if memchr::memchr(b'\n', text).is_some() {
-            lines_in(text)
-        } else {
-            1
-        };
+    /// An event made of `lines` lines read (each counted once, parsed or not).
+    fn event(&mut self, text: &[u8], lines: u64) {
         match parse_head(text) {
             Ok(head) => {
                 self.stats.events += 1;
@@ -217,7 +214,7 @@ impl Pipeline {
                 Step::Held => continue,
             };
             if is_event_start(&text) {
-                stage.event(&text);
+                stage.event(&text, 1); // a datagram is one line
             } else {
                 stage.piece(Piece::Orphan(&text));
             }
@@ -233,8 +230,9 @@ impl Pipeline {
         };
         for text in events {
             stage.stats.bytes_read += text.len() as u64;
-            stage.stats.lines_read += lines_in(text);
-            stage.event(text);
+            let lines = lines_in(text);
+            stage.stats.lines_read += lines;
+            stage.event(text, lines);
         }
     }
 

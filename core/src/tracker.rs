@@ -1116,6 +1116,9 @@ impl Detector {
                 if d.map.contains_key(&key) {
                     return Err(bad("duplicate key"));
                 }
+                if list == FIRING && matches!(state, State::Pending(_)) {
+                    return Err(bad("firing key without its connection"));
+                }
                 let slot = d.alloc(key, state, list);
                 if list == FIRING {
                     d.gen += 1;

@@ -1056,6 +1056,10 @@ impl Pieces {
     }
 }
 
+/// Streams (CRI stdout/stderr, docker `stream` values) whose split lines are held at
+/// once; a piece of a further stream is counted as unparsed (`too_many_streams`).
+pub const MAX_STREAMS: usize = 16;
+
 /// What [`Unwrapper::unwrap`] made of one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step<'a> {
@@ -1222,6 +1226,14 @@ impl Unwrapper {
             };
         }
         if !self.pieces.contains_key(stream) {
+            if self.pieces.len() >= MAX_STREAMS {
+                // A docker `stream` is any JSON value: pieces are held for a bounded
+                // number of streams; a piece of one more is counted, not kept.
+                return Step::Broken {
+                    reason: "too_many_streams",
+                    raws: vec![broken_head(piece)],
+                };
+            }
             let seq = self.next_seq;
             self.next_seq += 1;
             self.pieces.insert(
@@ -1242,7 +1254,9 @@ impl Unwrapper {
         }
         let raws = held.each().map(|p| head_chars(p).to_vec()).collect();
         self.pieces.remove(stream);
-        self.dropping.insert(stream.to_vec());
+        if self.dropping.len() < MAX_STREAMS {
+            self.dropping.insert(stream.to_vec());
+        }
         Step::Broken {
             reason: "too_long",
             raws,

@@ -197,11 +197,13 @@ class Engine:
     # -- what the detector holds -------------------------------------------------------
     @property
     def watermark(self) -> int | None:
-        return self.core.watermark
+        with self._lock:  # the core is busy (and borrowed) while a chunk is read
+            return self.core.watermark
 
     @property
     def tracked_keys(self) -> int:
-        return self.core.tracked_keys
+        with self._lock:
+            return self.core.tracked_keys
 
     def detector_stats(self) -> DetectorStats:
         with self._lock:

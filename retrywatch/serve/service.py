@@ -106,7 +106,11 @@ class Service:
         while not self._stop.is_set():
             try:
                 busy = self.run_once()
-            except Exception:  # a bug must not stop ingest silently: log, go on
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # a bug must not stop ingest silently: log, go on
+                # (BaseException: a panic in the compiled core arrives as PyO3's
+                # PanicException, which is not an Exception.)
                 log.exception("ingest loop")
                 busy = False
             if not busy:

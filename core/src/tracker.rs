@@ -34,6 +34,9 @@ const STAMP: usize = 19;
 /// Buffers of dropped pending keys kept for reuse, and the largest line buffer kept.
 const POOL: usize = 1024;
 const POOLED_TEXT: usize = 4096;
+/// Bytes of pending lines held at most (see `within_budget`): with the default cap of
+/// 100,000 keys of ordinary 300-byte lines a flood stays far below it.
+pub const PENDING_BYTES: usize = 256 << 20;
 
 pub type SourceId = u32;
 
@@ -504,6 +507,9 @@ pub struct Detector {
     touched: Vec<(Key, u64)>,
     text_pool: Vec<Vec<u8>>,
     entry_pool: Vec<Vec<Entry>>,
+    /// Bytes of the lines held by pending keys, and the most it may be (`within_budget`).
+    pending_bytes: usize,
+    pub pending_budget: usize,
     touched_at: Map<Key, (u64, u32, u64)>, // key -> (seq, slot, gen)
     seq: u64,
 }
@@ -530,6 +536,8 @@ impl Detector {
             touched: Vec::new(),
             text_pool: Vec::new(),
             entry_pool: Vec::new(),
+            pending_bytes: 0,
+            pending_budget: PENDING_BYTES,
             touched_at: new_map(),
             seq: 0,
         }
@@ -637,6 +645,7 @@ impl Detector {
             first, mut rest, ..
         } = p;
         for (_, _, text) in std::iter::once(first).chain(rest.drain(..)) {
+            self.pending_bytes = self.pending_bytes.saturating_sub(text.capacity());
             if self.text_pool.len() < POOL && text.capacity() <= POOLED_TEXT {
                 self.text_pool.push(text);
             }
@@ -655,7 +664,15 @@ impl Detector {
         };
         buf.clear();
         buf.extend_from_slice(text);
+        self.pending_bytes += buf.capacity();
         buf
+    }
+
+    /// Pending lines are held by count (`max_tracked` keys, under `threshold` lines each)
+    /// and by bytes: past `PENDING_BYTES` the coldest keys are evicted (counted), so
+    /// long lines from many connections cannot grow memory beyond it.
+    fn within_budget(&mut self) {
+        while self.pending_bytes > self.pending_budget && self.evict() {}
     }
 
     fn conn_mut(&mut self, slot: u32) -> &mut Conn {
@@ -829,6 +846,7 @@ impl Detector {
                     last: inp.ts,
                 };
                 self.track(key, State::Pending(pending), n);
+                self.within_budget();
                 return None;
             }
             let fields = Self::fields_of(&mut self.fields, inp.text);
@@ -852,6 +870,7 @@ impl Detector {
                 p.n += n;
                 p.last = p.last.max(inp.ts);
             }
+            self.within_budget();
             return None;
         }
         let state = std::mem::replace(
@@ -879,6 +898,9 @@ impl Detector {
     fn track(&mut self, key: Key, state: State, n: u64) -> Option<u32> {
         if self.tracked_keys() >= self.config.max_tracked && !self.evict() {
             self.stats.untracked += n;
+            if let State::Pending(p) = state {
+                self.recycle(p);
+            }
             return None;
         }
         Some(self.alloc(key, state, TRACKED))
@@ -1099,9 +1121,12 @@ impl Detector {
                             return Err(bad("pending key"));
                         }
                         let first = (r.i64()?, r.u64()?, r.bytes()?.to_vec());
-                        let mut rest = Vec::with_capacity(m - 1);
+                        d.pending_bytes += first.2.capacity();
+                        let mut rest = Vec::new();
                         for _ in 1..m {
-                            rest.push((r.i64()?, r.u64()?, r.bytes()?.to_vec()));
+                            let entry = (r.i64()?, r.u64()?, r.bytes()?.to_vec());
+                            d.pending_bytes += entry.2.capacity();
+                            rest.push(entry);
                         }
                         State::Pending(Pending {
                             first,
@@ -1130,6 +1155,7 @@ impl Detector {
         while d.lists[TRACKED].len > 0 && d.tracked_keys() > config.max_tracked {
             d.evict();
         }
+        d.within_budget();
         Ok(d)
     }
 }
@@ -1257,6 +1283,32 @@ mod tests {
         }
         assert!(fired, "the hot key reached its threshold");
         assert!(d.stats.evictions > 19_000);
+    }
+
+    #[test]
+    fn pending_lines_are_bounded_by_bytes_too() {
+        let mut d = Detector::new(Config {
+            threshold: 5,
+            ..Config::default()
+        });
+        d.pending_budget = 1 << 20;
+        let long = "x".repeat(60_000);
+        let mut changes = Vec::new();
+        for cid in 0..200u64 {
+            let text = line(cid, &long);
+            d.process(&fail(100, cid, &text), 1, &mut changes);
+            assert!(d.pending_bytes <= d.pending_budget + 70_000);
+        }
+        assert!(d.stats.evictions > 150, "{}", d.stats.evictions);
+        assert!(d.tracked_keys() < 20);
+        // A key that fails again before it is evicted is still counted and can fire.
+        let hot = line(7, "10.0.0.1:80");
+        for _ in 0..5 {
+            d.process(&fail(101, 7, &hot), 1, &mut changes);
+        }
+        assert!(changes
+            .iter()
+            .any(|c| c.key.cid == 7 && c.kind == ChangeKind::Fired));
     }
 
     #[test]

@@ -23,6 +23,7 @@ from itertools import islice
 from reference.connection import ConnKey, ConnState
 from reference.parser import EventHead, subsystem_of
 from retrywatch.detect.alerts import Alert, AlertChange
+from retrywatch.detect.core import DetectorConfig  # the settings are one for both
 
 __all__ = ["Detector", "DetectorConfig", "DetectorStats"]
 
@@ -48,20 +49,6 @@ class _Pending:
     def in_window(self, now: int, width: int) -> int:
         edge = now - width
         return sum(n for head, n in self.entries if head.ts > edge)
-
-
-@dataclass(frozen=True, slots=True)
-class DetectorConfig:
-    window: int = 60  # seconds of event time
-    threshold: int = 10  # connect failures within the window
-    min_repeat: int = 2  # failures against one peer (repetition)
-    resolve_after: int = 60  # seconds without a failure before an alert resolves
-    max_tracked: int = 100_000  # connection keys held at once
-
-    def __post_init__(self) -> None:
-        for name in ("window", "threshold", "min_repeat", "resolve_after", "max_tracked"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
 
 
 @dataclass(slots=True)

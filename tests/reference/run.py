@@ -9,7 +9,6 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from reference.detector import Detector
-from reference.detector import DetectorConfig as ReferenceConfig
 from reference.parser import EventHead, Parser
 from reference.pipeline import SourcePipeline
 from retrywatch.detect.alerts import Alert, AlertChange
@@ -53,7 +52,7 @@ def _detector_stats(s: DetectorStats | Any) -> dict[str, Any]:
 def run_reference(ops: list[Op], config: DetectorConfig, tz: tzinfo,
                   max_line: int = 64 * 1024) -> Outcome:
     parser = Parser(tz)
-    detector = Detector(ReferenceConfig(**config.arguments()))
+    detector = Detector(config)
     pipes: dict[str, SourcePipeline] = {}
     out = Outcome()
     for op in ops:

@@ -560,9 +560,22 @@ struct DockerRecord {
 /// accepts of the Python's text of the line. An invalid byte is `\xNN` in that text: an
 /// invalid JSON escape inside a string and a syntax error outside, except right after a
 /// backslash, where the Python reads `\\` then `xNN` (the four characters `\xNN`).
-struct Json<'s> {
-    s: &'s [u8],
-    i: usize,
+struct Json<'s>(Scan<'s>);
+
+/// The JSON reader moves the same cursor as the wrapper matchers (`peek`, `byte`,
+/// `bytes`), and adds what JSON needs.
+impl<'s> std::ops::Deref for Json<'s> {
+    type Target = Scan<'s>;
+
+    fn deref(&self) -> &Scan<'s> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Json<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 fn hex4(s: &[u8], at: usize) -> Option<u32> {
@@ -573,31 +586,9 @@ fn hex4(s: &[u8], at: usize) -> Option<u32> {
 }
 
 impl Json<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.i).copied()
-    }
-
     fn ws(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.i += 1;
-        }
-    }
-
-    fn byte(&mut self, b: u8) -> Option<()> {
-        if self.peek() == Some(b) {
-            self.i += 1;
-            Some(())
-        } else {
-            None
-        }
-    }
-
-    fn literal(&mut self, lit: &[u8]) -> Option<()> {
-        if self.s[self.i..].starts_with(lit) {
-            self.i += lit.len();
-            Some(())
-        } else {
-            None
         }
     }
 
@@ -662,7 +653,7 @@ impl Json<'_> {
         let _ = self.byte(b'-');
         match self.peek()? {
             b'0' => self.i += 1,
-            b'1'..=b'9' => self.digits(),
+            b'1'..=b'9' => self.digit_run(),
             _ => return None,
         }
         let mut float = false;
@@ -688,7 +679,7 @@ impl Json<'_> {
             .map(|_| JKind::Float)
     }
 
-    fn digits(&mut self) {
+    fn digit_run(&mut self) {
         while matches!(self.peek(), Some(b'0'..=b'9')) {
             self.i += 1;
         }
@@ -696,7 +687,7 @@ impl Json<'_> {
 
     fn digits1(&mut self) -> Option<()> {
         let start = self.i;
-        self.digits();
+        self.digit_run();
         (self.i > start).then_some(())
     }
 
@@ -741,9 +732,9 @@ impl Json<'_> {
                     JKind::Container
                 }
                 b'"' => self.string().map(|_| JKind::Str)?,
-                b't' => self.literal(b"true").map(|()| JKind::True)?,
-                b'f' => self.literal(b"false").map(|()| JKind::False)?,
-                b'n' => self.literal(b"null").map(|()| JKind::Null)?,
+                b't' => self.bytes(b"true").map(|()| JKind::True)?,
+                b'f' => self.bytes(b"false").map(|()| JKind::False)?,
+                b'n' => self.bytes(b"null").map(|()| JKind::Null)?,
                 b'-' | b'0'..=b'9' => self.number()?,
                 _ => return None,
             };
@@ -793,7 +784,7 @@ fn key_is(raw: &[u8], escaped: bool, name: &[u8]) -> bool {
 /// Parses the whole `s` as one JSON object (`orjson.loads`), keeping its last `log` and
 /// `stream` members; `None` when it is not valid JSON.
 fn parse_docker(s: &[u8]) -> Option<DockerRecord> {
-    let mut j = Json { s, i: 0 };
+    let mut j = Json(Scan::new(s, 0));
     let mut record = DockerRecord::default();
     j.ws();
     j.byte(b'{')?;

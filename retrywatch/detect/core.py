@@ -9,7 +9,7 @@ back alert changes as ``(kind, at, reason, conn)`` tuples and turns them into
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from typing import Any
@@ -38,9 +38,8 @@ class DetectorConfig:
                 raise ValueError(f"{name} must be at least 1")
 
     def arguments(self) -> dict[str, Any]:
-        return {"window": self.window, "threshold": self.threshold,
-                "min_repeat": self.min_repeat, "resolve_after": self.resolve_after,
-                "max_tracked": self.max_tracked}
+        """The settings as the core's keyword arguments."""
+        return asdict(self)
 
 
 def zone_arguments(tz: tzinfo) -> dict[str, Any]:
@@ -72,13 +71,9 @@ def restore_core(state: bytes, config: DetectorConfig, tz: tzinfo) -> Core:
 
 
 @lru_cache(maxsize=4096)
-def _localize(ts: int, tz: tzinfo) -> datetime:
-    return datetime.fromtimestamp(ts, UTC).astimezone(tz)
-
-
 def localize(ts: int, tz: tzinfo) -> datetime:
     """The aware local time of a POSIX second (cached: storms share seconds)."""
-    return _localize(ts, tz)
+    return datetime.fromtimestamp(ts, UTC).astimezone(tz)
 
 
 @dataclass(slots=True)

@@ -286,7 +286,7 @@ class Engine:
     def connections(self, limit: int) -> list[dict[str, Any]]:
         """The hottest tracked connections now."""
         with self._lock:
-            return [_connection(Conn.of(d, self.tz), d["failures_in_window"], self.config.window)
+            return [_connection(Conn.of(d, self.tz), self.config.window)
                     for d in self.core.hottest(limit)]
 
     def source_stats(self) -> list[tuple[SourceInfo, SourceStats]]:
@@ -295,7 +295,8 @@ class Engine:
                     for name, d in self.core.source_stats().items()]
 
 
-def _connection(st: Conn, in_window: int, window: int) -> dict[str, Any]:
+def _connection(st: Conn, window: int) -> dict[str, Any]:
+    in_window = st.failures_in_window
     source, pid, cid = st.key
     return {
         "source": source, "pid": pid, "cid": cid,

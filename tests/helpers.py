@@ -6,16 +6,17 @@ ingress-nginx 0.25 (DESIGN.md). Times are seconds after :data:`BASE` (UTC).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from reference.detector import Detector, DetectorConfig
 from reference.parser import EventHead, Parser
 
 from retrywatch.detect.alerts import Alert, AlertChange
-from retrywatch.detect.core import DetectorConfig as CoreConfig
 from retrywatch.detect.core import new_core
 from retrywatch.detect.engine import DetectorStats, apply_changes
 
@@ -162,8 +163,7 @@ class CoreDetector:
     def __init__(self, config: DetectorConfig | None = None) -> None:
         cfg = config or DetectorConfig()
         self.config = cfg
-        self.core = new_core(CoreConfig(cfg.window, cfg.threshold, cfg.min_repeat,
-                                        cfg.resolve_after, cfg.max_tracked), ZONE)
+        self.core = new_core(cfg, ZONE)
         self._by_key: dict[tuple[str, int, int], Alert] = {}
 
     def process(self, batch: Iterable[tuple[EventHead, int]]) -> list[AlertChange]:
@@ -203,3 +203,18 @@ class CoreDetector:
 
 #: Both detectors, for tests that must hold for the reference model and the core alike.
 DETECTORS = {"reference": Detector, "core": CoreDetector}
+
+
+def each_detector(module: str) -> Any:
+    """A module-scoped autouse fixture that runs every test of ``module`` against the
+    reference model and against the compiled core: it sets the module's ``Detector``.
+    Use as ``implementation = each_detector(__name__)``."""
+
+    @pytest.fixture(autouse=True, scope="module", params=sorted(DETECTORS))
+    def implementation(request: pytest.FixtureRequest) -> Iterator[str]:
+        tests = sys.modules[module]
+        tests.Detector = DETECTORS[request.param]  # type: ignore[attr-defined]
+        yield request.param
+        tests.Detector = None  # type: ignore[attr-defined]
+
+    return implementation

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 from helpers import (
-    DETECTORS,
     aggregated,
     alerts_of,
+    each_detector,
     grpc_refused,
     http_refused,
     http_timeout,
@@ -22,16 +22,8 @@ from reference.detector import DetectorConfig
 
 from retrywatch.detect.diagnosis import Diagnosis
 
-Detector: Any = None  # the implementation under test (the fixture below sets it)
-
-
-@pytest.fixture(autouse=True, scope="module", params=sorted(DETECTORS))
-def implementation(request: pytest.FixtureRequest) -> Any:
-    """Every test here runs against the reference model and against the compiled core."""
-    global Detector  # noqa: PLW0603 (tests build detectors by this name)
-    Detector = DETECTORS[request.param]
-    yield request.param
-    Detector = None
+Detector: Any = None  # the implementation under test, set by the fixture below
+implementation = each_detector(__name__)  # every test: the reference model, then the core
 
 
 

@@ -133,6 +133,13 @@ impl Fields {
     }
 }
 
+/// Failure lines parsed once, by their text after the time stamp (bounded).
+#[derive(Default)]
+struct FieldCache {
+    index: Map<Box<[u8]>, u32>,
+    fields: Vec<Fields>,
+}
+
 /// Counts by name, insertion-ordered, at most `MAX_DISTINCT` names then `(other)`.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
@@ -503,7 +510,7 @@ pub struct Detector {
     map: Map<Key, u32>,
     lists: [List; 2],
     gen: u64,
-    fields: Map<Box<[u8]>, Fields>,
+    fields: FieldCache,
     touched: Vec<(Key, u64)>,
     text_pool: Vec<Vec<u8>>,
     entry_pool: Vec<Vec<Entry>>,
@@ -532,7 +539,7 @@ impl Detector {
             map: new_map(),
             lists: [EMPTY, EMPTY],
             gen: 0,
-            fields: new_map(),
+            fields: FieldCache::default(),
             touched: Vec::new(),
             text_pool: Vec::new(),
             entry_pool: Vec::new(),
@@ -698,7 +705,8 @@ impl Detector {
         };
         if let Some(kind) = inp.failure {
             self.stats.connect_failures += n;
-            if let Some(&slot) = self.map.get(&key) {
+            let found = self.map.get(&key).copied();
+            if let Some(slot) = found {
                 if self.nodes[slot as usize].list == FIRING {
                     // A storm's line: its fields (and subsystem) were read once.
                     self.move_to_end(slot);
@@ -721,7 +729,7 @@ impl Detector {
                 .by_source_kind
                 .entry((inp.source, kind, subsystem_of(inp.text)))
                 .or_insert(0) += n;
-            let Some(slot) = self.state(key, inp, n) else {
+            let Some(slot) = self.state(key, found, inp, n) else {
                 return;
             };
             let fields = Self::fields_of(&mut self.fields, inp.text);
@@ -813,22 +821,32 @@ impl Detector {
         self.touched_at.clear();
     }
 
-    fn fields_of<'c>(cache: &'c mut Map<Box<[u8]>, Fields>, text: &[u8]) -> &'c Fields {
+    fn fields_of<'c>(cache: &'c mut FieldCache, text: &[u8]) -> &'c Fields {
         let body = text.get(STAMP..).unwrap_or_default();
-        if !cache.contains_key(body) {
-            if cache.len() >= FIELD_CACHE {
-                cache.clear();
+        // One lookup on a hit (a storm's every line): the map gives an index, not a
+        // borrow that would outlive the miss branch.
+        let i = match cache.index.get(body) {
+            Some(&i) => i as usize,
+            None => {
+                if cache.fields.len() >= FIELD_CACHE {
+                    cache.index.clear();
+                    cache.fields.clear();
+                }
+                cache.fields.push(Fields::of(text));
+                let i = cache.fields.len() - 1;
+                cache.index.insert(body.into(), i as u32);
+                i
             }
-            cache.insert(body.into(), Fields::of(text));
-        }
-        &cache[body]
+        };
+        &cache.fields[i]
     }
 
     /// The slot whose Conn counts this failure, or None when it went to a pending key (or
     /// no slot was free).
-    fn state(&mut self, key: Key, inp: &Input<'_>, n: u64) -> Option<u32> {
+    /// `found` is the key's slot as the caller looked it up.
+    fn state(&mut self, key: Key, found: Option<u32>, inp: &Input<'_>, n: u64) -> Option<u32> {
         let cfg = self.config;
-        let mut entry = self.map.get(&key).copied();
+        let mut entry = found;
         if let Some(slot) = entry {
             if self.nodes[slot as usize].state.last() <= inp.ts - cfg.window {
                 // Idle for a whole window: a fresh start, whether or not the sweep got to it.

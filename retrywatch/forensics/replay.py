@@ -88,15 +88,15 @@ class _Stream:
                  stop: threading.Event) -> None:
         self.reader = reader
         self._chunks = iter_chunks(path, chunk_size, on_raw)
+        self._parsed = self._parse()  # read by the thread, or inline when there is none
         self._gate = gate
         self._stop = stop
         self._queue: queue.Queue[ParsedChunk | BaseException | None] | None = None
-        self._inline = self._parsed()  # used when there is no thread
         if gate is not None:
             self._queue = queue.Queue(maxsize=self.AHEAD)
             threading.Thread(target=self._run, name=f"read {path}", daemon=True).start()
 
-    def _parsed(self) -> Iterator[ParsedChunk]:
+    def _parse(self) -> Iterator[ParsedChunk]:
         for chunk in self._chunks:
             yield self.reader.parse(chunk)
         yield self.reader.flush()
@@ -104,10 +104,9 @@ class _Stream:
     def _run(self) -> None:
         assert self._queue is not None and self._gate is not None
         try:
-            parsed = self._parsed()
             while not self._stop.is_set():
                 with self._gate:  # at most `threads` files parse at once
-                    item = next(parsed, None)
+                    item = next(self._parsed, None)
                 self._put(item)
                 if item is None:
                     return
@@ -127,7 +126,7 @@ class _Stream:
         """The next chunk that holds events (None at the end of the file)."""
         while True:
             if self._queue is None:
-                item: ParsedChunk | BaseException | None = next(self._inline, None)
+                item: ParsedChunk | BaseException | None = next(self._parsed, None)
             else:
                 item = self._queue.get()
             if isinstance(item, BaseException):

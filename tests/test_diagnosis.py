@@ -40,7 +40,8 @@ def diagnosis_of(lines: list[str], config: DetectorConfig | None = None,
     assert diagnosis is not None
     assert diagnosis.cause
     assert diagnosis.to_dict() == {"code": diagnosis.code, "cause": diagnosis.cause,
-                                   "fix": diagnosis.fix}
+                                   "fix": diagnosis.fix,
+                                   "docs": f"docs/lint/{diagnosis.code}.md"}
     return diagnosis
 
 

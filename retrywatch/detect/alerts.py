@@ -93,7 +93,8 @@ class Alert:
             resolved_at=datetime.fromisoformat(d["resolved_at"]) if d.get("resolved_at") else None,
             resolved_reason=d.get("resolved_reason"),
             failures_in_window=int(d.get("failures_in_window", 0)),
-            diagnosis=Diagnosis(**diagnosis) if diagnosis else None,
+            diagnosis=Diagnosis(str(diagnosis["code"]), str(diagnosis["cause"]),
+                                str(diagnosis["fix"])) if diagnosis else None,
             snapshot=dict(d.get("snapshot") or {}),
         )
 

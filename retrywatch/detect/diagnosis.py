@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from retrywatch.detect.core import Conn
+from retrywatch.detect.remedies import doc_page, fix, module_of_scheme
 
 __all__ = ["Diagnosis", "diagnose"]
 
@@ -23,7 +24,8 @@ class Diagnosis:
     fix: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"code": self.code, "cause": self.cause, "fix": self.fix}
+        return {"code": self.code, "cause": self.cause, "fix": self.fix,
+                "docs": doc_page(self.code)}
 
 
 def _share(st: Conn, *kinds: str) -> float:
@@ -37,11 +39,6 @@ def _peers(st: Conn) -> str:
     return text + (f" and {more} more" if more > 0 else "")
 
 
-#: The upstream module (directive prefix) of each ``upstream:`` scheme.
-_MODULES = {"grpc": "grpc", "grpcs": "grpc", "fastcgi": "fastcgi", "uwsgi": "uwsgi",
-            "suwsgi": "uwsgi", "scgi": "scgi", "memcached": "memcached"}
-
-
 def diagnose(st: Conn) -> Diagnosis:
     """The likely cause and the fix for a connection whose failures crossed the threshold."""
     seconds = st.last - st.first + 1
@@ -50,11 +47,9 @@ def diagnose(st: Conn) -> Diagnosis:
         f"against {_peers(st)}"
     )
     scheme = (st.upstream_url or "").split("://", 1)[0] if "://" in (st.upstream_url or "") else ""
-    module = _MODULES.get(scheme, "proxy")
+    module = module_of_scheme(scheme)
     tries = f"{module}_next_upstream_tries"
-    timeout = f"{module}_next_upstream_timeout"
     connect_timeout = f"{module}_connect_timeout"
-    ingress = module == "proxy"
     requests = st.distinct_requests
 
     if _share(st, "connect_to_failed") >= 0.5 and st.peak >= SYNC_LOOP_PER_SECOND:
@@ -63,9 +58,7 @@ def diagnose(st: Conn) -> Diagnosis:
             f"connect() fails at once ({_top(st.errnos)}) and nginx retries inside one event: "
             f"the worker is stuck in a synchronous loop, blocking every other connection it "
             f"serves, and its clock is frozen (the lines share one second). {what}.",
-            f"Bound the retries now: {tries} 3; (and with a Lua balancer call "
-            "set_more_tries() only while a try budget remains). Then repair the address "
-            "itself: a stale unix socket, an unroutable or unassignable address.",
+            fix("synchronous_loop", module),
         )
     if st.subsystem == "http" and requests >= KEEPALIVE_MIN_REQUESTS and (
         st.failures <= requests * max(len(st.upstreams), 1) * 3
@@ -75,18 +68,14 @@ def diagnose(st: Conn) -> Diagnosis:
             f"A keep-alive connection carries many different requests ({requests:,}) and "
             f"each one fails a bounded number of times: the upstream is down, but this is not "
             f"a retry loop. {what}.",
-            "Restore the upstream (check its pods or processes and its port); make nginx stop "
-            "sending to dead peers sooner (max_fails/fail_timeout, readiness probes).",
+            fix("keepalive_failing_requests", module),
         )
     if _share(st, "upstream_timed_out") >= 0.5:
         return Diagnosis(
             "slow_timeout_loop",
             "The connection keeps retrying peers that never answer the SYN "
             f"({_top(st.errnos)}): one try per {connect_timeout}, without end. {what}.",
-            f"Set {tries} 3; and {timeout} (e.g. 30s) so a request gives up; lower "
-            f"{connect_timeout}"
-            + (" (ingress-nginx: proxy-connect-timeout)" if ingress else "")
-            + " and remove the dead peers (readiness probes, max_fails).",
+            fix("slow_timeout_loop", module),
         )
     if st.subsystem == "stream":
         return Diagnosis(
@@ -94,10 +83,7 @@ def diagnose(st: Conn) -> Diagnosis:
             "A TCP/UDP stream session retries its dead upstreams without end: a Lua balancer "
             "adds a try (set_more_tries) on every attempt while proxy_next_upstream_tries is 0 "
             f"(unlimited), the ingress-nginx 0.25 incident. {what}.",
-            "In the stream server set proxy_next_upstream_tries 3; (and "
-            "proxy_next_upstream_timeout). ingress-nginx >= 0.42: set "
-            "proxy-stream-next-upstream-tries in the controller ConfigMap; older versions: "
-            "upgrade. Then restore the upstream.",
+            fix("stream_retry_loop", module),
         )
     if st.subsystem == "http":
         return Diagnosis(
@@ -105,15 +91,12 @@ def diagnose(st: Conn) -> Diagnosis:
             "One HTTP request retries its dead upstreams without end: a balancer "
             f"(balancer_by_lua) adds a try on every attempt while {tries} is 0 "
             f"(unlimited). {what}.",
-            f"Set {tries} 3; (and {timeout}) in the location; in Lua call set_more_tries() "
-            "only while a budget remains."
-            + (" ingress-nginx: proxy-next-upstream-tries." if ingress else "")
-            + " Then restore the upstream.",
+            fix("http_retry_loop", module),
         )
     return Diagnosis(
         "retry_loop",
         f"One connection keeps retrying upstreams that refuse it. {what}.",
-        f"Cap the retries ({tries} 3; {timeout}) and restore the upstream.",
+        fix("retry_loop", module),
     )
 
 

@@ -72,6 +72,9 @@ def render_table(alerts: list[Alert], stats: dict[str, Any], out: TextIO) -> Non
             console.print(f"\n[b]*{d['cid']}[/b] (pid {d['pid']}, {d['source']}): "
                           f"{diag.get('cause', '')}")
             console.print(f"  [b]Fix:[/b] {diag.get('fix', '')}")
+            if diag.get("code"):
+                console.print(f"  [b]More:[/b] retrywatch lint --explain {diag['code']} "
+                              "(find it in the configuration: retrywatch lint nginx.conf)")
     else:
         console.print("No runaway connections.")
     by_kind = ", ".join(f"{k} {v:,}" for k, v in stats.get("connect_failures_by_kind", {}).items())

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from retrywatch import __version__
 from retrywatch.delivery import Notifier
@@ -34,6 +34,8 @@ class Diagnosis(BaseModel):
     code: str
     cause: str
     fix: str
+    docs: str = Field("", description="The page on this failure mode, relative to the "
+                      "project's root (`retrywatch lint --explain CODE` prints it).")
 
 
 class AlertOut(BaseModel):

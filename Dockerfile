@@ -7,6 +7,8 @@
 # -- builder: the compiled core (Rust, maturin) and one wheel for every dependency --------
 # Debian bookworm's python3 is 3.11, the version the final image runs; the wheel is abi3.
 FROM rust:1.85-slim-bookworm AS builder
+# Debian's own python3 for the build only; its version moves with bookworm's point releases.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv python3-dev \
     && rm -rf /var/lib/apt/lists/* \
@@ -18,6 +20,9 @@ COPY core ./core
 COPY retrywatch ./retrywatch
 # The bundled demo sample: retrywatch/samples/ links to it, the wheel carries it.
 COPY sample_logs/scenario-http-lua-storm.error.log.gz ./sample_logs/
+# The lint rules' pages (retrywatch lint --explain, SARIF help): retrywatch/lint/docs/ links
+# to each of them.
+COPY docs/lint ./docs/lint
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # -- final: the wheels installed into a clean slim image, no compiler, no Rust toolchain ---

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -345,3 +346,81 @@ def demo(listen: str, keep_serving: bool) -> None:
         run_demo(listen=listen, keep_serving=keep_serving)
     except OSError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _version(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    from retrywatch.lint.ingress import version_of
+
+    parsed = version_of(value)
+    if parsed is None:
+        raise click.BadParameter(f"not a version: {value!r} (e.g. 1.11.3 or v0.25.1)")
+    return parsed
+
+
+@main.command()
+@click.argument("paths", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default="text",
+              show_default=True, help="text for people, json for scripts, sarif for CI.")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "note", "never"]),
+              default="error", show_default=True,
+              help="Exit 1 when a finding is at least this severe.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the report here instead of standard output.")
+@click.option("--prefix", type=click.Path(file_okay=False), default=None,
+              help="nginx's -p: where relative Lua paths are found. Default: the folder of "
+                   "each file and its parent.")
+@click.option("--max-tries", type=click.IntRange(min=2), default=10, show_default=True,
+              help="Tries of one request from which a bounded retry is still reported "
+                   "(retrywatch's default alert threshold).")
+@click.option("--ingress-nginx-version", "ingress_version", callback=_version, default=None,
+              metavar="VERSION", help="The controller's version, when no Deployment or Helm "
+                                      "values given say it.")
+@click.option("--annotations-prefix", default="nginx.ingress.kubernetes.io", show_default=True,
+              help="The controller's --annotations-prefix.")
+@click.option("--explain", metavar="CODE", default=None,
+              help="Print the page of a rule (or of a live alert's diagnosis code) and exit.")
+def lint(paths: tuple[str, ...], fmt: str, fail_on: str, output: str | None,
+         prefix: str | None, max_tries: int, ingress_version: Any, annotations_prefix: str,
+         explain: str | None) -> None:
+    """Find retry-loop misconfigurations in nginx configuration files (with their includes)
+    and ingress-nginx YAML (controller ConfigMap, Helm values, Ingress annotations).
+
+    PATHS are nginx.conf files, conf.d snippets, the nginx.conf copied out of an
+    ingress-nginx controller pod, Kubernetes YAML, or folders of them. Exit status: 0 clean,
+    1 a finding at --fail-on or worse, 2 a file could not be read.
+    """
+    from retrywatch import lint as linter
+    from retrywatch.lint import report
+    from retrywatch.lint.model import Severity
+
+    if explain is not None:
+        try:
+            click.echo(linter.explain(explain), nl=False)
+        except (KeyError, OSError) as exc:
+            known = ", ".join(linter.pages())
+            raise click.ClickException(f"no page for {explain!r} (known: {known})") from exc
+        return
+    if not paths:
+        raise click.UsageError("give at least one file or folder (or --explain CODE)")
+    result = linter.lint(list(paths), prefix=prefix, max_tries=max_tries,
+                         ingress_version=ingress_version,
+                         annotations_prefix=annotations_prefix)
+    with contextlib.ExitStack() as stack:
+        out = (stack.enter_context(open(output, "w", encoding="utf-8")) if output
+               else sys.stdout)
+        if fmt == "text":
+            report.render_text(result, out, color=output is None and sys.stdout.isatty())
+        elif fmt == "json":
+            report.render_json(result, out)
+        else:
+            report.render_sarif(result, out)
+    for problem in result.input_errors:
+        where = f"{problem.location.file}:{problem.location.line}" if problem.location.line \
+            else problem.location.file
+        click.echo(f"retrywatch lint: {where}: {problem.message}", err=True)
+    if result.input_errors:
+        sys.exit(2)
+    if fail_on != "never" and result.at_least(Severity.parse(fail_on)):
+        sys.exit(1)

@@ -74,6 +74,9 @@ def test_wheel_carries_the_core_and_sample(wheel: Path) -> None:
     assert f"retrywatch/samples/{SAMPLE}" in names
     assert (zipfile.ZipFile(wheel).read(f"retrywatch/samples/{SAMPLE}")
             == (ROOT / "sample_logs" / SAMPLE).read_bytes())
+    pages = {p.name for p in (ROOT / "docs" / "lint").glob("*.md")}
+    assert "http_retry_loop.md" in pages
+    assert {f"retrywatch/lint/docs/{p}" for p in pages} <= names  # lint --explain, offline
     (entry_points,) = (n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "retrywatch=retrywatch.cli:main" in text.replace(" ", "")
@@ -98,6 +101,9 @@ def test_installed_wheel_runs(venv: Path, wheel: Path, tmp_path: Path) -> None:
     alerts = json.loads(out)["alerts"]
     assert len(alerts) == 5
     assert STORM_FIRING_CID in {a["cid"] for a in alerts}
+    # lint's pages come from the installed package, not from this checkout
+    page = run(exe, "lint", "--explain", "http_retry_loop", cwd=tmp_path, env=env).stdout
+    assert page == (ROOT / "docs" / "lint" / "http_retry_loop.md").read_text()
 
 
 # -- the Dockerfile ---------------------------------------------------------------------
@@ -423,7 +429,7 @@ def test_systemd_unit(tmp_path: Path) -> None:
     text = UNIT.read_text()
     assert re.search(r"^ExecStart=/opt/retrywatch/bin/retrywatch run$", text, re.M)
     # verify wants ExecStart's binary to exist: point it at this interpreter's retrywatch.
-    exe = shutil.which("retrywatch") or sys.executable
+    exe = os.path.abspath(shutil.which("retrywatch") or sys.executable)
     unit = tmp_path / "retrywatch.service"
     unit.write_text(re.sub(r"^ExecStart=\S+", f"ExecStart={exe}", text, flags=re.M))
     done = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,

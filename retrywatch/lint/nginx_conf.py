@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import crossplane
+from crossplane.analyzer import analyze, enter_block_ctx
+from crossplane.errors import NgxParserDirectiveError
 
 from retrywatch.lint import lua
 
@@ -43,6 +45,7 @@ class Node:
     parent: Node | None = None
     children: list[Node] = field(default_factory=list)
     included_from: Node | None = None  # the include directive that brought this file in
+    _index: dict[str, list[Node]] | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"Node({self.name} {' '.join(self.args)!r} at {self.file}:{self.line})"
@@ -52,7 +55,14 @@ class Node:
         return f"{self.file}:{self.line}"
 
     def all(self, name: str) -> list[Node]:
-        return [c for c in self.children if c.name == name]
+        """The children named ``name`` (indexed at the first question: the tree is built
+        before it is asked anything, and an http block may hold thousands)."""
+        if self._index is None:
+            index: dict[str, list[Node]] = {}
+            for child in self.children:
+                index.setdefault(child.name, []).append(child)
+            self._index = index
+        return self._index.get(name, [])
 
     def last(self, name: str) -> Node | None:
         found = self.all(name)
@@ -111,10 +121,8 @@ class Config:
         return os.path.dirname(self.path) or "."
 
 
-def _is_snippet(path: str) -> str | None:
+def _is_snippet(path: str, parsed: list[dict[str, Any]]) -> str | None:
     """For a file with no main-context directive: the subsystem it belongs in."""
-    payload = crossplane.parse(path, single=True, check_ctx=False, check_args=False)
-    parsed = payload["config"][0]["parsed"] if payload["config"] else []
     names = {stmt["directive"] for stmt in parsed}
     if not parsed or names & _MAIN:
         return None
@@ -141,8 +149,14 @@ def load(path: str, *, context: str | None = None) -> Config:
     if os.path.isdir(path):
         return Config(path, Node("main", [], path, 0), [],
                       [Problem(path, None, "is a directory", "error")])
-    snippet = context or _is_snippet(path)
-    payload: dict[str, Any] = crossplane.parse(path, check_ctx=snippet is None, comments=False)
+    # one parse (the lexing is most of the time); the directives' contexts are checked
+    # after, once it is known whether the file is a whole configuration or a snippet
+    payload: dict[str, Any] = crossplane.parse(path, check_ctx=False, comments=False)
+    snippet = context
+    if snippet is None and payload["config"]:
+        snippet = _is_snippet(path, payload["config"][0]["parsed"])
+    if snippet is None:
+        payload["errors"] += _context_errors(payload)
     for err in payload["errors"]:
         message = _clean(str(err["error"]), err["file"])
         missing = "No such file" in message or "Errno 2" in message
@@ -156,6 +170,37 @@ def load(path: str, *, context: str | None = None) -> Config:
         builder = _Builder(payload, problems)
         builder.build(root, payload["config"][0]["parsed"], (path,))
     return Config(path, root, files, problems)
+
+
+def _context_errors(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """crossplane's "directive is not allowed here" checks over the parsed files, each
+    included file in the context of its include."""
+    errors: list[dict[str, Any]] = []
+    files = payload["config"]
+    queue: list[tuple[int, tuple[str, ...]]] = [(0, ())]
+    done: set[int] = set()
+    while queue:
+        index, ctx = queue.pop()
+        if index in done or index >= len(files):
+            continue
+        done.add(index)
+        fname = files[index]["file"]
+        stack: list[tuple[list[dict[str, Any]], tuple[str, ...]]] = [(files[index]["parsed"], ctx)]
+        while stack:
+            parsed, here = stack.pop()
+            for stmt in parsed:
+                term = "{" if "block" in stmt else ";"
+                try:
+                    analyze(fname, stmt, term, here, strict=False, check_ctx=True,
+                            check_args=False)
+                except NgxParserDirectiveError as exc:
+                    errors.append({"file": fname, "error": str(exc), "line": stmt["line"]})
+                    continue
+                if "block" in stmt:
+                    stack.append((stmt["block"], enter_block_ctx(stmt, here)))
+                for included in stmt.get("includes", []):
+                    queue.append((included, here))
+    return errors
 
 
 _GLUED = re.compile(rb"\b([a-z_]+_by_lua_block)\{")

@@ -100,6 +100,25 @@ def detector_options(func: Any) -> Any:
     return func
 
 
+def _knowledge(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> Any:
+    if not value:
+        return None
+    from retrywatch.detect.knowledge import Knowledge, KnowledgeError
+
+    try:
+        return Knowledge.load(list(value))
+    except KnowledgeError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+nginx_config_option = click.option(
+    "--nginx-config", "knowledge", multiple=True, callback=_knowledge, metavar="PATH",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The nginx configuration (or ingress-nginx YAML) of the nginx that wrote the log "
+         "(repeatable): routes whose tries are bounded get no loop alert, routes that can "
+         "loop are confirmed at once.")
+
+
 def _config(opts: dict[str, Any]) -> DetectorConfig:
     return DetectorConfig(window=opts["window"], threshold=opts["threshold"],
                           min_repeat=opts["min_repeat"], resolve_after=opts["resolve_after"],
@@ -111,9 +130,10 @@ def _config(opts: dict[str, Any]) -> DetectorConfig:
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "jsonl"]), default="table",
               show_default=True, help="Output: a table, one JSON document, or JSON Lines.")
 @detector_options
+@nginx_config_option
 @threads_option
 @timezone_option
-def replay(files: tuple[str, ...], fmt: str, tz: Any, threads: int | None,
+def replay(files: tuple[str, ...], fmt: str, tz: Any, threads: int | None, knowledge: Any,
            **opts: Any) -> None:
     """Run the detector over whole files (plain or .gz; ``-`` or nothing: stdin) and
     print the alerts."""
@@ -122,7 +142,8 @@ def replay(files: tuple[str, ...], fmt: str, tz: Any, threads: int | None,
 
     started = time.perf_counter()
     try:
-        result = run_replay(list(files) or ["-"], tz=tz, config=_config(opts), threads=threads)
+        result = run_replay(list(files) or ["-"], tz=tz, config=_config(opts), threads=threads,
+                            knowledge=knowledge)
     except OSError as exc:
         raise click.ClickException(str(exc)) from exc
     elapsed = time.perf_counter() - started
@@ -143,10 +164,11 @@ def replay(files: tuple[str, ...], fmt: str, tz: Any, threads: int | None,
 @click.option("--export", "export", type=click.Path(file_okay=False), default=None,
               help="Also write events and aggregates as Parquet and CSV into this folder.")
 @detector_options
+@nginx_config_option
 @threads_option
 @timezone_option
 def analyze(paths: tuple[str, ...], fmt: str, html: str | None, export: str | None, tz: Any,
-            threads: int | None, **opts: Any) -> None:
+            threads: int | None, knowledge: Any, **opts: Any) -> None:
     """Forensics over historical logs: files, globs, folders, .gz, rotated sets.
 
     Reports the time range, connect failures by kind and errno, each runaway connection
@@ -173,7 +195,7 @@ def analyze(paths: tuple[str, ...], fmt: str, html: str | None, export: str | No
     with _progress(sum(f.size for f in files)) as advance:
         try:
             result = run_analysis(files, tz=tz, config=_config(opts), on_raw=advance, sink=sink,
-                                  threads=threads)
+                                  threads=threads, knowledge=knowledge)
         except OSError as exc:
             raise click.ClickException(str(exc)) from exc
         finally:
@@ -228,6 +250,9 @@ def service_options(func: Any) -> Any:
                      help="Where to start a file without a checkpoint (default end)."),
         click.option("--timezone", "timezone", default=None, metavar="ZONE",
                      help="Zone of nginx's local timestamps (default: this machine's)."),
+        click.option("--nginx-config", "nginx_config", multiple=True, metavar="PATH",
+                     help="The nginx configuration (or ingress-nginx YAML) of the nginx whose "
+                          "log is read (repeatable): bounded routes get no loop alert."),
         click.option("--window", type=click.IntRange(min=1), default=None),
         click.option("--threshold", type=click.IntRange(min=1), default=None),
         click.option("--min-repeat", type=click.IntRange(min=1), default=None),
@@ -303,7 +328,12 @@ def run(config_file: str | None, **flags: Any) -> None:
     if not settings.log and not settings.syslog:
         raise click.UsageError("nothing to follow: give --log PATH and/or --syslog URL")
     _logging(settings.log_format, settings.log_level)
-    service = Service(settings)
+    from retrywatch.detect.knowledge import KnowledgeError
+
+    try:
+        service = Service(settings)
+    except KnowledgeError as exc:
+        raise click.UsageError(f"--nginx-config: {exc}") from exc
     host, port = settings.host_port()
     serve(service, host, port, create_app(service.engine, service.notifier))
 

@@ -129,7 +129,7 @@ def test_storm_alert_through_alertmanager(alertmanager: Alertmanager,
         assert alert["labels"] == {
             "alertname": "RetrywatchRunawayConnection", "severity": "critical",
             "instance": "edge-1", "source": "nginx", "subsystem": "http",
-            "alert_id": firing.id}
+            "confidence": "confirmed", "alert_id": firing.id}
         notes = alert["annotations"]
         assert f"pid={firing.pid}" in notes["description"]
         assert "unix:" in notes["description"]

@@ -309,7 +309,8 @@ def test_event_stream_sends_fired_updated_resolved() -> None:
         # per alert; every "fired" and "resolved" goes out.
         stats = engine.detector_stats()
         expected = stats.fired + stats.resolved
-        seen: dict[str, list[dict[str, Any]]] = {"fired": [], "updated": [], "resolved": []}
+        seen: dict[str, list[dict[str, Any]]] = {"fired": [], "updated": [], "confirmed": [],
+                                                 "resolved": []}
         for event, data in events:
             if event:
                 seen[event].append(orjson.loads(data))

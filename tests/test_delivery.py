@@ -46,11 +46,12 @@ def receiver(url: str, **options: Any) -> Receiver:
     return Receiver(**{"name": "hook", "url": url, "secret": SECRET, **FAST, **options})
 
 
-def alert(n: int = 1, state: str = "firing") -> dict[str, Any]:
+def alert(n: int = 1, state: str = "firing", confidence: str = "confirmed") -> dict[str, Any]:
     a = sample_alert()
     a["id"] = f"{n:016x}"
     a["cid"] = 1000 + n
     a["source"] = "nginx"
+    a["confidence"] = confidence
     if state == "resolved":
         a.update(state="resolved", resolved_at=a["fired_at"], resolved_reason="quiet")
     return a
@@ -326,7 +327,7 @@ def test_alertmanager_alert_shape() -> None:
     assert firing["labels"] == {"alertname": "RetrywatchRunawayConnection",
                                 "severity": "critical", "instance": "edge-1",
                                 "source": "nginx", "subsystem": "http",
-                                "alert_id": "0000000000000001"}
+                                "confidence": "confirmed", "alert_id": "0000000000000001"}
     assert "endsAt" not in firing
     assert firing["generatorURL"] == "http://rw:8734/api/v1/alerts/0000000000000001"
     description = firing["annotations"]["description"]
@@ -361,3 +362,35 @@ def test_extra_headers_are_sent_and_masked() -> None:
     assert notifier.test("hook").ok
     notifier.stop()
     assert seen[0].headers["Authorization"] == "Bearer t0ken"
+
+
+def test_only_a_confirmed_loop_pages() -> None:
+    """A suspected alert is a warning; when it is confirmed, Alertmanager gets the page and
+    the end of the warning (its label set changed, so it is another alert there)."""
+    r = Receiver(name="am", url="http://127.0.0.1:9093", format="alertmanager",
+                 external_url="http://rw:8734", instance="edge-1")
+    now = datetime.now(UTC)
+    suspected = alert(confidence="suspected")
+    warn = alertmanager_alert(suspected, r, "edge-1", now)
+    assert (warn["labels"]["severity"], warn["labels"]["confidence"]) == ("warning", "suspected")
+    assert "suspected" in warn["annotations"]["summary"]
+    _url, body, _headers = build(r, [Entry("confirmed", alert())], "edge-1", now)
+    sent = json.loads(body)
+    assert [(a["labels"]["severity"], "endsAt" in a) for a in sent] == [
+        ("critical", False), ("warning", True)]
+    assert {a["labels"]["alert_id"] for a in sent} == {"0000000000000001"}
+
+
+def test_confirmation_notifies_again() -> None:
+    """A receiver told of a suspected alert hears again when it is confirmed; plain
+    updates in between stay quiet."""
+    with receiving(WebhookReceiver()) as hook, notifying(
+            receiver(hook.url, group_wait=0)) as notifier:
+        offer(notifier, "fired", alert(confidence="suspected"))
+        hook.wait_for("the suspected alert", lambda: len(hook.ok) == 1)
+        offer(notifier, "updated", alert(confidence="suspected"))
+        offer(notifier, "confirmed", alert())
+        hook.wait_for("the confirmation", lambda: len(hook.ok) == 2)
+    changes = [(m.json()["alerts"][0]["change"], m.json()["alerts"][0]["confidence"])
+               for m in hook.ok]
+    assert changes == [("fired", "suspected"), ("confirmed", "confirmed")]

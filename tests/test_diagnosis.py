@@ -68,12 +68,25 @@ def test_http_lua_storm() -> None:
 
 
 def test_grpc_storm_names_the_grpc_directive() -> None:
+    """3,000 failures a second on one gRPC connection: past what its calls can make."""
+    lines = [grpc_refused(t, 77, peer=f"10.0.0.{2 + i % 2}:50051")
+             for t in range(3) for i in range(3000)]
+    d = diagnosis_of(lines)
+    assert d.code == "http_retry_loop"
+    assert d.cause.startswith("One HTTP request retries its dead upstreams without end.")
+    assert "grpc_next_upstream_tries" in d.fix
+    assert "proxy_next_upstream_tries" not in d.fix
+
+
+def test_busy_grpc_connection_is_not_called_a_loop() -> None:
+    """500 a second on one HTTP/2 connection: its concurrent calls, each bounded, look the
+    same as one slow loop; the diagnosis says what to check, not that it loops."""
     lines = [grpc_refused(t, 77, peer=f"10.0.0.{2 + i % 2}:50051")
              for t in range(3) for i in range(500)]
     d = diagnosis_of(lines)
-    assert d.code == "http_retry_loop"
-    assert "grpc_next_upstream_tries" in d.fix
-    assert "proxy_next_upstream_tries" not in d.fix
+    assert d.code == "multiplexed_failing_requests"
+    assert "without end" not in d.cause
+    assert "HTTP/2 connection" in d.cause and "if its location" in d.cause.lower()
 
 
 def test_grpc_fix_names_no_proxy_directive() -> None:

@@ -124,6 +124,9 @@ def test_report_names_every_runaway_connection(sample_report: tuple[Path, str]) 
     # The fix is spelled out, and the one connection still failing at the end is firing.
     assert "proxy_next_upstream_tries 3;" in table
     assert table.count('badge firing">firing<') == 1
+    # how sure, and why: the real storms are confirmed by what the log shows
+    assert table.count('class="confidence confirmed">confirmed<') == len(RUNAWAY_CIDS)
+    assert table.count("more than its requests can make") >= 1
 
 
 def test_report_has_the_three_plots(sample_report: tuple[Path, str]) -> None:

@@ -89,9 +89,12 @@ class Channel:
                 return True
             if kind != "resolved":
                 self._firing[aid] = alert
-                if aid in self._notified or aid in self._sending:
+                known = aid in self._notified or aid in self._sending
+                if known and kind != "confirmed":
                     return True  # an update, or a re-fire after a restart
-                kind = "fired"  # never notified (e.g. dropped): this change notifies it
+                if not known:
+                    kind = "fired"  # never notified (e.g. dropped): this change notifies it
+                # else a suspected alert became confirmed: its receivers hear it again
             if len(self._queue) >= self.receiver.queue_size:
                 self.stats.drops["queue_full"] += 1
                 self.stats.alerts_dropped += 1

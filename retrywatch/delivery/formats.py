@@ -83,8 +83,9 @@ def _rfc3339(when: datetime) -> str:
 
 
 def _severity(alert: dict[str, Any]) -> str:
-    diagnosis = alert.get("diagnosis") or {}
-    return "critical" if diagnosis.get("code") == "synchronous_loop" else "warning"
+    """Only a confirmed loop pages; a suspected one (a busy connection to a dead upstream
+    looks the same in the log) is a warning."""
+    return "critical" if alert.get("confidence") == "confirmed" else "warning"
 
 
 def _upstreams(alert: dict[str, Any], limit: int = 3) -> str:
@@ -94,8 +95,11 @@ def _upstreams(alert: dict[str, Any], limit: int = 3) -> str:
 
 
 def summary(alert: dict[str, Any]) -> str:
+    if alert.get("confidence") == "confirmed":
+        return (f"nginx connection *{alert['cid']} (pid {alert['pid']}) on {alert['source']} "
+                f"is in a connect() retry loop")
     return (f"nginx connection *{alert['cid']} (pid {alert['pid']}) on {alert['source']} "
-            f"is in a connect() retry loop")
+            f"keeps failing upstream connects (suspected retry loop)")
 
 
 def description(alert: dict[str, Any]) -> str:
@@ -105,6 +109,8 @@ def description(alert: dict[str, Any]) -> str:
             f"upstreams: {_upstreams(alert)}\n"
             f"failures: {alert.get('failures', 0):,}, peak {alert.get('peak_per_second', 0):,}/s, "
             f"since {alert.get('first_seen')}\n"
+            f"confidence: {alert.get('confidence', '?')}: "
+            f"{'; '.join(alert.get('evidence') or [])}\n"
             f"diagnosis: {diagnosis.get('code', '?')}: {diagnosis.get('cause', '')}\n"
             f"fix: {diagnosis.get('fix', '')}")
 
@@ -123,6 +129,7 @@ def alertmanager_alert(alert: dict[str, Any], receiver: Receiver, instance: str,
             "instance": instance,
             "source": str(alert["source"]),
             "subsystem": str(alert.get("subsystem") or "unknown"),
+            "confidence": str(alert.get("confidence") or "suspected"),
             "alert_id": str(alert["id"]),
         },
         "annotations": {
@@ -145,9 +152,12 @@ def alertmanager_alert(alert: dict[str, Any], receiver: Receiver, instance: str,
 def _slack_line(entry: Entry) -> str:
     a = entry.alert
     diagnosis = a.get("diagnosis") or {}
-    icon = ":white_check_mark:" if a.get("state") == "resolved" else ":rotating_light:"
+    if a.get("state") == "resolved":
+        icon = ":white_check_mark:"
+    else:
+        icon = ":rotating_light:" if a.get("confidence") == "confirmed" else ":warning:"
     head = (f"{icon} *cid {a['cid']}* (pid {a['pid']}) on `{a['source']}` "
-            f"{a.get('subsystem') or ''}")
+            f"{a.get('subsystem') or ''} ({a.get('confidence') or 'suspected'})")
     rate = (f"{a.get('failures', 0):,} failures, peak {a.get('peak_per_second', 0):,}/s, "
             f"since {a.get('first_seen', '?')}")
     if a.get("state") == "resolved":
@@ -180,8 +190,16 @@ def build(receiver: Receiver, entries: Sequence[Entry], instance: str,
     headers = {"Content-Type": "application/json", "User-Agent": "retrywatch"}
     if receiver.format == "alertmanager":
         url = receiver.url.rstrip("/") + "/api/v2/alerts"
-        body = json.dumps([alertmanager_alert(e.alert, receiver, instance, now)
-                           for e in entries]).encode()
+        alerts = []
+        for e in entries:
+            alerts.append(alertmanager_alert(e.alert, receiver, instance, now))
+            if e.kind == "confirmed":  # the labels changed: end the suspected one
+                ended = alertmanager_alert({**e.alert, "confidence": "suspected",
+                                            "state": "resolved",
+                                            "resolved_at": now.isoformat()},
+                                           receiver, instance, now)
+                alerts.append(ended)
+        body = json.dumps(alerts).encode()
     elif receiver.format == "slack":
         url, body = receiver.url, json.dumps(slack_message(entries, receiver)).encode()
     else:

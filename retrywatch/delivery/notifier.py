@@ -100,5 +100,7 @@ def sample_alert() -> dict[str, object]:
         "sample": "(test alert from retrywatch notify-test)", "failures_in_window": 8000,
         "fired_at": now, "resolved_at": None, "resolved_reason": None,
         "diagnosis": {"code": "synchronous_loop", "cause": "A test alert.",
-                      "fix": "Nothing to fix: this is retrywatch notify-test."},
+                      "fix": "Nothing to fix: this is retrywatch notify-test.",
+                      "docs": "docs/lint/synchronous_loop.md"},
+        "confidence": "confirmed", "evidence": ["a test alert"], "configuration": None,
     }

@@ -9,10 +9,12 @@ from typing import Any, Literal
 
 from retrywatch.detect.core import Conn
 from retrywatch.detect.diagnosis import Diagnosis, diagnose
+from retrywatch.detect.judge import Judgement, judge
 
 __all__ = ["Alert", "AlertChange", "ChangeKind", "alert_id"]
 
-ChangeKind = Literal["fired", "updated", "resolved"]
+#: ``confirmed``: a suspected alert's evidence became strong (it pages from now on)
+ChangeKind = Literal["fired", "updated", "confirmed", "resolved"]
 
 
 def alert_id(source: str, pid: int, cid: int, first: int) -> str:
@@ -34,18 +36,30 @@ class Alert:
     failures_in_window: int = 0
     diagnosis: Diagnosis | None = None
     snapshot: dict[str, Any] = field(default_factory=dict)
+    #: "confirmed" or "suspected" (judge.py); a confirmed alert stays confirmed
+    confidence: str = "suspected"
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def fire(cls, st: Conn, now: datetime) -> Alert:
+    def fire(cls, st: Conn, now: datetime, judgement: Judgement | None = None) -> Alert:
         source, pid, cid = st.key
         alert = cls(alert_id(source, pid, cid, st.first), source, pid, cid, now)
-        alert.refresh(st)
+        alert.refresh(st, judgement)
         return alert
 
-    def refresh(self, st: Conn) -> None:
-        """Take the connection's current figures."""
+    @property
+    def confirmed(self) -> bool:
+        return self.confidence == "confirmed"
+
+    def refresh(self, st: Conn, judgement: Judgement | None = None) -> bool:
+        """Take the connection's current figures; True when it became confirmed now."""
+        judgement = judgement or judge(st)
+        became = judgement.confidence == "confirmed" and not self.confirmed
+        if judgement.confidence == "confirmed" or not self.confirmed:
+            self.confidence = "confirmed" if judgement.confidence == "confirmed" else "suspected"
+            self.evidence = judgement.to_dict()
         self.failures_in_window = st.failures_in_window
-        self.diagnosis = diagnose(st)
+        self.diagnosis = diagnose(st, judgement)
         duration = st.last - st.first + 1
         self.snapshot = {
             "subsystem": st.subsystem,
@@ -65,6 +79,7 @@ class Alert:
             "distinct_requests": st.distinct_requests,
             "sample": st.sample,
         }
+        return became
 
     def resolve(self, when: datetime, reason: str) -> None:
         self.state = "resolved"
@@ -81,6 +96,8 @@ class Alert:
             "failures_in_window": self.failures_in_window,
             "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
             "snapshot": self.snapshot,
+            "confidence": self.confidence,
+            "evidence": self.evidence,
         }
 
     @classmethod
@@ -96,6 +113,9 @@ class Alert:
             diagnosis=Diagnosis(str(diagnosis["code"]), str(diagnosis["cause"]),
                                 str(diagnosis["fix"])) if diagnosis else None,
             snapshot=dict(d.get("snapshot") or {}),
+            # an alert saved before confidence existed fired on the count alone
+            confidence="confirmed" if d.get("confidence") == "confirmed" else "suspected",
+            evidence=dict(d.get("evidence") or {}),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +132,9 @@ class Alert:
         out["resolved_at"] = self.resolved_at.isoformat() if self.resolved_at else None
         out["resolved_reason"] = self.resolved_reason
         out["diagnosis"] = self.diagnosis.to_dict() if self.diagnosis else None
+        out["confidence"] = self.confidence
+        out["evidence"] = self.evidence.get("evidence", [])
+        out["configuration"] = self.evidence.get("configuration")
         return out
 
 

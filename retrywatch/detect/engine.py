@@ -25,9 +25,11 @@ import orjson
 
 from retrywatch.detect.alerts import Alert, AlertChange
 from retrywatch.detect.core import Conn, Core, DetectorConfig, localize, new_core, restore_core
+from retrywatch.detect.judge import judge
+from retrywatch.detect.knowledge import Knowledge, Verdict
 from retrywatch.detect.stats import SourceStats
 
-__all__ = ["DetectorStats", "Engine", "SourceInfo", "apply_changes"]
+__all__ = ["DetectorStats", "Engine", "RuledOut", "SourceInfo", "apply_changes"]
 
 Subscriber = Callable[[AlertChange], None]
 Clock = Callable[[], float]
@@ -60,28 +62,64 @@ class DetectorStats:
         return cls(by_source_kind=by, **d)
 
 
+@dataclass(slots=True)
+class RuledOut:
+    """Connections past the threshold whose route the configuration bounds: no alert."""
+
+    now: set[tuple[str, int, int]] = field(default_factory=set)  # while tracked
+    total: int = 0  # connections ruled out since the start (not counting any alerted later)
+
+    def add(self, key: tuple[str, int, int]) -> None:
+        if key not in self.now:
+            self.now.add(key)
+            self.total += 1
+
+    def alerted(self, key: tuple[str, int, int]) -> None:
+        """The log now contradicts the configuration: the key has an alert after all."""
+        if key in self.now:
+            self.now.discard(key)
+            self.total -= 1
+
+
 def apply_changes(raw: Iterable[RawChange], by_key: dict[tuple[str, int, int], Alert],
-                  tz: tzinfo) -> list[AlertChange]:
-    """The alert lifecycle: the core's changes applied to the alerts of firing keys."""
+                  tz: tzinfo, knowledge: Knowledge | None = None,
+                  ruled_out: RuledOut | None = None) -> list[AlertChange]:
+    """The alert lifecycle: the core's changes applied to the alerts of firing keys.
+
+    Each change is judged (judge.py): a connection whose route the configuration bounds
+    gets no alert (it is counted in ``ruled_out``); a suspected alert whose evidence becomes
+    strong is ``confirmed``; one alert per connection, fired once.
+    """
+    ruled_out = ruled_out if ruled_out is not None else RuledOut()
     out: list[AlertChange] = []
     for kind, at, reason, figures in raw:
         conn = Conn.of(figures, tz)
-        if kind == "fired":
-            alert = Alert.fire(conn, localize(at, tz))
+        alert = by_key.get(conn.key)
+        if kind == "resolved":
+            ruled_out.now.discard(conn.key)
+            if alert is not None:
+                alert.refresh(conn, judge(conn, _verdict(knowledge, conn)))
+                del by_key[conn.key]
+                alert.resolve(localize(at, tz), reason or "quiet")
+                out.append(AlertChange("resolved", alert))
+            continue
+        judgement = judge(conn, _verdict(knowledge, conn))
+        if alert is None:
+            if judgement.confidence == "ruled_out":
+                ruled_out.add(conn.key)
+                continue
+            ruled_out.alerted(conn.key)
+            alert = Alert.fire(conn, localize(at, tz), judgement)
             by_key[conn.key] = alert
             out.append(AlertChange("fired", alert))
             continue
-        alert_or_none = by_key.get(conn.key)
-        if alert_or_none is None:  # cannot happen: the core fires before it updates
-            continue
-        alert_or_none.refresh(conn)
-        if kind == "resolved":
-            del by_key[conn.key]
-            alert_or_none.resolve(localize(at, tz), reason or "quiet")
-            out.append(AlertChange("resolved", alert_or_none))
-        else:
-            out.append(AlertChange("updated", alert_or_none))
+        became = alert.refresh(conn, judgement)
+        out.append(AlertChange("confirmed" if became else "updated", alert))
     return out
+
+
+def _verdict(knowledge: Knowledge | None, conn: Conn) -> Verdict | None:
+    return knowledge.verdict(conn) if knowledge is not None else None
 
 
 @dataclass(slots=True)
@@ -102,9 +140,13 @@ class SourceInfo:
 
 class Engine:
     def __init__(self, config: DetectorConfig, tz: tzinfo, *, idle_flush: float = 1.0,
-                 clock: Clock = time.monotonic, core: Core | None = None) -> None:
+                 clock: Clock = time.monotonic, core: Core | None = None,
+                 knowledge: Knowledge | None = None) -> None:
         self.config = config
         self.tz = tz
+        self.knowledge = knowledge  # the nginx configuration given (--nginx-config)
+        #: connections past the threshold whose route the configuration bounds (no alert)
+        self.ruled_out = RuledOut()
         self.core = core if core is not None else new_core(config, tz)
         self.idle_flush = idle_flush
         self._clock = clock
@@ -117,6 +159,8 @@ class Engine:
         self.resolved: OrderedDict[str, Alert] = OrderedDict()
         self.subscribers: list[Subscriber] = []
         self.changes_total = 0
+        #: alert changes published, by kind (fired, confirmed, resolved, updated)
+        self.published: dict[str, int] = {}
         self._last_ts: int | None = None  # newest event second seen
         self._last_ts_at: float | None = None  # wall clock when it was seen
         self.started_at = clock()
@@ -161,7 +205,8 @@ class Engine:
                 idle = int(now - self._last_ts_at)
                 if idle >= 1:
                     changes += self._publish(apply_changes(
-                        self.core.advance(self._last_ts + idle), self._by_key, self.tz))
+                        self.core.advance(self._last_ts + idle), self._by_key, self.tz,
+                        self.knowledge, self.ruled_out))
             return changes
 
     def _apply(self, raw: list[RawChange]) -> list[AlertChange]:
@@ -171,7 +216,8 @@ class Engine:
             self._last_ts_at = self._clock()
         if not raw:
             return []
-        return self._publish(apply_changes(raw, self._by_key, self.tz))
+        return self._publish(apply_changes(raw, self._by_key, self.tz, self.knowledge,
+                                           self.ruled_out))
 
     def _publish(self, changes: list[AlertChange]) -> list[AlertChange]:
         for change in changes:
@@ -185,6 +231,7 @@ class Engine:
             else:
                 self.firing[alert.id] = alert
             self.changes_total += 1
+            self.published[change.kind] = self.published.get(change.kind, 0) + 1
             for subscriber in list(self.subscribers):
                 subscriber(change)
         return changes
@@ -221,6 +268,7 @@ class Engine:
                 "by_key": [[*key, alert.id] for key, alert in self._by_key.items()],
                 "info": [asdict(info) for info in self.info.values()],
                 "changes_total": self.changes_total,
+                "published": self.published,
                 "last_ts": self._last_ts,
             }
             return self.core.snapshot(), orjson.dumps(extra)
@@ -228,7 +276,7 @@ class Engine:
     @classmethod
     def restore(cls, core_state: bytes, extra_state: bytes, config: DetectorConfig,
                 tz: tzinfo, *, clock: Clock = time.monotonic,
-                idle_flush: float = 1.0) -> Engine:
+                idle_flush: float = 1.0, knowledge: Knowledge | None = None) -> Engine:
         """An engine from :meth:`snapshot`, with today's settings (ValueError when the
         state cannot be read)."""
         try:
@@ -236,7 +284,7 @@ class Engine:
             if not isinstance(extra, dict) or extra.get("version") != STATE_VERSION:
                 raise ValueError("unknown engine state version")
             engine = cls(config, tz, clock=clock, idle_flush=idle_flush,
-                         core=restore_core(core_state, config, tz))
+                         core=restore_core(core_state, config, tz), knowledge=knowledge)
             for d in extra["firing"]:
                 alert = Alert.from_state(d)
                 engine.firing[alert.id] = alert
@@ -251,6 +299,8 @@ class Engine:
                 info.open = info.kind == "file"
                 engine.info[info.name] = info
             engine.changes_total = int(extra["changes_total"])
+            engine.published = {str(k): int(v) for k, v in
+                                dict(extra.get("published") or {}).items()}
             last_ts = extra.get("last_ts")
             if last_ts is not None:
                 engine._last_ts = int(last_ts)

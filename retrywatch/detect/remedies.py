@@ -79,6 +79,10 @@ def fix(code: str, module: str = "proxy", *, ingress: bool | None = None) -> str
     if code == "no_live_retry_loop":
         return (f"Keep {tries} small (3) wherever no_live is in {module}_next_upstream, "
                 f"and set {timeout}: with no live peer every retry fails at once.")
+    if code == "multiplexed_failing_requests":
+        return ("Restore the upstream (check its pods or processes and its port), and make "
+                f"sure each request is bounded: {tries} 3; and {timeout} (with a Lua balancer, "
+                "set_more_tries() only while a budget remains).")
     if code == "keepalive_failing_requests":
         return ("Restore the upstream (check its pods or processes and its port); make nginx "
                 "stop sending to dead peers sooner (max_fails/fail_timeout, readiness probes).")

@@ -18,6 +18,7 @@ import pandas as pd
 
 from retrywatch.detect.alerts import Alert
 from retrywatch.detect.core import Core, DetectorConfig, new_core
+from retrywatch.detect.knowledge import Knowledge
 from retrywatch.forensics.discover import LogFile
 from retrywatch.forensics.replay import replay
 
@@ -142,6 +143,7 @@ def analyze(
     on_raw: Callable[[int], None] | None = None,
     sink: EventSink | None = None,
     threads: int | None = None,
+    knowledge: Knowledge | None = None,
 ) -> Analysis:
     """Replay ``files`` (already discovered and ordered) and aggregate their failures."""
     config = config or DetectorConfig()
@@ -149,7 +151,7 @@ def analyze(
     export = _Export(tz, sink) if sink is not None else None
     result = replay([f.path for f in files], tz=tz, config=config, on_chunk=export,
                     on_raw=on_raw, names=[f.source for f in files], core=core,
-                    threads=threads)
+                    threads=threads, knowledge=knowledge)
     agg = core.aggregates()
     kinds = pd.DataFrame(agg["by_kind"], columns=["time", "kind", "count"])
     kinds["time"] = pd.to_datetime(kinds["time"], unit="s", utc=True).dt.tz_convert(tz)

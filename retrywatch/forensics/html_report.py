@@ -622,6 +622,9 @@ tr.detail td { padding-top: 0; padding-bottom: 10px; }
 .badge.resolved { background: #d5dbe3; color: #333; }
 .diag { font-family: "DejaVu Sans Mono", "Liberation Mono", monospace; font-size: 12px;
         white-space: nowrap; }
+.confidence { font-size: 11px; font-weight: 600; }
+.confidence.confirmed { color: var(--bad); }
+.confidence.suspected { color: var(--muted); }
 .grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 18px; }
 @media (max-width: 900px) { .grid2 { grid-template-columns: 1fr; } }
 dl.kv { display: grid; grid-template-columns: max-content 1fr; gap: 3px 14px; margin: 0; }
@@ -691,10 +694,13 @@ footer { color: var(--muted); font-size: 12px; margin-top: 18px; }
       <td><code class="nw">{{ c.client | dash }}</code></td>
       <td class="wrap"><code>{{ c.server | dash }}</code>{% if c.request %}<br>
           <code>{{ c.request }}</code>{% endif %}</td>
-      <td><span class="diag">{{ c.diagnosis_code }}</span></td>
+      <td><span class="diag">{{ c.diagnosis_code }}</span><br>
+          <span class="confidence {{ c.confidence }}">{{ c.confidence }}</span></td>
     </tr>
     <tr class="detail"><td></td><td colspan="10">
       <div class="fix"><b>Fix:</b> {{ c.fix | dash }}</div>
+      {% if c.evidence %}<p class="evidence"><b>{{ c.confidence | capitalize }}:</b>
+        {{ c.evidence | join("; ") }}.</p>{% endif %}
       {% if c.cause %}<p class="cause">{{ c.cause }}</p>{% endif %}
       <details><summary>log <code>{{ c.source }}</code>: a sample line</summary>
         <pre>{{ c.sample | dash }}</pre></details>

@@ -27,7 +27,8 @@ from retrywatch.detect.core import (
     new_core,
     zone_arguments,
 )
-from retrywatch.detect.engine import DetectorStats, apply_changes
+from retrywatch.detect.engine import DetectorStats, RuledOut, apply_changes
+from retrywatch.detect.knowledge import Knowledge
 from retrywatch.detect.stats import SourceStats
 from retrywatch.sources.files import CHUNK_SIZE, iter_chunks, source_name
 
@@ -42,6 +43,7 @@ class ReplayResult:
     tracked_at_end: int = 0
     changes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    ruled_out: int = 0  # connections past the threshold that the configuration bounds
 
     def stats(self) -> dict[str, Any]:
         """Totals over all sources, then each source."""
@@ -60,8 +62,12 @@ class ReplayResult:
             "events": sum(s.events for s in self.sources),
             "connect_failures": d.connect_failures,
             "connect_failures_by_kind": _by_kind(d),
-            "alerts_fired": d.fired,
-            "alerts_resolved": d.resolved,
+            "alerts_fired": len(self.alerts),
+            "alerts_resolved": sum(a.state == "resolved" for a in self.alerts),
+            "threshold_crossings": d.fired,
+            "alerts_confirmed": sum(a.confidence == "confirmed" for a in self.alerts),
+            "alerts_suspected": sum(a.confidence == "suspected" for a in self.alerts),
+            "ruled_out_by_configuration": self.ruled_out,
             "evictions": d.evictions,
             "untracked_failures": d.untracked,
             "tracked_at_end": self.tracked_at_end,
@@ -147,6 +153,7 @@ def replay(
     names: list[str] | None = None,
     core: Core | None = None,
     threads: int | None = None,
+    knowledge: Knowledge | None = None,
 ) -> ReplayResult:
     """Run every file through the core; return all alerts (firing or resolved).
 
@@ -160,7 +167,8 @@ def replay(
 
     ``on_chunk`` is called with the core after each chunk (analysis takes its export rows
     there); ``on_raw`` is told the file bytes consumed (progress); ``names`` overrides
-    each file's source name.
+    each file's source name; ``knowledge``: the nginx configuration (``--nginx-config``),
+    which rules out or confirms loops route by route.
     """
     config = config or DetectorConfig()
     core = core if core is not None else new_core(config, tz)
@@ -175,6 +183,7 @@ def replay(
         core.add_source(name)
     alerts: dict[str, Alert] = {}
     by_key: dict[tuple[str, int, int], Alert] = {}
+    ruled_out = RuledOut()
     n_changes = 0
     try:
         heads: list[tuple[int, int, ParsedChunk]] = []
@@ -184,7 +193,7 @@ def replay(
                 heapq.heappush(heads, (head.first_ts or 0, i, head))
         while heads:
             _, i, chunk = heapq.heappop(heads)
-            for change in apply_changes(core.detect(chunk), by_key, tz):
+            for change in apply_changes(core.detect(chunk), by_key, tz, knowledge, ruled_out):
                 n_changes += 1
                 alerts[change.alert.id] = change.alert
                 if on_change is not None:
@@ -200,4 +209,5 @@ def replay(
     sources = [SourceStats.of(name, stream.reader.stats())
                for name, stream in zip(names, streams, strict=True)]
     return ReplayResult(ordered, sources, DetectorStats.of(core),
-                        tracked_at_end=core.tracked_keys, changes=n_changes)
+                        tracked_at_end=core.tracked_keys, changes=n_changes,
+                        ruled_out=ruled_out.total)

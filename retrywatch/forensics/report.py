@@ -63,7 +63,8 @@ def render_table(alerts: list[Alert], stats: dict[str, Any], out: TextIO) -> Non
                 f"{d['peak_per_second']:,}",
                 f"{d['first_seen'][:10]}\n{_clock(d['first_seen'])} -> "
                 f"{_clock(d['last_seen'])}\n({d['duration_seconds']:,} s)",
-                (d["diagnosis"] or {}).get("code", ""),
+                f"{(d['diagnosis'] or {}).get('code', '')}\n"
+                + ("[red]confirmed[/red]" if d["confidence"] == "confirmed" else "suspected"),
             )
         console.print(table)
         for alert in alerts:
@@ -71,6 +72,8 @@ def render_table(alerts: list[Alert], stats: dict[str, Any], out: TextIO) -> Non
             diag = d["diagnosis"] or {}
             console.print(f"\n[b]*{d['cid']}[/b] (pid {d['pid']}, {d['source']}): "
                           f"{diag.get('cause', '')}")
+            console.print(f"  [b]{d['confidence'].capitalize()}:[/b] "
+                          + "; ".join(d["evidence"]))
             console.print(f"  [b]Fix:[/b] {diag.get('fix', '')}")
             if diag.get("code"):
                 console.print(f"  [b]More:[/b] retrywatch lint --explain {diag['code']} "
@@ -78,6 +81,9 @@ def render_table(alerts: list[Alert], stats: dict[str, Any], out: TextIO) -> Non
     else:
         console.print("No runaway connections.")
     by_kind = ", ".join(f"{k} {v:,}" for k, v in stats.get("connect_failures_by_kind", {}).items())
+    if stats.get("ruled_out_by_configuration"):
+        console.print(f"\n{stats['ruled_out_by_configuration']:,} connection(s) past the "
+                      "threshold on routes the nginx configuration bounds: no alert.")
     console.print(
         f"\nlines {stats['lines_read']:,} (parsed {stats['lines_parsed']:,}, unparsed "
         f"{stats['lines_unparsed']:,}); connect failures {stats['connect_failures']:,}"

@@ -75,6 +75,7 @@ class Inputs:
 
     configmaps: list[tuple[Location, dict[str, Setting]]] = field(default_factory=list)
     ingresses: list[tuple[Location, str, dict[str, Setting]]] = field(default_factory=list)
+    hosts: dict[str, list[str]] = field(default_factory=dict)  # Ingress name → its rules' hosts
     versions: list[tuple[tuple[int, ...], Location]] = field(default_factory=list)
     stream_services: list[Location] = field(default_factory=list)
     documents: int = 0
@@ -176,6 +177,9 @@ def _read_object(path: str, doc: yaml.Node, into: Inputs) -> None:
     elif kind == "Ingress":
         annotations = _settings(_path(doc, "metadata", "annotations"), path)
         into.ingresses.append((where, name, annotations))
+        rules = _path(doc, "spec", "rules")
+        if isinstance(rules, yaml.SequenceNode):
+            into.hosts[name] = [h for r in rules.value if (h := _scalar(_get(r, "host")))]
     elif kind in ("Deployment", "DaemonSet", "StatefulSet", "Pod"):
         spec = _path(doc, "spec", "template", "spec") if kind != "Pod" else _get(doc, "spec")
         containers = _get(spec, "containers")

@@ -24,7 +24,7 @@ from retrywatch.lint.balancer import Balancer, read_balancer
 from retrywatch.lint.model import Finding, Location, Severity
 from retrywatch.lint.nginx_conf import Config, Node
 
-__all__ = ["DEFAULT_MAX_TRIES", "Route", "check", "routes"]
+__all__ = ["DEFAULT_MAX_TRIES", "Route", "RouteJudge", "Verdict", "check", "routes"]
 
 #: Tries per request from which a bounded retry still counts as a storm: retrywatch's
 #: default alert threshold (failures of one connection within its window).
@@ -172,6 +172,17 @@ def _setting(node: Node | None, directive: str) -> str:
     return f"{directive} {' '.join(node.args)} at {node.where}"
 
 
+@dataclass(slots=True, frozen=True)
+class Verdict:
+    """What the configuration allows one route to do when its upstream is down."""
+
+    loop: bool  # one request (session) can retry without end
+    bound: int | None  # when it cannot: the most tries of one request (None: not known)
+    why: str  # one sentence, with the directives and their places
+    certain: bool = True  # False: the loop depends on code that could not be read or a condition
+    requests: int = 1000  # requests one client connection may carry (keepalive_requests)
+
+
 class _Checker:
     def __init__(self, config: Config, prefixes: list[str], max_tries: int) -> None:
         self.config = config
@@ -187,6 +198,50 @@ class _Checker:
                     self._balancers[id(directive)] = read_balancer(directive, self.prefixes)
                 return self._balancers[id(directive)]
         return None
+
+    def verdict(self, route: Route) -> Verdict:
+        """Can one request of this route retry without end? (With the requests one client
+        connection may carry there: keepalive_requests, nginx's default 1000.)"""
+        found = self._route_verdict(route)
+        if route.subsystem != "http":
+            return Verdict(found.loop, found.bound, found.why, found.certain, 1)
+        keepalive = route.block.effective("keepalive_requests")
+        requests = _int(keepalive) if keepalive is not None else 1000
+        return Verdict(found.loop, found.bound, found.why, found.certain, max(requests, 1))
+
+    def _route_verdict(self, route: Route) -> Verdict:
+        nu = route.effective("next_upstream")
+        conditions = nu.args if nu is not None else ["error", "timeout"]
+        where = f"{route.scope()} ({route.pass_node.where})"
+        if "off" in conditions:
+            return Verdict(False, 1, f"{where}: {route.module}_next_upstream off: no retries")
+        tries_node = route.effective("next_upstream_tries")
+        tries = _int(tries_node)
+        tries_name = f"{route.module}_next_upstream_tries"
+        setting = _setting(tries_node, tries_name)
+        if "no_live" in conditions and tries == 0:
+            return Verdict(True, None, f"{where} retries on no_live and {setting}")
+        balancer = self.balancer(route.upstream) if route.upstream is not None else None
+        if balancer is not None:
+            if tries:
+                return Verdict(False, tries, f"{where}: {setting}")
+            if balancer.adds_tries or balancer.adds_tries_sometimes or balancer.unseen:
+                calls = balancer.adds_tries or balancer.adds_tries_sometimes
+                how = (balancer.known or f"calls {calls[0].what} at {calls[0].file}:"
+                       f"{calls[0].line}" if calls else "has code that could not be read")
+                certain = bool(balancer.adds_tries)
+                return Verdict(True, None, f"{where} passes to upstream {route.target}, whose "
+                               f"Lua balancer {how}, and {setting}", certain)
+            peers = len(route.upstream.all("server")) if route.upstream is not None else 1
+            return Verdict(False, peers, f"{where}: its Lua balancer adds no tries; {setting}")
+        if route.upstream is None:
+            return Verdict(False, tries or None, f"{where} passes to {route.target} (no "
+                           f"upstream group: the addresses of the name); {setting}")
+        peers, exact = _peers(route.upstream)
+        bound = min(peers, tries) if tries else peers
+        return Verdict(False, bound if exact or tries else None,
+                       f"{where} passes to upstream {route.target} with {peers} servers and "
+                       f"no Lua balancer; {setting}")
 
     def check(self, route: Route) -> Iterator[Finding]:
         nu = route.effective("next_upstream")
@@ -338,3 +393,14 @@ def check(config: Config, *, prefixes: list[str], max_tries: int = DEFAULT_MAX_T
                            first.why, first.fix, first.related,
                            {**first.facts, "places": len(where)}))
     return out
+
+
+class RouteJudge:
+    """The verdicts of one configuration's routes, for the detector (``--nginx-config``)."""
+
+    def __init__(self, config: Config, *, prefixes: list[str]) -> None:
+        self.config = config
+        self._checker = _Checker(config, prefixes, DEFAULT_MAX_TRIES)
+
+    def verdict(self, route: Route) -> Verdict:
+        return self._checker.verdict(route)

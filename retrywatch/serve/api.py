@@ -38,6 +38,14 @@ class Diagnosis(BaseModel):
                       "project's root (`retrywatch lint --explain CODE` prints it).")
 
 
+class Configuration(BaseModel):
+    """What the nginx configuration given (--nginx-config) allows the alert's route."""
+
+    loop: bool
+    bound: int | None
+    why: str
+
+
 class AlertOut(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -67,6 +75,12 @@ class AlertOut(BaseModel):
     resolved_at: str | None
     resolved_reason: str | None
     diagnosis: Diagnosis | None
+    confidence: Literal["confirmed", "suspected"] = Field(
+        description="confirmed: the log (or the configuration given) shows one request or "
+                    "session retrying without end; suspected: the count crossed the threshold "
+                    "but many bounded requests would look the same. Only confirmed alerts page.")
+    evidence: list[str] = Field(description="What the confidence rests on, plainly.")
+    configuration: Configuration | None = None
 
 
 class AlertList(BaseModel):
@@ -158,11 +172,14 @@ def create_app(engine: Engine, notifier: Notifier | None = None) -> FastAPI:
                         "(ISO 8601 date and time; without an offset, the alerts' zone)")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
+        confidence: Literal["confirmed", "suspected", "all"] = "all",
     ) -> dict[str, Any]:
         """Alerts, newest first (firing and resolved)."""
         items = engine.alerts()
         if state != "all":
             items = [a for a in items if a["state"] == state]
+        if confidence != "all":
+            items = [a for a in items if a["confidence"] == confidence]
         if since is not None:
             when = datetime.fromisoformat(since)
             items = [a for a in items if _after(a["last_seen"], when)]
@@ -172,7 +189,8 @@ def create_app(engine: Engine, notifier: Notifier | None = None) -> FastAPI:
     @app.get("/api/v1/alerts/stream", response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}}}})
     async def stream() -> StreamingResponse:
-        """Server-Sent Events: ``fired``, ``updated`` and ``resolved`` with the alert."""
+        """Server-Sent Events: ``fired``, ``updated``, ``confirmed`` (a suspected alert's
+        evidence became strong) and ``resolved``, with the alert."""
         return StreamingResponse(_events(engine), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 

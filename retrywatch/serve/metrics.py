@@ -37,6 +37,8 @@ METRIC_NAMES = (
     "retrywatch_evictions_total",
     "retrywatch_upstream_connect_failures_total",
     "retrywatch_runaway_connections",
+    "retrywatch_suspected_runaway_connections",
+    "retrywatch_ruled_out_connections",
     "retrywatch_alerts_fired_total",
     "retrywatch_alerts_resolved_total",
     "retrywatch_runaway_connection_failures",
@@ -110,23 +112,34 @@ class EngineCollector(Collector):
             for (source, kind, subsystem), n in sorted(d.by_source_kind.items()):
                 failures.add_metric([source, kind, subsystem], n)
             yield failures
-            yield GaugeMetricFamily("retrywatch_runaway_connections",
-                                    "Connections in a retry loop now (alerts firing).",
-                                    value=len(engine.firing))
+            confirmed = sum(a.confirmed for a in engine.firing.values())
+            yield GaugeMetricFamily(
+                "retrywatch_runaway_connections",
+                "Connections in a confirmed retry loop now (confirmed alerts firing).",
+                value=confirmed)
+            yield GaugeMetricFamily(
+                "retrywatch_suspected_runaway_connections",
+                "Connections past the threshold that may be one looping request or many "
+                "bounded ones (suspected alerts firing).",
+                value=len(engine.firing) - confirmed)
+            yield GaugeMetricFamily(
+                "retrywatch_ruled_out_connections",
+                "Connections past the threshold whose route the nginx configuration given "
+                "bounds (no alert).", value=len(engine.ruled_out.now))
             yield CounterMetricFamily("retrywatch_alerts_fired", "Alerts fired.",
-                                      value=d.fired)
+                                      value=engine.published.get("fired", 0))
             yield CounterMetricFamily("retrywatch_alerts_resolved", "Alerts resolved.",
-                                      value=d.resolved)
+                                      value=engine.published.get("resolved", 0))
             per_alert = GaugeMetricFamily(
                 "retrywatch_runaway_connection_failures",
                 "Failures of each connection in a retry loop, while its alert fires.",
-                labels=["source", "pid", "cid", "upstream", "diagnosis"])
+                labels=["source", "pid", "cid", "upstream", "diagnosis", "confidence"])
             for alert in engine.firing.values():
                 snap = alert.snapshot
                 upstream = next(iter(snap.get("upstreams") or {"?": 0}))
                 per_alert.add_metric(
                     [alert.source, str(alert.pid), str(alert.cid), upstream,
-                     alert.diagnosis.code if alert.diagnosis else ""],
+                     alert.diagnosis.code if alert.diagnosis else "", alert.confidence],
                     snap.get("failures", 0))
             yield per_alert
 

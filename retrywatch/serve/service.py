@@ -20,6 +20,7 @@ import uvicorn
 
 from retrywatch.delivery import DeliveryState, Notifier
 from retrywatch.detect.engine import Engine
+from retrywatch.detect.knowledge import Knowledge
 from retrywatch.serve.settings import Settings
 from retrywatch.sources.checkpoint import CheckpointStore, Position
 from retrywatch.sources.files import source_name
@@ -50,8 +51,10 @@ class Service:
         self.clock = clock
         self.tz = resolve_zone(settings.timezone)
         self.store = CheckpointStore(settings.state_dir) if settings.state_dir else None
+        self.knowledge = (Knowledge.load(list(settings.nginx_config))
+                          if settings.nginx_config else None)
         self.engine = self._restore() or Engine(settings.detector_config(), self.tz,
-                                                clock=clock)
+                                                clock=clock, knowledge=self.knowledge)
         self.notifier = Notifier(settings.receivers, state=self._restore_delivery(),
                                  transport=transport)
         self.engine.subscribe(self.notifier.offer)
@@ -195,7 +198,8 @@ class Service:
             return None
         try:
             engine = Engine.restore(zlib.decompress(row[0]), row[1],
-                                    self.settings.detector_config(), self.tz, clock=self.clock)
+                                    self.settings.detector_config(), self.tz, clock=self.clock,
+                                    knowledge=self.knowledge)
         except (ValueError, zlib.error) as exc:
             log.error("the saved engine state cannot be read (%s): starting afresh", exc)
             return None

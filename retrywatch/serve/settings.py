@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     start_from: Literal["beginning", "end"] = Field("end", alias="from", description=(
         "Where to start a file without a checkpoint."))
     timezone: str = Field("local", description="Zone of nginx's local timestamps.")
+    nginx_config: list[str] = Field(default_factory=list, description=(
+        "nginx configuration files (with their includes) or ingress-nginx YAML of the nginx "
+        "whose log is read: a route whose tries are bounded gets no loop alert, one that "
+        "can loop is confirmed at once."))
     window: int = Field(_DEFAULTS.window, ge=1)
     threshold: int = Field(_DEFAULTS.threshold, ge=1)
     min_repeat: int = Field(_DEFAULTS.min_repeat, ge=1)

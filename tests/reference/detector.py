@@ -122,8 +122,8 @@ class Detector:
                     stats.ended += 1
         for key, hit in touched.items():
             if firing.get(key) is hit:  # still the same firing alert (not resolved since)
-                hit[1].refresh(hit[0])
-                changes.append(AlertChange("updated", hit[1]))
+                became = hit[1].refresh(hit[0])  # the alert lifecycle is shared: judge.py
+                changes.append(AlertChange("confirmed" if became else "updated", hit[1]))
         return changes
 
     def advance(self, ts: int, when: datetime) -> list[AlertChange]:

@@ -29,8 +29,17 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["NGINX_MODULES", "Nginx", "closed_port", "free_port", "http_temp_paths", "nginx_binary",
-           "running_nginx"]
+__all__ = [
+    "NGINX_MODULES",
+    "Nginx",
+    "closed_port",
+    "free_port",
+    "full_backlog_port",
+    "http_temp_paths",
+    "nginx_binary",
+    "running_nginx",
+    "wait_quiet",
+]
 
 NGINX_MODULES = Path("/usr/lib/nginx/modules")
 _START_TIMEOUT = 10.0
@@ -184,3 +193,44 @@ def http_temp_paths(prefix: Path) -> str:
     """``*_temp_path`` lines for an http block, so nginx keeps off /var/lib/nginx."""
     return "".join(f"{kind}_temp_path {prefix}/{kind}_temp;\n"
                    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+
+
+@contextlib.contextmanager
+def full_backlog_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full, so the kernel drops further SYNs and a
+    connect() there times out (checked with a probe); skipped where the kernel refuses
+    instead. (The same as test_lint_real_nginx's, shared here.)"""
+    abort = Path("/proc/sys/net/ipv4/tcp_abort_on_overflow")
+    if abort.exists() and abort.read_text().strip() != "0":
+        pytest.skip("net.ipv4.tcp_abort_on_overflow is set: a full queue refuses, not drops")
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port: int = listener.getsockname()[1]
+        for _ in range(3):  # never accepted: the first fills the queue
+            filler = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.3)
+            try:
+                probe.connect(("127.0.0.1", port))
+            except TimeoutError:
+                pass
+            else:
+                pytest.skip("this kernel accepted a connection past a full backlog")
+        yield port
+
+
+def wait_quiet(path: Path, timeout: float = 15.0) -> int:
+    """The log's size once it stopped growing (every request over), bounded in time."""
+    deadline = time.monotonic() + timeout
+    size = -1
+    while time.monotonic() < deadline:
+        now = path.stat().st_size if path.exists() else 0
+        if now == size:
+            return size
+        size = now
+        time.sleep(0.15)
+    pytest.fail(f"{path} still grows {timeout} s after the client is done")

@@ -69,9 +69,11 @@ from nginx_harness import (
     NGINX_MODULES,
     closed_port,
     free_port,
+    full_backlog_port,
     http_temp_paths,
     nginx_binary,
     running_nginx,
+    wait_quiet,
 )
 
 from retrywatch.detect.core import DetectorConfig
@@ -291,17 +293,6 @@ def request(port: int, uris: list[str], timeout: float = CLIENT_TIMEOUT) -> byte
     return reply
 
 
-def wait_quiet(path: Path) -> int:
-    """The log's size once it stopped growing (the storm is over), bounded in time."""
-    deadline = time.monotonic() + QUIET_TIMEOUT
-    size = -1
-    while time.monotonic() < deadline:
-        now = path.stat().st_size if path.exists() else 0
-        if now == size:
-            return size
-        size = now
-        time.sleep(0.15)
-    pytest.fail(f"{path} still grows {QUIET_TIMEOUT} s after the client went away")
 
 
 @dataclass
@@ -339,7 +330,7 @@ def run_in_nginx(tmp_path: Path, conf: str, uris: list[str], *,
         text = f"error_log {{prefix}}/logs/run.error.log error;\n{text}"
         with running_nginx(prefix, text, ports=[listen], modules=["ndk_http", "http_lua"]):
             reply = request(listen, uris, timeout)
-            wait_quiet(log)
+            wait_quiet(log, QUIET_TIMEOUT)
     data = log.read_bytes()
     failures = Counter((int(p), int(c)) for p, c in FAILED.findall(data))
     result = replay([str(log)], tz=UTC, config=DetectorConfig(), threads=1)
@@ -563,31 +554,6 @@ def stale_unix_socket() -> Iterator[Path]:
         yield path
 
 
-@contextlib.contextmanager
-def full_backlog_port() -> Iterator[int]:
-    """A loopback port whose accept queue is full, so the kernel drops further SYNs and a
-    connect() there times out (checked with a probe)."""
-    abort = Path("/proc/sys/net/ipv4/tcp_abort_on_overflow")
-    if abort.exists() and abort.read_text().strip() != "0":
-        pytest.skip("net.ipv4.tcp_abort_on_overflow is set: a full queue refuses, not drops")
-    with contextlib.ExitStack() as stack:
-        listener = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port: int = listener.getsockname()[1]
-        for _ in range(3):  # never accepted: the first fills the queue
-            filler = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            filler.setblocking(False)
-            filler.connect_ex(("127.0.0.1", port))
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.settimeout(0.3)
-            try:
-                probe.connect(("127.0.0.1", port))
-            except TimeoutError:
-                pass
-            else:
-                pytest.skip("this kernel accepted a connection past a full backlog")
-        yield port
 
 
 @dataclass(frozen=True)
@@ -753,7 +719,7 @@ def test_rendered_ingress_nginx_conf(tries: int, tmp_path: Path) -> None:
                 + with_http_extras(conf, prefix))
         with running_nginx(prefix, text, ports=[listen], modules=["ndk_http", "http_lua"]):
             reply = request(listen, ["/"])
-            wait_quiet(log)
+            wait_quiet(log, QUIET_TIMEOUT)
     failures = Counter(FAILED.findall(log.read_bytes()))
     done = subprocess.run([*RETRYWATCH, "replay", "--timezone", "UTC", "--format", "json",
                            str(log)], capture_output=True, text=True, timeout=60, check=True)

@@ -9,6 +9,7 @@ serves the API and metrics. Alerts print as they fire and resolve.
 from __future__ import annotations
 
 import gzip
+import signal
 import tempfile
 import threading
 import time
@@ -21,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from retrywatch.detect.alerts import AlertChange
+from retrywatch.detect.engine import Engine
 from retrywatch.serve.api import create_app
 from retrywatch.serve.service import Service
 from retrywatch.serve.settings import Settings
@@ -69,18 +71,40 @@ def _write(path: Path, sample: Path, progress: Progress, task: TaskID,
 
 
 def _printer(console: Console) -> object:
+    """Print each alert as it fires, is confirmed, changes diagnosis, and resolves."""
+    said: dict[str, str] = {}  # alert id -> the diagnosis code last printed
+
     def show(change: AlertChange) -> None:
         d = change.alert.to_dict()
         code = (d["diagnosis"] or {}).get("code", "")
         ups = ", ".join(list(d["upstreams"])[:2])
+        head = f"*{d['cid']} pid {d['pid']}"
         if change.kind == "fired":
-            console.print(f"[red]FIRED[/red]    *{d['cid']} pid {d['pid']} -> {ups}: "
-                          f"{d['failures']:,} failures, {code}")
+            console.print(f"[red]FIRED[/red]     {head} -> {ups}: {d['failures']:,} failures "
+                          f"so far, {code} ({d['confidence']})")
+        elif change.kind == "confirmed":
+            console.print(f"[red]CONFIRMED[/red] {head}: {'; '.join(d['evidence'])}")
         elif change.kind == "resolved":
-            console.print(f"[green]RESOLVED[/green] *{d['cid']} pid {d['pid']}: "
-                          f"{d['failures']:,} failures in {d['duration_seconds']} s "
-                          f"(peak {d['peak_per_second']:,}/s), {d['resolved_reason']}")
+            console.print(f"[green]RESOLVED[/green]  {head}: {d['failures']:,} failures in "
+                          f"{d['duration_seconds']} s (peak {d['peak_per_second']:,}/s), "
+                          f"{code}, {d['resolved_reason']}")
+        elif said.get(d["id"], code) != code:
+            console.print(f"[yellow]CHANGED[/yellow]   {head}: {said[d['id']]} -> {code} at "
+                          f"{d['failures']:,} failures")
+        said[d["id"]] = code
     return show
+
+
+def _summary(console: Console, engine: Engine) -> None:
+    """Every alert's final state, one line each."""
+    for d in sorted(engine.alerts(), key=lambda a: a["fired_at"]):
+        code = (d["diagnosis"] or {}).get("code", "")
+        console.print(f"  *{d['cid']:<6} {d['state']:<8} {d['confidence']:<9} {code:<18} "
+                      f"{d['failures']:>7,} failures, peak {d['peak_per_second']:,}/s")
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise SystemExit(143)  # unwinds like Ctrl-C: the temporary folder is removed
 
 
 def run_demo(*, listen: str, keep_serving: bool, sample: Path = SAMPLE,
@@ -88,6 +112,8 @@ def run_demo(*, listen: str, keep_serving: bool, sample: Path = SAMPLE,
     """Run the demo; returns the number of alerts fired."""
     console = Console(file=out, highlight=False)
     total = sum(len(g) for g in _seconds(sample))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     with tempfile.TemporaryDirectory(prefix="retrywatch-demo-") as tmp:
         log = Path(tmp) / "error.log"
         log.touch()
@@ -107,6 +133,10 @@ def run_demo(*, listen: str, keep_serving: bool, sample: Path = SAMPLE,
         console.print(f"retrywatch is following {log}\nreplaying {total:,} lines of "
                       f"{sample.name} (a real nginx retry storm) at its own pace\n"
                       f"API: {base}/api/v1/alerts   metrics: {base}/metrics\n")
+        console.print(f"The pace: one log second per wall second, written in "
+                      f"{BATCHES_PER_SECOND} batches; a storm writes thousands of lines a "
+                      "second, so an alert fires with the failures of the batch that crossed "
+                      "the threshold (10), not at 10.\n")
         stop = threading.Event()
         try:
             with Progress(TextColumn("writing the log"), BarColumn(), MofNCompleteColumn(),
@@ -118,9 +148,10 @@ def run_demo(*, listen: str, keep_serving: bool, sample: Path = SAMPLE,
                     s.lines_read for _, s in engine.source_stats()) < total:
                 time.sleep(0.1)
             time.sleep(1.5)  # the held last line is released after a quiet second
-            fired = engine.detector_stats().fired
+            fired = engine.published.get("fired", 0)
             console.print(f"\n{total:,} lines written and read; {fired} runaway connections "
-                          f"found, {len(engine.firing)} still firing.")
+                          f"found, {len(engine.firing)} still firing:")
+            _summary(console, engine)
             console.print(f"  {base}/api/v1/alerts\n  {base}/api/v1/connections\n"
                           f"  {base}/api/v1/sources\n  {base}/metrics\n  {base}/docs")
             if keep_serving:
@@ -130,7 +161,10 @@ def run_demo(*, listen: str, keep_serving: bool, sample: Path = SAMPLE,
             return fired
         except KeyboardInterrupt:
             stop.set()
-            return engine.detector_stats().fired
+            return engine.published.get("fired", 0)
+        except SystemExit:
+            stop.set()
+            raise
         finally:
             server.should_exit = True
             web.join(5)

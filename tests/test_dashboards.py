@@ -92,7 +92,10 @@ def test_template_variables(dashboard: dict[str, Any]) -> None:
     ds = variables["datasource"]
     assert ds["type"] == "datasource"
     assert ds["query"] == "prometheus"
-    assert ds["current"]["value"] == "${DS_PROMETHEUS}"  # the import flow's choice
+    # no current value: Grafana takes the default Prometheus, whether the file is imported
+    # (the __inputs prompt) or provisioned (where an import placeholder would stay literal)
+    assert ds["current"] == {}
+    assert "${DS_PROMETHEUS}" not in json.dumps(dashboard["templating"])
     for name in ("job", "instance"):
         var = variables[name]
         assert var["type"] == "query"

@@ -398,22 +398,26 @@ def _version(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
               help="Exit 1 when a finding is at least this severe.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the report here instead of standard output.")
-@click.option("--prefix", type=click.Path(file_okay=False), default=None,
+@click.option("--prefix", type=click.Path(file_okay=False, exists=True), default=None,
               help="nginx's -p: where relative Lua paths are found. Default: the folder of "
                    "each file and its parent.")
+@click.option("--root", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Where absolute paths (include /etc/nginx/...) are looked up: a copy of a "
+                   "machine's tree. Default: the part of a file's path before /etc/nginx/, "
+                   "or /.")
 @click.option("--max-tries", type=click.IntRange(min=2), default=10, show_default=True,
               help="Tries of one request from which a bounded retry is still reported "
                    "(retrywatch's default alert threshold).")
 @click.option("--ingress-nginx-version", "ingress_version", callback=_version, default=None,
-              metavar="VERSION", help="The controller's version, when no Deployment or Helm "
-                                      "values given say it.")
+              metavar="VERSION", help="The controller's version (it wins over what a "
+                                      "Deployment or Helm values given say).")
 @click.option("--annotations-prefix", default="nginx.ingress.kubernetes.io", show_default=True,
               help="The controller's --annotations-prefix.")
 @click.option("--explain", metavar="CODE", default=None,
               help="Print the page of a rule (or of a live alert's diagnosis code) and exit.")
 def lint(paths: tuple[str, ...], fmt: str, fail_on: str, output: str | None,
-         prefix: str | None, max_tries: int, ingress_version: Any, annotations_prefix: str,
-         explain: str | None) -> None:
+         prefix: str | None, root: str | None, max_tries: int, ingress_version: Any,
+         annotations_prefix: str, explain: str | None) -> None:
     """Find retry-loop misconfigurations in nginx configuration files (with their includes)
     and ingress-nginx YAML (controller ConfigMap, Helm values, Ingress annotations).
 
@@ -426,6 +430,8 @@ def lint(paths: tuple[str, ...], fmt: str, fail_on: str, output: str | None,
     from retrywatch.lint.model import Severity
 
     if explain is not None:
+        if paths:
+            raise click.UsageError("--explain prints a page: give it without files")
         try:
             click.echo(linter.explain(explain), nl=False)
         except (KeyError, OSError) as exc:
@@ -434,18 +440,31 @@ def lint(paths: tuple[str, ...], fmt: str, fail_on: str, output: str | None,
         return
     if not paths:
         raise click.UsageError("give at least one file or folder (or --explain CODE)")
+    try:  # before the work: a report that cannot be written is said at once
+        out = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        click.echo(f"retrywatch lint: cannot write {output}: {exc.strerror or exc}", err=True)
+        sys.exit(2)
     result = linter.lint(list(paths), prefix=prefix, max_tries=max_tries,
                          ingress_version=ingress_version,
-                         annotations_prefix=annotations_prefix)
-    with contextlib.ExitStack() as stack:
-        out = (stack.enter_context(open(output, "w", encoding="utf-8")) if output
-               else sys.stdout)
+                         annotations_prefix=annotations_prefix,
+                         **({"root": root} if root else {}))
+    try:
         if fmt == "text":
             report.render_text(result, out, color=output is None and sys.stdout.isatty())
         elif fmt == "json":
             report.render_json(result, out)
         else:
             report.render_sarif(result, out)
+        out.flush()
+        if output:
+            out.close()
+    except OSError as exc:  # a full disk, /dev/full
+        with contextlib.suppress(OSError):
+            out.close()
+        click.echo(f"retrywatch lint: cannot write {output or 'the report'}: "
+                   f"{exc.strerror or exc}", err=True)
+        sys.exit(2)
     for problem in result.input_errors:
         where = f"{problem.location.file}:{problem.location.line}" if problem.location.line \
             else problem.location.file

@@ -331,12 +331,20 @@ def test_grpc_ingress_fix_names_grpc_and_fcgi_names_fastcgi(tmp_path: Path) -> N
     assert "grpc" not in fcgi.fix
 
 
+DROPPED = [("http_retry_loop", "error", "ingress.yaml", 7)]
+
+
 @pytest.mark.parametrize(("allow", "version", "expected"), [
-    ('"true"', None, []),
+    ('"true"', (1, 11, 3), []),
+    # from v1.12.0 (and when the version is not known) a snippet also needs
+    # annotations-risk-level: Critical, or the controller refuses the Ingress
+    ('"true"', None, DROPPED),
+    ('"true"', (1, 12, 0), DROPPED),
+    ('"true"\n  annotations-risk-level: Critical', None, []),
     (None, (1, 8, 4), []),  # before v1.9.0 snippet annotations were on by default
-    (None, (1, 9, 0), [("http_retry_loop", "error", "ingress.yaml", 7)]),
-    (None, None, [("http_retry_loop", "error", "ingress.yaml", 7)]),
-    ('"false"', (1, 8, 4), [("http_retry_loop", "error", "ingress.yaml", 7)]),
+    (None, (1, 9, 0), DROPPED),
+    (None, None, DROPPED),
+    ('"false"', (1, 8, 4), DROPPED),
 ])
 def test_grpc_snippet_counts_where_snippets_are_allowed(
         tmp_path: Path, allow: str | None, version: tuple[int, ...] | None,

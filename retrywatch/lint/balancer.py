@@ -45,6 +45,7 @@ class Balancer:
     adds_tries_sometimes: list[Location] = field(default_factory=list)  # under a condition
     peer_in_loop: list[Location] = field(default_factory=list)
     largest_added: int | None = None  # the largest literal given to set_more_tries
+    budget: int | None = None  # the largest budget of a guard before set_more_tries
     known: str | None = None  # a known balancer's behaviour (ingress-nginx)
     unseen: list[str] = field(default_factory=list)  # code that could not be read
 
@@ -90,14 +91,18 @@ def _read(path: str) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def read_balancer(directive: Node, prefixes: list[str]) -> Balancer:
+def read_balancer(directive: Node, prefixes: list[str], *, max_tries: int = 10,
+                  ingress_nginx: bool = False) -> Balancer:
     """``directive``: a balancer_by_lua_block / _file / balancer_by_lua in an upstream.
-    ``prefixes``: the directories relative paths are looked up in (nginx's prefix)."""
+    ``prefixes``: the directories relative paths are looked up in (nginx's prefix).
+    ``max_tries``: a guard budget below it bounds the tries (``if n > 3 then return``).
+    ``ingress_nginx``: the configuration is one the controller rendered, so its balancer
+    modules, absent from the file, are the controller's."""
     b = Balancer(directive)
     if directive.name == "balancer_by_lua_file":
         path = directive.args[0] if directive.args else ""
         found = _resolve(path, prefixes)
-        if found is None and os.path.basename(path) in _KNOWN_FILES:
+        if found is None and os.path.basename(path) in _KNOWN_FILES and ingress_nginx:
             _know(b, _KNOWN_FILES[os.path.basename(path)], directive)
             return b
         if found is None:
@@ -112,13 +117,19 @@ def read_balancer(directive: Node, prefixes: list[str]) -> Balancer:
     else:
         code = directive.args[-1] if directive.args else ""
         scanned = [(lua.scan(code, directive.line), directive.file)]
-    modules = _follow_requires(b, scanned, directive, prefixes)
+    modules = _follow_requires(b, scanned, directive, prefixes, ingress_nginx)
     for facts, file in scanned:
-        _take(b, facts, file, modules)
+        _take(b, facts, file, modules, max_tries)
+    if not (b.adds_tries or b.adds_tries_sometimes or b.peer_in_loop or b.known):
+        unread = [f"calls {call}, whose code is not in the configuration"
+                  for facts, _file in scanned for call in facts.outside
+                  if facts.bindings.get(call.split(".")[0].split(":")[0]) not in modules]
+        b.unseen += list(dict.fromkeys(unread))[:3]
     return b
 
 
-def _take(b: Balancer, facts: lua.LuaFacts, file: str, modules: set[str]) -> None:
+def _take(b: Balancer, facts: lua.LuaFacts, file: str, modules: set[str],
+          max_tries: int) -> None:
     """Count the calls of one piece of code; a call through a module that was read
     (``w.set_more_tries()`` of a wrapper) is judged by that module's own code."""
     if facts.error:
@@ -128,7 +139,17 @@ def _take(b: Balancer, facts: lua.LuaFacts, file: str, modules: set[str]) -> Non
             continue
         loc = Location(file, call.line, f"{call.name}({call.argument})")
         if call.name == "set_more_tries":
-            (b.adds_tries_sometimes if call.conditional else b.adds_tries).append(loc)
+            if call.argument.strip() == "0":
+                continue  # adds nothing
+            if call.guarded and call.budget is not None and call.budget < max_tries:
+                continue  # the guard ends the retries first (if n > 3 then return … end)
+            if call.guarded and call.budget is not None:
+                b.budget = max(b.budget or 0, call.budget)
+                b.adds_tries.append(loc)
+            elif call.guarded or call.conditional:
+                b.adds_tries_sometimes.append(loc)
+            else:
+                b.adds_tries.append(loc)
             if call.argument.isdigit():
                 b.largest_added = max(b.largest_added or 0, int(call.argument))
         elif call.name == "set_current_peer" and call.looped:
@@ -136,10 +157,13 @@ def _take(b: Balancer, facts: lua.LuaFacts, file: str, modules: set[str]) -> Non
 
 
 def _follow_requires(b: Balancer, scanned: list[tuple[lua.LuaFacts, str]], directive: Node,
-                     prefixes: list[str]) -> set[str]:
+                     prefixes: list[str], ingress_nginx: bool) -> set[str]:
     """Read the modules the code requires (found through lua_package_path), appending
     them to ``scanned``; returns the names of those read."""
-    templates = _package_paths(directive)
+    prefix = prefixes[0] if prefixes else ""
+    here = prefix.rstrip("/") + "/"
+    templates = [t.replace("${prefix}", here).replace("$prefix", here).replace("//", "/")
+                 for t in _package_paths(directive)]
     seen: set[str] = set()
     found: set[str] = set()  # modules read from a file
     at = 0
@@ -164,7 +188,7 @@ def _follow_requires(b: Balancer, scanned: list[tuple[lua.LuaFacts, str]], direc
             scanned.append((lua.scan(text), path))
         for receiver in facts.balance_calls:
             module = facts.bindings.get(receiver, receiver)
-            if module in KNOWN and module not in found and b.known is None:
+            if module in KNOWN and module not in found and b.known is None and ingress_nginx:
                 # balancer.balance() with no such module in the configuration's package
                 # path: the controller image's own, ingress-nginx's
                 _know(b, module, directive)

@@ -38,10 +38,21 @@ STREAM_TRIES_SINCE = (0, 42, 0)
 #: From this version allow-snippet-annotations is "false" by default (#10393): snippet
 #: annotations are dropped unless the ConfigMap allows them.
 SNIPPETS_OFF_SINCE = (1, 9, 0)
-_CONFIGMAP_KEYS = ("proxy-next-upstream-tries", "proxy-next-upstream",
-                   "proxy-stream-next-upstream-tries", "proxy-stream-next-upstream",
-                   "proxy-next-upstream-timeout", "use-forwarded-headers", "proxy-body-size",
-                   "proxy-connect-timeout", "ssl-protocols", "log-format-upstream")
+#: From this version snippet annotations also need annotations-risk-level: Critical.
+RISK_LEVEL_SINCE = (1, 12, 0)
+#: Names the controller's ConfigMap goes by (the official manifests, the Helm chart, the
+#: old nginx-configuration).
+_CONTROLLER_NAME = re.compile(r"(.+-)?(ingress-nginx-controller|nginx-ingress-controller)"
+                              r"|nginx-configuration")
+#: Keys only the controller's ConfigMap has; two of them make a ConfigMap the controller's.
+_CONTROLLER_KEYS = frozenset((
+    "proxy-next-upstream-tries", "proxy-next-upstream", "proxy-next-upstream-timeout",
+    "proxy-stream-next-upstream-tries", "proxy-stream-next-upstream",
+    "proxy-stream-next-upstream-timeout", "proxy-stream-timeout", "use-forwarded-headers",
+    "proxy-body-size", "proxy-connect-timeout", "ssl-protocols", "log-format-upstream",
+    "allow-snippet-annotations", "annotations-risk-level", "http-snippet", "server-snippet",
+    "location-snippet", "worker-processes", "enable-real-ip", "keep-alive-requests",
+    "upstream-keepalive-connections", "use-http2", "ssl-redirect", "hsts"))
 _IMAGE = re.compile(r"(?:ingress-nginx/controller|nginx-ingress-controller)(?:-chroot)?"
                     r"(?::|@[^:]*:)v?(\d+\.\d+(?:\.\d+)?)")
 _VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
@@ -76,6 +87,11 @@ class Inputs:
     configmaps: list[tuple[Location, dict[str, Setting]]] = field(default_factory=list)
     ingresses: list[tuple[Location, str, dict[str, Setting]]] = field(default_factory=list)
     hosts: dict[str, list[str]] = field(default_factory=dict)  # Ingress name → its rules' hosts
+    #: ConfigMaps not recognised by name or keys: the controller's if its arguments name one
+    others: list[tuple[Location, str, dict[str, Setting]]] = field(default_factory=list)
+    referenced: set[str] = field(default_factory=set)  # --configmap=ns/NAME of a controller
+    classes: set[str] = field(default_factory=lambda: {"nginx"})  # the controller's classes
+    ingress_classes: dict[str, str] = field(default_factory=dict)  # Ingress name → its class
     versions: list[tuple[tuple[int, ...], Location]] = field(default_factory=list)
     stream_services: list[Location] = field(default_factory=list)
     documents: int = 0
@@ -115,6 +131,30 @@ def _path(node: yaml.Node | None, *keys: str) -> yaml.Node | None:
     return node
 
 
+def _key_line(node: yaml.Node | None, key: str) -> int:
+    """The line of ``key:`` in a mapping (the mapping's own line if it has no such key)."""
+    if isinstance(node, yaml.MappingNode):
+        for k, _v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return _line(k)
+        return _line(node)
+    return 0
+
+
+def _controller_args(args: yaml.Node | None, into: Inputs) -> None:
+    """The controller's ``--configmap=NS/NAME`` and ``--ingress-class=NAME`` arguments."""
+    if not isinstance(args, yaml.SequenceNode):
+        return
+    for arg in args.value:
+        text = _scalar(arg) or ""
+        flag, _, value = text.partition("=")
+        if flag in ("--configmap", "--tcp-services-configmap", "--udp-services-configmap"):
+            into.referenced.add(value.rsplit("/", 1)[-1])
+        elif flag in ("--ingress-class", "--controller-class") and value:
+            into.classes.add(value.rsplit("/", 1)[-1] if flag == "--controller-class"
+                             else value)
+
+
 def _scalar(node: yaml.Node | None) -> str | None:
     return str(node.value) if isinstance(node, yaml.ScalarNode) else None
 
@@ -131,6 +171,10 @@ def _settings(node: yaml.Node | None, file: str) -> dict[str, Setting]:
 
 def read_yaml(path: str, text: str, into: Inputs, problems: list[Problem]) -> None:
     """Add what ``text`` (one YAML file, any number of documents) holds to ``into``."""
+    if "{{" in text and "}}" in text:
+        problems.append(Problem(path, None, "a Helm template: lint what it renders "
+                                "(helm template … > rendered.yaml)", "note"))
+        return
     try:
         documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
@@ -140,13 +184,13 @@ def read_yaml(path: str, text: str, into: Inputs, problems: list[Problem]) -> No
                                 f"not valid YAML: {problem}", "error"))
         return
     before = (len(into.configmaps), len(into.ingresses), len(into.versions),
-              len(into.stream_services))
+              len(into.stream_services), len(into.others))
     for doc in documents:
         into.documents += 1
         for item in _items(doc):
             _read_object(path, item, into)
     after = (len(into.configmaps), len(into.ingresses), len(into.versions),
-             len(into.stream_services))
+             len(into.stream_services), len(into.others))
     if before == after:
         problems.append(Problem(path, None, "nothing retrywatch lint reads here (no ingress-"
                                 "nginx ConfigMap, Ingress, controller Deployment or Helm "
@@ -171,15 +215,21 @@ def _read_object(path: str, doc: yaml.Node, into: Inputs) -> None:
         if name.endswith(("tcp-services", "udp-services")) or (
                 data and all(k.isdigit() for k in data)):
             into.stream_services += [s.where for s in data.values()]
-        elif any(key in data for key in _CONFIGMAP_KEYS) or "ingress" in name \
-                or name == "nginx-configuration":
+        elif _CONTROLLER_NAME.fullmatch(name) or len(set(data) & _CONTROLLER_KEYS) >= 2:
             into.configmaps.append((where, data))
+        else:
+            into.others.append((where, name, data))
     elif kind == "Ingress":
         annotations = _settings(_path(doc, "metadata", "annotations"), path)
         into.ingresses.append((where, name, annotations))
         rules = _path(doc, "spec", "rules")
         if isinstance(rules, yaml.SequenceNode):
             into.hosts[name] = [h for r in rules.value if (h := _scalar(_get(r, "host")))]
+        klass = _scalar(_path(doc, "spec", "ingressClassName")) or (
+            annotations["kubernetes.io/ingress.class"].value
+            if "kubernetes.io/ingress.class" in annotations else None)
+        if klass:
+            into.ingress_classes[name] = klass
     elif kind in ("Deployment", "DaemonSet", "StatefulSet", "Pod"):
         spec = _path(doc, "spec", "template", "spec") if kind != "Pod" else _get(doc, "spec")
         containers = _get(spec, "containers")
@@ -192,12 +242,18 @@ def _read_object(path: str, doc: yaml.Node, into: Inputs) -> None:
                     assert version is not None and image is not None
                     into.versions.append((version, Location(path, _line(image),
                                                             f"image: {text}")))
+                    _controller_args(_get(container, "args"), into)
     elif kind is None and (controller := _get(doc, "controller")) is not None:
         # Helm values of the ingress-nginx chart
         config = _get(controller, "config")
         if isinstance(config, yaml.MappingNode) or _get(controller, "image") is not None:
-            into.configmaps.append((Location(path, _line(controller), "controller.config"),
-                                    _settings(config, path)))
+            into.configmaps.append((Location(path, _key_line(controller, "config"),
+                                             "controller.config"), _settings(config, path)))
+        for key in ("ingressClass",):
+            if (klass := _scalar(_get(controller, key))):
+                into.classes.add(klass)
+        if (klass := _scalar(_path(controller, "ingressClassResource", "name"))):
+            into.classes.add(klass)
         tag = _scalar(_path(controller, "image", "tag"))
         if tag and (version := version_of(tag)):
             node = _path(controller, "image", "tag")
@@ -226,11 +282,13 @@ def check(inputs: Inputs, *, version: tuple[int, ...] | None = None,
     if known is None and inputs.versions:
         known, version_at = min(inputs.versions)
     findings: list[Finding] = []
+    configmaps = inputs.configmaps + [(where, data) for where, name, data in inputs.others
+                                      if name in inputs.referenced]
     merged: dict[str, Setting] = {}  # every ConfigMap given, the later ones winning
-    for where, data in inputs.configmaps:
+    for where, data in configmaps:
         findings += _http(where, data)
         merged.update(data)
-    anchor = (inputs.configmaps[0][0] if inputs.configmaps else version_at
+    anchor = (configmaps[0][0] if configmaps else version_at
               or (inputs.stream_services[0] if inputs.stream_services else None))
     if anchor is not None:
         findings += _stream(anchor, merged, known, version_at, bool(inputs.stream_services))
@@ -241,7 +299,16 @@ def check(inputs: Inputs, *, version: tuple[int, ...] | None = None,
     allow = merged.get("allow-snippet-annotations")
     snippets = (allow.value.strip().lower() == "true" if allow is not None
                 else known is not None and known < SNIPPETS_OFF_SINCE)
+    # from v1.12.0 a snippet annotation is also a Critical risk: refused unless
+    # annotations-risk-level is Critical (the default is High)
+    risk = merged.get("annotations-risk-level")
+    if snippets and not (known is not None and known < RISK_LEVEL_SINCE) \
+            and (risk is None or risk.value.strip().lower() != "critical"):
+        snippets = False
     for where, name, notes in inputs.ingresses:
+        klass = inputs.ingress_classes.get(name)
+        if klass is not None and klass not in inputs.classes:
+            continue  # another controller's Ingress
         findings += _ingress(where, name, notes, prefix, globally, snippets)
     return findings
 
@@ -251,7 +318,9 @@ def _http(where: Location, data: dict[str, Setting]) -> Iterator[Finding]:
     tries = data.get("proxy-next-upstream-tries")
     if tries is not None and (http_on is None or "off" not in http_on.value.split()):
         n = _tries(tries.value)
-        if n is not None and n <= 0:
+        if n is not None and n < 0:
+            yield _negative(tries, where)
+        elif n is not None and n == 0:
             yield Finding(
                 "http_retry_loop", Severity.ERROR, tries.where,
                 f"proxy-next-upstream-tries is {tries.value!r} in {where.what}: every "
@@ -292,11 +361,28 @@ def _stream(where: Location, data: dict[str, Setting], version: tuple[int, ...] 
     elif stream_tries is None and version is None and stream:
         yield Finding(
             "stream_retry_loop", Severity.WARNING, where,
-            f"{where.what} does not set proxy-stream-next-upstream-tries and the controller's "
+            f"{_named(where)} does not set proxy-stream-next-upstream-tries and the controller's "
             "version is not known: from 0.42.0 the default is 3, before it TCP/UDP services "
             "retry without end (give --ingress-nginx-version, or lint the controller's "
             "Deployment or Helm values with it).",
             WHY_STREAM, fix("stream_retry_loop", ingress=True), related, facts)
+
+
+def _named(where: Location) -> str:
+    """The ConfigMap (or Helm values) a stream finding is about, as a sentence's subject."""
+    if where.what.startswith(("ConfigMap", "controller.config")):
+        return where.what
+    return "The controller's ConfigMap (none given)"
+
+
+def _negative(tries: Setting, where: Location) -> Finding:
+    """The controller renders a negative value as it is; nginx refuses it."""
+    return Finding(
+        "lint_input", Severity.ERROR, tries.where,
+        f"proxy-next-upstream-tries is {tries.value!r} in {where.what}: the controller "
+        "renders it as it is and nginx refuses it (invalid number), so the new configuration "
+        "does not load.", "nginx reads only 0 (unlimited) or a positive number of tries.",
+        'Set it to "3".', (where,))
 
 
 def _snippet_tries(text: str) -> dict[str, int]:
@@ -311,7 +397,9 @@ def _ingress(where: Location, name: str, annotations: dict[str, Setting], prefix
     retries_off = nu is not None and "off" in nu.value.split()
     if tries is not None and not retries_off:
         n = _tries(tries.value)
-        if n is not None and n <= 0:
+        if n is not None and n < 0:
+            yield _negative(tries, where)
+        elif n is not None and n == 0:
             yield Finding(
                 "http_retry_loop", Severity.ERROR, tries.where,
                 f"Ingress {name} sets proxy-next-upstream-tries {tries.value!r}: its "

@@ -241,6 +241,8 @@ class Call:
     conditional: bool  # inside an if (the call may not happen on every invocation)
     looped: bool  # inside a for / while / repeat
     receiver: str = ""  # "b" in b.set_more_tries(1)
+    guarded: bool = False  # after a return inside an if: only while a budget lasts
+    budget: int | None = None  # the guard's largest number (`if n > 8000 then return`)
 
 
 @dataclass(slots=True)
@@ -251,6 +253,8 @@ class LuaFacts:
     bindings: dict[str, str] = field(default_factory=dict)
     #: ``X.balance()`` calls: the names X (ingress-nginx's balancers are called so)
     balance_calls: list[str] = field(default_factory=list)
+    #: ``X.f()`` calls of anything but Lua's and nginx's own libraries: code elsewhere
+    outside: list[str] = field(default_factory=list)
     error: str | None = None  # the code could not be tokenised
 
     def named(self, name: str) -> list[Call]:
@@ -265,7 +269,12 @@ def scan(code: str, line: int = 1) -> LuaFacts:
 
     The nesting is tracked by Lua's block keywords (``if``/``for``/``while``/``repeat``/
     ``function``/``do`` … ``end``/``until``); a function body counts as unconditional,
-    because a balancer usually calls its helper on every invocation.
+    because a balancer usually calls its helper on every invocation. A ``return`` (or
+    ``ngx.exit``, ``error``) inside an ``if`` guards what follows it in the same function:
+    ``if ctx.n > 3 then return ngx.exit(500) end; b.set_more_tries(1)`` adds tries only
+    while the budget lasts, and the largest number of the condition is taken as the budget.
+    Aliases (``local smt = require("ngx.balancer").set_more_tries; smt(1)``) and string keys
+    (``b["set_more_tries"](1)``) are calls too.
     """
     facts = LuaFacts()
     try:
@@ -275,46 +284,131 @@ def scan(code: str, line: int = 1) -> LuaFacts:
         return facts
     kept = [i for i, t in enumerate(every) if t.kind not in ("space", "comment")]
     toks = [every[i] for i in kept]
-    stack: list[str] = []  # if, loop, function, do
+    stack: list[str] = []  # if, loop, repeat, function, do
+    conditions: list[list[int]] = []  # the numbers of each open if's condition
+    guards: dict[int, int | None] = {}  # function depth -> the guard's budget (None: no number)
+    aliases: dict[str, str] = {}  # local name -> set_more_tries / set_current_peer
     pending_loop_do = 0  # a for/while waits for its `do`
     for i, tok in enumerate(toks):
-        if tok.kind == "name":
-            word = tok.text
-            if word == "if":
-                stack.append("if")
-            elif word in ("for", "while"):
-                stack.append("loop")
-                pending_loop_do += 1
-            elif word == "repeat":
-                stack.append("repeat")
-            elif word == "function":
-                stack.append("function")
-            elif word == "do":
-                if pending_loop_do:
-                    pending_loop_do -= 1
-                else:
-                    stack.append("do")
-            elif word in {"end", "until"}:
-                if stack:
-                    stack.pop()
-            elif word in _WATCHED and _is_call(toks, i):
-                scope = _scope(stack)
-                receiver = (toks[i - 2].text if i >= 2 and toks[i - 1].text in (".", ":")
-                            and toks[i - 2].kind == "name" else "")
-                facts.calls.append(Call(word, tok.line, _first_argument(every, kept, toks, i),
-                                        "if" in scope, bool({"loop", "repeat"} & set(scope)),
-                                        receiver))
-            elif word == "require":
-                name = _required(toks, i)
-                if name:
-                    facts.requires.append(name)
-                    bound = _bound_name(toks, i)
-                    if bound:
-                        facts.bindings[bound] = name
-            elif word == "balance" and i >= 2 and toks[i - 1].text in (".", ":") \
-                    and toks[i - 2].kind == "name" and _is_call(toks, i):
-                facts.balance_calls.append(toks[i - 2].text)
+        watched = _watched_call(toks, i, aliases)
+        if watched is not None:
+            scope = _scope(stack)
+            depth = _function_depth(stack)
+            receiver = (toks[i - 2].text if i >= 2 and toks[i - 1].text in (".", ":")
+                        and toks[i - 2].kind == "name" else "")
+            call_at = i if tok.kind == "name" else i + 1  # b["x"](…): the `]`
+            facts.calls.append(Call(watched, tok.line,
+                                    _first_argument(every, kept, toks, call_at),
+                                    "if" in scope, bool({"loop", "repeat"} & set(scope)),
+                                    receiver, depth in guards, guards.get(depth)))
+            continue
+        if tok.kind != "name":
+            continue
+        word = tok.text
+        if word == "if":
+            stack.append("if")
+            conditions.append(_condition_numbers(toks, i))
+        elif word in ("for", "while"):
+            stack.append("loop")
+            pending_loop_do += 1
+        elif word == "repeat":
+            stack.append("repeat")
+        elif word == "function":
+            stack.append("function")
+        elif word == "do":
+            if pending_loop_do:
+                pending_loop_do -= 1
+            else:
+                stack.append("do")
+        elif word in {"end", "until"}:
+            if stack and stack.pop() == "if" and conditions:
+                conditions.pop()
+        elif word in ("return", "exit", "error") and "if" in _scope(stack) and conditions \
+                and (word == "return" or _is_call(toks, i)):
+            depth = _function_depth(stack)
+            budget = max(conditions[-1]) if conditions[-1] else None
+            if depth not in guards or (budget is not None and (guards[depth] or 0) < budget):
+                guards[depth] = budget
+        elif word in _WATCHED and i + 1 < len(toks) and not _is_call(toks, i):
+            alias = _alias(toks, i)
+            if alias:
+                aliases[alias] = word
+        elif word == "require":
+            name = _required(toks, i)
+            if name:
+                facts.requires.append(name)
+                bound = _bound_name(toks, i)
+                if bound:
+                    facts.bindings[bound] = name
+        elif word == "balance" and i >= 2 and toks[i - 1].text in (".", ":") \
+                and toks[i - 2].kind == "name" and _is_call(toks, i):
+            facts.balance_calls.append(toks[i - 2].text)
+        if i >= 2 and toks[i - 1].text in (".", ":") and toks[i - 2].kind == "name" \
+                and toks[i - 2].text not in _LIBRARIES and _is_call(toks, i) \
+                and not facts.bindings.get(toks[i - 2].text, "").startswith(("ngx", "resty")):
+            facts.outside.append(f"{toks[i - 2].text}{toks[i - 1].text}{word}()")
     return facts
+
+
+#: Lua's standard libraries and nginx's: calls into them run no balancer code of ours.
+_LIBRARIES = {"ngx", "string", "table", "math", "os", "io", "coroutine", "debug", "utf8",
+              "bit", "jit", "ffi"}
+
+
+def _watched_call(toks: list[Token], i: int, aliases: dict[str, str]) -> str | None:
+    """The balancer function called at ``i``: ``b.set_more_tries(…)``, an alias's call, or
+    ``b["set_more_tries"](…)`` (at the string); None if there is none."""
+    tok = toks[i]
+    if tok.kind == "name":
+        name = tok.text if tok.text in _WATCHED else aliases.get(tok.text)
+        if name is not None and _is_call(toks, i):
+            if tok.text in aliases and i > 0 and toks[i - 1].text in (".", ":"):
+                return None  # x.smt() is not the local alias smt
+            return name
+        return None
+    if tok.kind == "string" and _string_value(tok) in _WATCHED and i >= 1 \
+            and toks[i - 1].text == "[" and i + 2 < len(toks) and toks[i + 1].text == "]" \
+            and toks[i + 2].text == "(":
+        return _string_value(tok)
+    return None
+
+
+def _alias(toks: list[Token], i: int) -> str | None:
+    """``local smt = require("ngx.balancer").set_more_tries`` → smt."""
+    j = i - 1
+    depth = 0
+    while j >= 0:
+        text = toks[j].text
+        if text in (")", "]"):
+            depth += 1
+        elif text in ("(", "["):
+            depth -= 1
+        elif depth == 0 and text == "=":
+            return toks[j - 1].text if j >= 1 and toks[j - 1].kind == "name" else None
+        elif depth == 0 and toks[j].kind == "name" and toks[j].text in _KEYWORDS:
+            return None
+        j -= 1
+    return None
+
+
+_KEYWORDS = {"if", "then", "else", "elseif", "end", "for", "while", "do", "repeat", "until",
+             "function", "return", "local", "and", "or", "not", "in"}
+
+
+def _condition_numbers(toks: list[Token], i: int) -> list[int]:
+    """The integer literals between ``if`` and its ``then``."""
+    numbers = []
+    for tok in toks[i + 1 :]:
+        if tok.kind == "name" and tok.text == "then":
+            break
+        if tok.kind == "number" and tok.text.isdigit():
+            numbers.append(int(tok.text))
+    return numbers
+
+
+def _function_depth(stack: list[str]) -> int:
+    """Which function a token is in: the index of the innermost ``function`` frame."""
+    return len(stack) - 1 - stack[::-1].index("function") if "function" in stack else -1
 
 
 def _scope(stack: list[str]) -> list[str]:

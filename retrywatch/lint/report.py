@@ -85,6 +85,13 @@ def _uri(path: str) -> str:
     return quote(Path(rel).as_posix())
 
 
+def _artifact(path: str) -> dict[str, str]:
+    location = {"uri": _uri(path)}
+    if not os.path.isabs(_rel(path)):
+        location["uriBaseId"] = "%SRCROOT%"
+    return location
+
+
 def _physical(loc: Location) -> dict[str, Any]:
     physical: dict[str, Any] = {"artifactLocation": {"uri": _uri(loc.file)}}
     if not os.path.isabs(_rel(loc.file)):
@@ -100,8 +107,11 @@ def _result(f: Finding, index: dict[str, int]) -> dict[str, Any]:
         "ruleId": f.code, "ruleIndex": index[f.code], "level": _LEVELS[f.severity],
         "message": {"text": text},
         "locations": [{"physicalLocation": _physical(f.location)}],
+        # stable when lines move, distinct for each place: the code, the file, the
+        # directive and the route(s) it is about
         "partialFingerprints": {"retrywatch/v1": f"{f.code}:{_rel(f.location.file)}:"
-                                                 f"{f.location.what}"},
+                                                 f"{f.location.what}:{f.facts.get('scope', '')}"
+                                                 f":{f.facts.get('upstream', '')}"},
     }
     if f.related:
         out["relatedLocations"] = [
@@ -126,7 +136,7 @@ def render_sarif(result: LintResult, out: TextIO) -> None:
         "tool": {"driver": {"name": "retrywatch", "version": __version__,
                             "semanticVersion": __version__, "rules": rules}},
         "originalUriBaseIds": {"%SRCROOT%": {"uri": Path.cwd().as_uri() + "/"}},
-        "artifacts": [{"location": {"uri": _uri(f)}} for f in result.files],
+        "artifacts": [{"location": _artifact(f)} for f in result.files],
         "results": [_result(f, index) for f in result.findings],
         "invocations": [{"executionSuccessful": not result.input_errors,
                          "toolExecutionNotifications": [

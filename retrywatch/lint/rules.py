@@ -141,19 +141,35 @@ def _peers(upstream: Node) -> tuple[int, bool]:
     ``resolve``: a name may stand for many addresses)."""
     count, exact = 0, True
     for server in upstream.all("server"):
-        if not server.args:
-            continue
+        if not server.args or "down" in server.args[1:]:
+            continue  # a server marked down is never tried
         count += 1
         address = server.args[0]
         if "resolve" in server.args[1:] or "service=" in " ".join(server.args):
             exact = False
         elif not address.startswith("unix:"):
-            host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+            if address.startswith("["):  # [::1]:8080 or [::1]
+                host = address[1:address.index("]")] if "]" in address else address
+            else:
+                host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
             try:
-                ipaddress.ip_address(host.strip("[]"))
+                ipaddress.ip_address(host)
             except ValueError:
                 exact = False
     return count, exact
+
+
+def _looks_like_ingress_nginx(config: Config) -> bool:
+    """A configuration the ingress-nginx controller rendered: its upstream_balancer group,
+    or the checksum comment its template starts with."""
+    if any(n.name == "upstream" and n.args[:1] == ["upstream_balancer"]
+           for n in config.root.walk()):
+        return True
+    try:
+        with open(config.path, "rb") as f:
+            return f.read(256).lstrip().startswith(b"# Configuration checksum")
+    except OSError:
+        return False
 
 
 def _literal(call: str) -> int:
@@ -188,6 +204,7 @@ class _Checker:
         self.config = config
         self.prefixes = prefixes
         self.max_tries = max_tries
+        self.ingress_nginx = _looks_like_ingress_nginx(config)
         self._balancers: dict[int, Balancer] = {}
 
     def balancer(self, upstream: Node) -> Balancer | None:
@@ -195,7 +212,9 @@ class _Checker:
             directive = upstream.last(name)
             if directive is not None:
                 if id(directive) not in self._balancers:
-                    self._balancers[id(directive)] = read_balancer(directive, self.prefixes)
+                    self._balancers[id(directive)] = read_balancer(
+                        directive, self.prefixes, max_tries=self.max_tries,
+                        ingress_nginx=self.ingress_nginx)
                 return self._balancers[id(directive)]
         return None
 
@@ -267,7 +286,8 @@ class _Checker:
                 "no_live proposal crashed a worker after 100,000 retries of one request).",
                 fix("no_live_retry_loop", route.module),
                 (_loc(nu), *related),
-                {"tries": tries, "timeout": timeout, "scope": route.scope()})
+                {"tries": tries, "timeout": timeout, "scope": route.scope(),
+                 "upstream": route.target})
         if route.upstream is None:
             return
         balancer = self.balancer(route.upstream)
@@ -293,7 +313,7 @@ class _Checker:
                 (Location(route.upstream.file, route.upstream.line,
                                 f"upstream {route.target}"), *related),
                 {"peers": peers, "exact": exact, "tries": tries, "timeout": timeout,
-                 "scope": route.scope()})
+                 "scope": route.scope(), "upstream": route.target})
 
     def _verdict(self, b: Balancer, setting: str, one: str
                  ) -> tuple[Severity, Location | None, str] | None:
@@ -301,7 +321,8 @@ class _Checker:
         ``one``: "one request" (http) or "one session" (stream)."""
         if b.adds_tries:
             call = b.adds_tries[0]
-            what = b.known or f"calls {call.what} on every try ({call.file}:{call.line})"
+            budget = f", up to {b.budget:,} tries by its guard" if b.budget else ""
+            what = b.known or f"calls {call.what} on every try ({call.file}:{call.line}{budget})"
             return (Severity.ERROR, call,
                     f"{what}, and {setting}: {one} retries a dead upstream without end.")
         if b.adds_tries_sometimes and (b.largest_added or 0) >= self.max_tries:
@@ -335,6 +356,7 @@ class _Checker:
         ingress = bool(b.ingress_nginx)
         head = f"{route.scope()} passes to upstream {route.target}, whose Lua balancer"
         facts = {"tries": tries, "timeout": timeout, "scope": route.scope(),
+                 "upstream": route.target,
                  "ingress_nginx": b.ingress_nginx}
         setting = _setting(tries_node, tries_name)
         if tries == 0:
@@ -342,8 +364,13 @@ class _Checker:
             verdict = self._verdict(b, setting, one)
             if verdict is not None:
                 severity, call, text = verdict
-                yield Finding(code, severity, _loc(anchor), f"{head} {text}", why,
-                              fix(code, route.module, ingress=None if ingress else False),
+                remedy = fix(code, route.module, ingress=None if ingress else False)
+                if ingress and route.scope().startswith("location @custom_"):
+                    remedy = ("ingress-nginx renders its custom-error locations "
+                              "(custom-http-errors) with no proxy_next_upstream_tries of their "
+                              "own: set proxy_next_upstream_tries 3; in the controller "
+                              "ConfigMap's http-snippet, which they inherit.")
+                yield Finding(code, severity, _loc(anchor), f"{head} {text}", why, remedy,
                               (*([call] if call else []), b.where, *related), facts)
             return
         if (b.adds_tries or b.adds_tries_sometimes) and timeout == 0 \

@@ -27,8 +27,10 @@ from reference.detector import Detector
 from retrywatch.cli import main
 from retrywatch.detect import diagnosis as diagnosis_module
 from retrywatch.detect.remedies import doc_page, fix
-from retrywatch.lint import RULES, Finding, LintResult, Severity, lint
+from retrywatch.lint import RULES, Finding, LintResult, Severity, lint, nginx_conf
 from retrywatch.lint.model import Rule
+from retrywatch.lint.nginx_conf import default_root, load
+from retrywatch.lint.rules import routes
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lint"
@@ -139,8 +141,11 @@ def test_includes_resolve_from_the_main_files_folder_with_globs(tmp_path: Path) 
 def test_missing_include_is_a_note_not_a_crash(tmp_path: Path) -> None:
     check(tmp_path, {"nginx.conf": http(
         "    include missing.conf;  #! lint_input note\n"
-        "    include nothing/*.conf;\n"
+        "    include nothing/*.conf;  #! lint_input note\n"
         + ONE_ROUTE + "  #! http_retry_loop error\n")})
+    (glob,) = [f for f in lint([str(tmp_path / "nginx.conf")]).findings
+               if "nothing/" in f.message]
+    assert glob.message.startswith("include nothing/*.conf matches no file")
     result = cli(str(tmp_path / "nginx.conf"))
     assert result.exit_code == 1  # the error finding; the note does not make it 2
     no_traceback(result)
@@ -454,6 +459,274 @@ server {
     proxy_pass lb;  #! stream_retry_loop error
 }
 """}, "stream/servers.conf")
+
+
+# -- where files are found: the root, folders, pipes ----------------------------------------------
+
+def test_absolute_includes_are_read_under_the_root(tmp_path: Path) -> None:
+    """A repository's copy of a Debian tree: ``include /etc/nginx/conf.d/*.conf;`` means the
+    copy's conf.d (the part of the path before /etc/nginx/ is the root), not this machine's
+    /etc/nginx."""
+    result = check(tmp_path, {
+        "repo/etc/nginx/nginx.conf": http("    include /etc/nginx/conf.d/*.conf;\n"),
+        "repo/etc/nginx/conf.d/app.conf": ONE_ROUTE + "  #! http_retry_loop error\n",
+    }, "repo/etc/nginx/nginx.conf")
+    assert sorted(os.path.relpath(f, tmp_path) for f in result.files) == [
+        "repo/etc/nginx/conf.d/app.conf", "repo/etc/nginx/nginx.conf"]
+    config = load(str(tmp_path / "repo/etc/nginx/nginx.conf"))
+    assert config.root_dir == str(tmp_path / "repo")
+    assert config.rooted("/etc/nginx/lua/b.lua") == str(tmp_path / "repo/etc/nginx/lua/b.lua")
+    assert default_root("/etc/nginx/nginx.conf") == "/"
+    assert default_root("/srv/repo/etc/nginx/sites-enabled/a") == "/srv/repo"
+    assert default_root("/srv/nginx/nginx.conf") == "/"
+    assert load(str(tmp_path / "x.conf")).root_dir == "/"
+
+
+def test_links_to_absolute_paths_are_followed_under_the_root(tmp_path: Path) -> None:
+    """Debian's ``sites-enabled/default`` is a link to ``/etc/nginx/sites-available/default``:
+    in a copy, the copy's file (this machine's may not exist, or be another)."""
+    etc = tmp_path / "repo/etc/nginx"
+    write(tmp_path, {"repo/etc/nginx/nginx.conf": http("    include /etc/nginx/sites-enabled/*;\n"),
+                     "repo/etc/nginx/sites-available/default": ONE_ROUTE + "\n"})
+    (etc / "sites-enabled").mkdir()
+    (etc / "sites-enabled/default").symlink_to("/etc/nginx/sites-available/default")
+    for given in ([str(etc / "nginx.conf")], [str(tmp_path / "repo")]):
+        assert rows(lint(given), tmp_path) == [
+            ("http_retry_loop", "error", "repo/etc/nginx/sites-enabled/default", 1)]
+
+
+def test_root_given(tmp_path: Path) -> None:
+    """``root=``: where absolute includes (and, through ``Config.root_dir``, absolute Lua
+    paths) are found, whatever the main file's path."""
+    write(tmp_path, {"tree/nginx.conf": http("    include /srv/conf/*.conf;\n"
+                                             "    include /srv/conf/missing.conf;\n"),
+                     "image/srv/conf/app.conf": ONE_ROUTE + "\n"})
+    main_file = str(tmp_path / "tree/nginx.conf")
+    found = lint([main_file], root=str(tmp_path / "image"))
+    assert rows(found, tmp_path) == [("http_retry_loop", "error", "image/srv/conf/app.conf", 1),
+                                     ("lint_input", "note", "tree/nginx.conf", 12)]
+    assert load(main_file, root=str(tmp_path / "image")).root_dir == str(tmp_path / "image")
+    assert rows(lint([main_file], root=str(tmp_path / "elsewhere")), tmp_path) == [
+        ("lint_input", "note", "tree/nginx.conf", 11),
+        ("lint_input", "note", "tree/nginx.conf", 12)]
+
+
+def test_contexts_are_checked_at_each_include_site(tmp_path: Path) -> None:
+    """A file included in a location and in http is checked at both sites: nginx rejects
+    its ``return`` in http, although the location takes it."""
+    check(tmp_path, {
+        "nginx.conf": http("    include ret.conf;\n"
+                           "    server { listen 80; location / { include ret.conf; } }\n",
+                           upstreams=""),
+        "ret.conf": "return 204;  #! lint_input error\n",
+    })
+    assert nginx_conf._MAX_NODES == 5_000_000
+
+
+def test_folder_snippets_are_one_http_context(tmp_path: Path) -> None:
+    """A folder of conf.d files: the upstream of one and the location of another are one
+    configuration, as nginx's ``include conf.d/*.conf;`` reads them."""
+    write(tmp_path, {"conf.d/upstreams.conf": LUA_UP,
+                     "conf.d/site.conf": ONE_ROUTE + "  #! http_retry_loop error\n",
+                     "conf.d/stream/up.conf": LUA_UP,
+                     "conf.d/stream/tcp.conf": "server { listen 9000; proxy_pass lb; }"
+                                               "  #! stream_retry_loop error\n"})
+    result = lint([str(tmp_path)])
+    assert rows(result, tmp_path) == marked(tmp_path), [f.message for f in result.findings]
+
+
+def test_folder_with_an_nginx_conf_lints_the_other_confs_too(tmp_path: Path) -> None:
+    """Each nginx.conf with its includes (a file it includes is not linted again), then the
+    *.conf files nothing included: a whole configuration as its own root."""
+    write(tmp_path, {
+        "a/nginx.conf": http("    include conf.d/*.conf;\n"),
+        "a/conf.d/app.conf": ONE_ROUTE + "  #! http_retry_loop error\n",
+        "b/other.conf": http(ONE_ROUTE + "  #! http_retry_loop error\n"),
+        "b/unused.yaml": "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\n",
+    })
+    result = lint([str(tmp_path)])
+    assert rows(result, tmp_path) == marked(tmp_path), [f.message for f in result.findings]
+    # a YAML file named on its own still says that nothing in it was read
+    assert rows(lint([str(tmp_path / "b/unused.yaml")]), tmp_path) == [
+        ("lint_input", "note", "b/unused.yaml", None)]
+
+
+def test_standard_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-``: standard input, named ``-`` in the findings, its relative includes from the
+    working directory."""
+    write(tmp_path, {"conf.d/app.conf": ONE_ROUTE + "\n"})
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(main, ["lint", "--format", "json", "-"],
+                             input=http("    include conf.d/*.conf;\n"))
+    assert out.exit_code == 1, out.output
+    findings = json.loads(out.stdout)["findings"]
+    assert [(f["code"], f["file"]) for f in findings] == [("http_retry_loop", "conf.d/app.conf")]
+    out = CliRunner().invoke(main, ["lint", "-"], input=http("    server {\n"))
+    assert out.exit_code == 2
+    assert out.stderr.startswith("retrywatch lint: -:"), out.stderr
+    assert "retrywatch-lint-" not in out.output
+
+
+def test_pipes_and_fifos_are_read_once(tmp_path: Path) -> None:
+    """``cat x | retrywatch lint /dev/stdin`` and ``<(cat x)`` are linted from what they
+    give; a FIFO is read once, and one nothing writes to is an error, not a hang."""
+    import shlex
+    import subprocess
+    import threading
+
+    conf = http(ONE_ROUTE + "\n")
+    (tmp_path / "a.conf").write_text(conf)
+    command = [sys.executable, "-m", "retrywatch", "lint"]
+    done = subprocess.run([*command, "/dev/stdin"], input=conf, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "/dev/stdin:" in done.stdout and "http_retry_loop" in done.stdout
+    done = subprocess.run(["bash", "-c", f"{shlex.join(command)} <(cat a.conf)"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    fifo = tmp_path / "fifo.conf"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=(conf,), daemon=True)
+    writer.start()
+    config = load(str(fifo), content=nginx_conf.read_bytes(str(fifo)))
+    writer.join(5)
+    assert [r.target for r in routes(config)] == ["lb"]
+    script = ("import sys; from retrywatch.lint import lint, nginx_conf; "
+              "nginx_conf.IDLE_SECONDS = 0.2; print([(f.code, f.severity.label, f.message) "
+              "for f in lint([sys.argv[1]]).findings])")
+    done = subprocess.run([sys.executable, "-c", script, str(fifo)], capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert "('lint_input', 'error', 'nothing to read for 0.2 s" in done.stdout, done.stderr
+
+
+def test_kubectl_json_is_read_as_kubernetes_objects(tmp_path: Path) -> None:
+    """``kubectl get … -o json``: a .json file, or JSON without the extension, is read as
+    Kubernetes objects (with their lines), not as nginx."""
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": [{
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "ingress-nginx-controller", "namespace": "ingress-nginx"},
+        "data": {"proxy-next-upstream-tries": "0"}}]}, indent=4)
+    line = next(n for n, text in enumerate(body.splitlines(), 1) if "tries" in text)
+    for name in ("cm.json", "cm.txt"):
+        (tmp_path / name).write_text(body)
+        assert rows(lint([str(tmp_path / name)]), tmp_path) == [
+            ("http_retry_loop", "error", name, line)]
+    (tmp_path / "tabs.json").write_text(json.dumps(json.loads(body), indent="\t"))
+    assert [f.code for f in lint([str(tmp_path / "tabs.json")]).findings] == ["http_retry_loop"]
+
+
+VARIABLE_UPS = LUA_UP + """\
+    upstream fine { server 127.0.0.1:10; }
+"""
+
+
+def test_variable_pass_judges_each_value(tmp_path: Path) -> None:
+    """``proxy_pass http://$backend;``: each upstream a ``map`` or a ``set`` may give the
+    variable is judged, and the finding says through which variable."""
+    result = check(tmp_path, {"nginx.conf": http("""\
+    map $http_host $backend {
+        hostnames;
+        default fine;
+        api.example.com lb;
+    }
+    server {
+        listen 80;
+        location / { proxy_pass http://$backend; }  #! http_retry_loop error
+        location /set {
+            set $pool fine;
+            if ($arg_x) { set $pool lb; }
+            proxy_pass http://$pool/x;  #! http_retry_loop error
+        }
+        location /fine { set $pool fine; proxy_pass http://$pool; }
+    }
+""", VARIABLE_UPS)})
+    messages = sorted(f.message for f in result.findings)
+    assert "location / through $backend passes to upstream lb" in messages[0]
+    assert "location /set through $pool passes to upstream lb" in messages[1]
+    config = load(str(tmp_path / "nginx.conf"))
+    assert sorted((r.scope(), r.target, r.variable) for r in routes(config)) == [
+        ("location / through $backend", "fine", "$backend"),
+        ("location / through $backend", "lb", "$backend"),
+        ("location /fine through $pool", "fine", "$pool"),
+        ("location /set through $pool", "fine", "$pool"),
+        ("location /set through $pool", "lb", "$pool")]
+
+
+def test_apisix_and_stream_variables(tmp_path: Path) -> None:
+    """APISIX's ``$upstream_scheme://apisix_backend$upstream_uri`` names apisix_backend; a
+    stream ``proxy_pass $up;`` takes the values of its map."""
+    write(tmp_path, {"apisix.conf": http("""\
+    upstream apisix_backend {
+        server 0.0.0.1;
+        balancer_by_lua_block { require("ngx.balancer").set_more_tries(1) }
+    }
+    server {
+        listen 80;
+        location / {
+            proxy_pass $upstream_scheme://apisix_backend$upstream_uri;  #! http_retry_loop error
+        }
+    }
+""", upstreams=""), "stream.conf": stream("""\
+    map $ssl_preread_server_name $up {
+        default fine;
+        db.example.com lb;
+    }
+    server { listen 9000; ssl_preread on; proxy_pass $up; }  #! stream_retry_loop error
+""", VARIABLE_UPS)})
+    assert rows(lint([str(tmp_path / "apisix.conf"), str(tmp_path / "stream.conf")]),
+                tmp_path) == marked(tmp_path)
+    (finding,) = lint([str(tmp_path / "stream.conf")]).findings
+    assert "through $up passes to upstream lb" in finding.message
+
+
+def test_byte_order_mark_is_an_error(tmp_path: Path) -> None:
+    """nginx rejects a file that starts with a UTF-8 BOM (``unknown directive
+    "\\ufeffevents"``): a lint_input error at line 1, also in an included file."""
+    (tmp_path / "nginx.conf").write_bytes(b"\xef\xbb\xbf" + http(ONE_ROUTE + "\n").encode())
+    result = lint([str(tmp_path / "nginx.conf")])
+    assert rows(result, tmp_path) == [("http_retry_loop", "error", "nginx.conf", 11),
+                                      ("lint_input", "error", "nginx.conf", 1)]
+    assert "byte order mark" in result.input_errors[0].message
+    assert '"\\ufeffevents"' in result.input_errors[0].message
+    assert cli(str(tmp_path / "nginx.conf")).exit_code == 2
+    write(tmp_path, {"main.conf": http("    include inc.conf;\n")})
+    (tmp_path / "inc.conf").write_bytes(b"\xef\xbb\xbf" + ONE_ROUTE.encode())
+    assert ("lint_input", "error", "inc.conf", 1) in rows(lint([str(tmp_path / "main.conf")]),
+                                                          tmp_path)
+
+
+@pytest.mark.parametrize(("name", "code"), [
+    ("stream/project/conf.d/app.conf", "http_retry_loop"),
+    ("streaming/app.conf", "http_retry_loop"),
+    ("streams-enabled/app.conf", "stream_retry_loop"),
+    ("stream.d/app.conf", "stream_retry_loop"),
+])
+def test_stream_folder_is_only_the_parent(tmp_path: Path, name: str, code: str) -> None:
+    """Only the file's own folder, named exactly stream, stream.d, streams-enabled or
+    streams-available, makes a snippet without a direct proxy_pass a stream one."""
+    body = LUA_UP + "server {\n    listen 80;\n    preread_by_lua_block { ngx.var.x = 1 }\n"
+    body += "    location / { proxy_pass lb; }\n" if code == "http_retry_loop" \
+        else "    proxy_pass lb;\n"
+    write(tmp_path, {name: body + "}\n"})
+    result = lint([str(tmp_path / name)], prefix=str(tmp_path))
+    assert [f.code for f in result.findings if f.severity >= Severity.WARNING] == [code]
+
+
+def test_lua_block_without_a_space_is_read(tmp_path: Path) -> None:
+    """``balancer_by_lua_block{`` (no space): nginx reads it, and so does lint (the balancer
+    is judged, no lint_input); a glued name in a comment changes nothing."""
+    check(tmp_path, {"nginx.conf": http(ONE_ROUTE + "  #! http_retry_loop error\n", """\
+    # content_by_lua_block{ is fine in a comment
+    upstream lb {
+        server 127.0.0.1:9;
+        balancer_by_lua_block{
+            local b = require "ngx.balancer"
+            b.set_more_tries(1)  -- '}'
+        }
+    }
+""")})
+    out = cli(str(tmp_path / "nginx.conf"))
+    assert out.exit_code == 1, out.output
 
 
 # -- rule outcomes ------------------------------------------------------------------------------

@@ -247,3 +247,19 @@ http {
     (finding,) = lint([str(path)]).findings
     assert finding.facts["scope"].startswith("location @custom_")
     assert "http-snippet" in finding.fix
+
+
+def test_absolute_lua_paths_are_read_under_the_root(tmp_path: Path) -> None:
+    """A copy of a server's tree: balancer_by_lua_file /etc/nginx/lua/lb.lua is the copy's."""
+    etc = tmp_path / "etc" / "nginx"
+    (etc / "lua").mkdir(parents=True)
+    (etc / "lua" / "lb.lua").write_text("local b = require 'ngx.balancer'\nb.set_more_tries(1)\n")
+    (etc / "nginx.conf").write_text("""events {}
+http {
+    upstream lb { server 127.0.0.1:9000; balancer_by_lua_file /etc/nginx/lua/lb.lua; }
+    server { listen 127.0.0.1:8080; location / { proxy_pass http://lb; } }
+}
+""")
+    (finding,) = lint([str(etc / "nginx.conf")]).findings
+    assert (finding.code, finding.severity) == ERROR[0]
+    assert finding.related[0].file == str(etc / "lua" / "lb.lua")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from retrywatch.lint import lua
 from retrywatch.lint.model import Location
-from retrywatch.lint.nginx_conf import Node
+from retrywatch.lint.nginx_conf import Node, rooted
 
 __all__ = ["KNOWN", "Balancer", "read_balancer"]
 
@@ -73,8 +73,9 @@ def _package_paths(node: Node) -> list[str]:
     return templates
 
 
-def _resolve(path: str, prefixes: list[str]) -> str | None:
+def _resolve(path: str, prefixes: list[str], root: str = "/") -> str | None:
     if os.path.isabs(path):
+        path = rooted(path, root)  # a copy of a server's tree: its own /etc/nginx/lua
         return path if os.path.isfile(path) else None
     for prefix in prefixes:
         candidate = os.path.join(prefix, path)
@@ -92,7 +93,7 @@ def _read(path: str) -> str:
 
 
 def read_balancer(directive: Node, prefixes: list[str], *, max_tries: int = 10,
-                  ingress_nginx: bool = False) -> Balancer:
+                  ingress_nginx: bool = False, root: str = "/") -> Balancer:
     """``directive``: a balancer_by_lua_block / _file / balancer_by_lua in an upstream.
     ``prefixes``: the directories relative paths are looked up in (nginx's prefix).
     ``max_tries``: a guard budget below it bounds the tries (``if n > 3 then return``).
@@ -101,7 +102,7 @@ def read_balancer(directive: Node, prefixes: list[str], *, max_tries: int = 10,
     b = Balancer(directive)
     if directive.name == "balancer_by_lua_file":
         path = directive.args[0] if directive.args else ""
-        found = _resolve(path, prefixes)
+        found = _resolve(path, prefixes, root)
         if found is None and os.path.basename(path) in _KNOWN_FILES and ingress_nginx:
             _know(b, _KNOWN_FILES[os.path.basename(path)], directive)
             return b
@@ -117,7 +118,7 @@ def read_balancer(directive: Node, prefixes: list[str], *, max_tries: int = 10,
     else:
         code = directive.args[-1] if directive.args else ""
         scanned = [(lua.scan(code, directive.line), directive.file)]
-    modules = _follow_requires(b, scanned, directive, prefixes, ingress_nginx)
+    modules = _follow_requires(b, scanned, directive, prefixes, ingress_nginx, root)
     for facts, file in scanned:
         _take(b, facts, file, modules, max_tries)
     if not (b.adds_tries or b.adds_tries_sometimes or b.peer_in_loop or b.known):
@@ -157,7 +158,7 @@ def _take(b: Balancer, facts: lua.LuaFacts, file: str, modules: set[str],
 
 
 def _follow_requires(b: Balancer, scanned: list[tuple[lua.LuaFacts, str]], directive: Node,
-                     prefixes: list[str], ingress_nginx: bool) -> set[str]:
+                     prefixes: list[str], ingress_nginx: bool, root: str) -> set[str]:
     """Read the modules the code requires (found through lua_package_path), appending
     them to ``scanned``; returns the names of those read."""
     prefix = prefixes[0] if prefixes else ""
@@ -177,7 +178,7 @@ def _follow_requires(b: Balancer, scanned: list[tuple[lua.LuaFacts, str]], direc
             if name in seen or name.startswith(("ngx.", "resty.")) or name == "ngx":
                 continue
             seen.add(name)
-            path = _find_module(name, templates, prefixes)
+            path = _find_module(name, templates, prefixes, root)
             if path is None:
                 continue
             try:
@@ -201,10 +202,11 @@ def _know(b: Balancer, module: str, directive: Node) -> None:
     b.largest_added = max(b.largest_added or 0, 1)
 
 
-def _find_module(name: str, templates: list[str], prefixes: list[str]) -> str | None:
+def _find_module(name: str, templates: list[str], prefixes: list[str],
+                 root: str = "/") -> str | None:
     rel = name.replace(".", "/")
     for template in templates:
-        found = _resolve(template.replace("?", rel), prefixes)
+        found = _resolve(template.replace("?", rel), prefixes, root)
         if found is not None:
             return found
     return None

@@ -58,6 +58,9 @@ class Route:
     subsystem: str  # http, stream
     target: str
     upstream: Node | None
+    #: The variable the pass names its host by (``$backend``), when ``target`` is one of
+    #: its values (a ``map`` or a ``set``): one Route per value.
+    variable: str | None = None
 
     @property
     def block(self) -> Node:
@@ -65,7 +68,12 @@ class Route:
         return self.pass_node.parent
 
     def scope(self) -> str:
-        """``location /x`` or ``server 127.0.0.1:9000`` (its listen) for messages."""
+        """``location /x`` or ``server 127.0.0.1:9000`` (its listen) for messages, with
+        ``through $backend`` when the upstream is a value of the pass's variable."""
+        where = self._place()
+        return f"{where} through {self.variable}" if self.variable else where
+
+    def _place(self) -> str:
         for node in (self.block, *self.block.ancestors()):
             if node.name == "location":
                 return f"location {' '.join(node.args)}"
@@ -87,19 +95,92 @@ def _upstreams(config: Config) -> dict[tuple[str, str], Node]:
     return found
 
 
+#: ``$name`` or ``${name}``.
+_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+#: Blocks that set a variable (their second argument; geo: its last) from a table.
+_TABLES = {"map": 1, "split_clients": 1, "geo": -1}
+#: Lines of those tables that are not a value.
+_TABLE_KEYWORDS = {"hostnames", "volatile", "ranges", "include", "delete", "proxy",
+                   "proxy_recursive"}
+
+
+def _host_start(arg: str) -> int:
+    return arg.index("://") + 3 if "://" in arg else 0
+
+
 def _target(arg: str, subsystem: str) -> str | None:
-    """The group name a pass argument names (None for a variable or a unix socket)."""
-    host = arg.split("://", 1)[1] if "://" in arg else arg
-    host = host.split("/", 1)[0]
-    if "$" in host or host.startswith("unix:"):
+    """The group name a pass argument names literally: the host, after ``scheme://`` up to
+    the first ``/``, ``$`` or ``:`` (``$upstream_scheme://apisix_backend$upstream_uri``
+    names ``apisix_backend``). None when the host is a variable (``http://$backend``), a
+    unix socket or an IPv6 address."""
+    rest = arg[_host_start(arg):]
+    if rest.startswith(("unix:", "[")):
         return None
-    if host.startswith("["):
-        return None
-    return host.rsplit(":", 1)[0] if ":" in host else host
+    host = re.split(r"[/$:]", rest, maxsplit=1)[0]
+    return host or None
+
+
+def _host_variable(arg: str) -> re.Match[str] | None:
+    """The variable in the host's place (``http://$backend/x``, stream ``$up``)."""
+    return _VARIABLE.match(arg, _host_start(arg))
+
+
+def _tables(config: Config) -> dict[tuple[str, str], list[str]]:
+    """The values ``map``, ``split_clients`` and ``geo`` blocks give their variable, by
+    (subsystem, variable name in lower case: nginx's names are caseless)."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for node in config.root.walk():
+        at = _TABLES.get(node.name)
+        if at is None or len(node.args) < 2:
+            continue
+        var = _VARIABLE.fullmatch(node.args[at])
+        if var is None:
+            continue
+        values = found.setdefault((node.subsystem() or config.root.name,
+                                   (var.group(1) or var.group(2)).lower()), [])
+        values += [entry.args[-1] for entry in node.children
+                   if entry.args and entry.name not in _TABLE_KEYWORDS]
+    return found
+
+
+def _sets(block: Node, name: str) -> list[str]:
+    """The values ``set $name value;`` gives in ``block`` and in its ``if`` blocks."""
+    values: list[str] = []
+    for child in block.children:
+        if child.name == "set" and len(child.args) >= 2:
+            var = _VARIABLE.fullmatch(child.args[0])
+            if var is not None and (var.group(1) or var.group(2)).lower() == name:
+                values.append(child.args[1])
+        elif child.name == "if":
+            values += _sets(child, name)
+    return values
+
+
+def _candidates(node: Node, var: re.Match[str], subsystem: str,
+                tables: dict[tuple[str, str], list[str]]) -> list[str]:
+    """The groups a pass whose host is a variable may name: each value of the variable
+    (its tables in the subsystem, its ``set``s in the route's blocks) put in the
+    argument's place; values with variables of their own are skipped."""
+    name = (var.group(1) or var.group(2)).lower()
+    values = list(tables.get((subsystem, name), []))
+    for block in (node.parent, *(node.parent.ancestors() if node.parent else ())):
+        if block is None or block.name in ("http", "stream", "main"):
+            break
+        values += _sets(block, name)
+    arg = node.args[0]
+    found: dict[str, str] = {}
+    for value in values:
+        target = _target(arg[:var.start()] + value + arg[var.end():], subsystem)
+        if target is not None and "$" not in value:
+            found.setdefault(target.lower(), target)
+    return list(found.values())
 
 
 def routes(config: Config) -> Iterator[Route]:
+    """Every ``*_pass`` with the group it names; a pass whose host is a variable gives one
+    Route per group the variable may hold (``Route.variable`` says which variable)."""
     ups = _upstreams(config)
+    tables: dict[tuple[str, str], list[str]] | None = None
     for node in config.root.walk():
         sub = node.subsystem() or config.root.name
         if sub == "http" and node.name in _HTTP_PASSES:
@@ -111,9 +192,17 @@ def routes(config: Config) -> Iterator[Route]:
         if not node.args or node.parent is None:
             continue
         target = _target(node.args[0], sub)
-        if target is None:
+        if target is not None:
+            yield Route(node, module, sub, target, ups.get((sub, target.lower())))
             continue
-        yield Route(node, module, sub, target, ups.get((sub, target.lower())))
+        var = _host_variable(node.args[0])
+        if var is None:
+            continue
+        if tables is None:
+            tables = _tables(config)
+        for target in _candidates(node, var, sub, tables):
+            yield Route(node, module, sub, target, ups.get((sub, target.lower())),
+                        var.group(0))
 
 
 def _int(node: Node | None) -> int:
@@ -165,11 +254,7 @@ def _looks_like_ingress_nginx(config: Config) -> bool:
     if any(n.name == "upstream" and n.args[:1] == ["upstream_balancer"]
            for n in config.root.walk()):
         return True
-    try:
-        with open(config.path, "rb") as f:
-            return f.read(256).lstrip().startswith(b"# Configuration checksum")
-    except OSError:
-        return False
+    return config.head.lstrip().startswith(b"# Configuration checksum")  # as it was read
 
 
 def _literal(call: str) -> int:
@@ -214,7 +299,7 @@ class _Checker:
                 if id(directive) not in self._balancers:
                     self._balancers[id(directive)] = read_balancer(
                         directive, self.prefixes, max_tries=self.max_tries,
-                        ingress_nginx=self.ingress_nginx)
+                        ingress_nginx=self.ingress_nginx, root=self.config.root_dir)
                 return self._balancers[id(directive)]
         return None
 

@@ -111,6 +111,11 @@ def _wrap(line: str, how: int, t: int) -> list[str]:
         return [f"<187>Nov 25 17:00:00 nginx: {line}"]
     if how == 5:
         return [f"web_1  | {line}"]
+    if how == 7:  # CRI split in many pieces, empty ones among them
+        third = len(line) // 3
+        return [f"2026-11-25T17:00:00.5Z stderr P {piece}"
+                for piece in (line[:third], "", "", line[third:2 * third], "")
+                ] + [f"2026-11-25T17:00:00.5Z stderr F {line[2 * third:]}"]
     return [f"host nginx[12]: {line}"]
 
 
@@ -119,7 +124,7 @@ def streams(draw: Any, wrappers: bool = True) -> bytes:
     n = draw(st.integers(0, 60))
     t = 0
     lines: list[str] = []
-    wrap = draw(st.integers(0, 6)) if wrappers and draw(st.booleans()) else 0
+    wrap = draw(st.integers(0, 7)) if wrappers and draw(st.booleans()) else 0
     for _ in range(n):
         t = max(0, t + draw(st.integers(-3, 3)))
         cid = draw(st.integers(1, 6))
@@ -162,6 +167,8 @@ def operations(draw: Any) -> list[Op]:
         data = draw(streams())
         for piece in draw(chunked(data)):
             ops.append(("feed", source, piece))
+            if draw(st.integers(0, 3)) == 0:  # a quiet spell: held things released
+                ops.append(("idle", source))
         if draw(st.booleans()):
             ops.append(("flush", source))
         if draw(st.integers(0, 5)) == 0:
@@ -201,6 +208,32 @@ def test_flood_with_a_hidden_runaway_under_a_small_cap(cap: int, threshold: int,
     assert_same(ops, config, max_line=64 * 1024)
     core = run_core(ops, config, UTC)
     assert core.tracked <= cap
+
+
+def test_bounds_quiet_spells_and_empty_pieces() -> None:
+    """An over-long line written slowly (quiet spells between its parts) is one line,
+    too_long once; runs of empty CRI and docker pieces count towards the bound."""
+    ev = stream_refused(0, 1)
+    cri_p = b"2026-11-25T17:00:00.5Z stdout P \n"
+    docker_p = json.dumps({"log": "", "stream": "stderr", "time": "t"}).encode() + b"\n"
+    ops: list[Op] = [("feed", "f", ev.encode() + b"\n")]
+    for _ in range(4):
+        ops += [("feed", "f", b"x" * (MAX_LINE + 100)), ("idle", "f")]
+    ops += [("feed", "f", b"\n" + ev.encode() + b"\n"), ("idle", "f")]
+    ops += [("feed", "k", cri_p * (MAX_LINE + 50) + docker_p * (MAX_LINE * 2)),
+            ("idle", "k"),
+            ("feed", "k", cri_p * 10 + (b"2026-11-25T17:00:00.5Z stdout F " + ev.encode()
+                                        + b"\n") * 2),
+            ("flush", "k"), ("flush", "f")]
+    assert_same(ops, DetectorConfig(threshold=1))
+    stats = run_core(ops, DetectorConfig(threshold=1), UTC, MAX_LINE).sources
+    assert stats["f"]["unparsed"] == {"too_long": 1}
+    assert stats["f"]["lines_read"] == 3
+    # Every raw piece line is one too_long, up to the end of its line; then lines again.
+    k = stats["k"]
+    assert k["unparsed"] == {"too_long": (MAX_LINE + 50) + 2 * MAX_LINE + 10 + 1}
+    assert k["lines_read"] == k["lines_parsed"] + sum(k["unparsed"].values())
+    assert k["events"] == 1
 
 
 # -- real logs --------------------------------------------------------------------------
@@ -314,7 +347,7 @@ def test_snapshot_and_restore_mid_stream_changes_nothing(ops: list[Op], config: 
             elif op[0] == "feed":
                 raw = core.feed(op[1], op[2])
             else:
-                raw = core.flush(op[1])
+                raw = core.flush(op[1], idle=op[0] == "idle")
             seen += [(c.kind, c.alert.to_dict()) for c in apply_changes(raw, by_key, UTC)]
         return seen, core.source_stats(), DetectorStats.of(core)
 

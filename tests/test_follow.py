@@ -4,9 +4,13 @@ tmp_path; the follower is stepped by calling poll(): no test sleeps."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import threading
 from pathlib import Path
+
+import pytest
 
 from retrywatch.sources.checkpoint import CheckpointStore
 from retrywatch.sources.fingerprint import take
@@ -14,9 +18,11 @@ from retrywatch.sources.follow import (
     Chunk,
     FileFollower,
     ManualWaker,
+    NotRegularFile,
     PollingWaker,
     Waker,
     WatchdogWaker,
+    open_regular,
 )
 
 
@@ -377,3 +383,174 @@ def test_watchdog_waker_is_woken_by_a_write(tmp_path: Path) -> None:
         waker.watch([])
     finally:
         waker.close()
+
+
+# -- fast rotation: files that came and went between two looks ------------------------
+def shift(log: Path, keep: int = 5) -> None:
+    """logrotate's renames: ``error.log.N`` to ``.N+1``, then ``error.log`` to ``.1``."""
+    for n in range(keep - 1, 0, -1):
+        older = log.with_name(f"{log.name}.{n}")
+        if older.exists():
+            os.replace(older, log.with_name(f"{log.name}.{n + 1}"))
+    os.replace(log, log.with_name(f"{log.name}.1"))
+
+
+def copytruncate(log: Path) -> None:
+    """logrotate's copytruncate: the rotated names shifted, a copy, then a truncation."""
+    for n in range(4, 0, -1):
+        older = log.with_name(f"{log.name}.{n}")
+        if older.exists():
+            os.replace(older, log.with_name(f"{log.name}.{n + 1}"))
+    shutil.copyfile(log, log.with_name(f"{log.name}.1"))
+    os.truncate(log, 0)
+
+
+def drain(follower: FileFollower, polls: int = 4) -> bytes:
+    return b"".join(data(follower.poll()) for _ in range(polls))
+
+
+def test_a_file_created_and_renamed_between_two_looks_is_read(tmp_path: Path) -> None:
+    log = tmp_path / "error.log"
+    log.write_bytes(lines(1))
+    follower = FileFollower(str(log), from_end=False)
+    assert data(follower.poll()) == lines(1)
+    append(log, lines(2))
+    shift(log)
+    log.write_bytes(lines(3, tag="b"))  # a file appears...
+    shift(log)  # ...and is renamed away before the follower looks
+    log.write_bytes(lines(4, tag="c"))
+    assert drain(follower) == lines(2) + lines(3, tag="b") + lines(4, tag="c")
+    follower.close()
+
+
+def test_several_files_missed_between_two_looks_are_read_oldest_first(tmp_path: Path) -> None:
+    log = tmp_path / "error.log"
+    log.write_bytes(lines(0))
+    follower = FileFollower(str(log), from_end=False)
+    follower.poll()
+    for tag in "bcd":
+        shift(log)
+        log.write_bytes(lines(1, 2, tag=tag))
+    assert drain(follower) == lines(1, 2, tag="b") + lines(1, 2, tag="c") + lines(1, 2, tag="d")
+    follower.close()
+
+
+def test_copytruncate_recovers_what_was_not_read_from_the_copy(tmp_path: Path) -> None:
+    log = tmp_path / "error.log"
+    log.write_bytes(lines(1))
+    follower = FileFollower(str(log), from_end=False)
+    assert data(follower.poll()) == lines(1)
+    append(log, lines(2, 3))  # written, not read yet when the file is truncated
+    copytruncate(log)
+    append(log, lines(4, tag="new"))
+    assert drain(follower) == lines(2, 3) + lines(4, tag="new")
+    status = follower.status()[0]
+    assert (status.truncations, status.lag_bytes) == (1, 0)
+    follower.close()
+
+
+def test_two_copytruncates_between_two_looks(tmp_path: Path) -> None:
+    log = tmp_path / "error.log"
+    log.write_bytes(lines(1))
+    follower = FileFollower(str(log), from_end=False)
+    follower.poll()
+    append(log, lines(2))
+    copytruncate(log)
+    log.write_bytes(lines(3, tag="b"))  # a whole generation, copied and truncated unseen
+    copytruncate(log)
+    append(log, lines(4, tag="c"))
+    assert drain(follower) == lines(2) + lines(3, tag="b") + lines(4, tag="c")
+    follower.close()
+
+
+def test_rotated_files_there_before_the_follower_are_not_read(tmp_path: Path) -> None:
+    log = tmp_path / "error.log"
+    (tmp_path / "error.log.1").write_bytes(lines(1, tag="old"))
+    (tmp_path / "error.log.2").write_bytes(lines(2, tag="old"))
+    (tmp_path / "error.log.3.gz").write_bytes(b"\x1f\x8b not read")
+    log.write_bytes(lines(1))
+    follower = FileFollower(str(log), from_end=False)
+    assert data(follower.poll()) == lines(1)
+    shift(log)
+    log.write_bytes(lines(2))
+    assert drain(follower) == lines(2)
+    follower.close()
+
+
+def test_rotated_twice_while_down_reads_every_file_in_order(tmp_path: Path) -> None:
+    log = tmp_path / "error.log"
+    log.write_bytes(lines(1, 2))
+    follower = FileFollower(str(log), from_end=False)
+    saved = {p.path: p for p in (follower.poll()[-1].position,)}
+    follower.close()
+    append(log, lines(3))
+    shift(log)
+    log.write_bytes(lines(4, tag="b"))
+    shift(log)
+    log.write_bytes(lines(5, tag="c"))
+    follower = FileFollower(str(log), checkpoints=saved)
+    assert drain(follower) == lines(3) + lines(4, tag="b") + lines(5, tag="c")
+    follower.close()
+
+
+def test_copytruncate_while_down_reads_the_rest_from_the_copy(tmp_path: Path) -> None:
+    log = tmp_path / "error.log"
+    log.write_bytes(lines(1, 2))
+    follower = FileFollower(str(log), from_end=False)
+    saved = {p.path: p for p in (follower.poll()[-1].position,)}
+    follower.close()
+    append(log, lines(3))
+    copytruncate(log)
+    append(log, lines(4, tag="new"))
+    follower = FileFollower(str(log), checkpoints=saved)
+    assert drain(follower) == lines(3) + lines(4, tag="new")
+    follower.close()
+
+
+# -- what a glob matches that is no regular file --------------------------------------
+def poll_within(follower: FileFollower, seconds: float = 10.0) -> list[Chunk]:
+    """One poll, in a thread: a poll blocked (in open() of a FIFO) fails the test."""
+    got: list[list[Chunk]] = []
+    thread = threading.Thread(target=lambda: got.append(follower.poll()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert got, f"poll() still blocked after {seconds} s"
+    return got[0]
+
+
+def test_a_fifo_under_the_glob_is_skipped_and_blocks_nothing(tmp_path: Path) -> None:
+    (tmp_path / "a.log").write_bytes(lines(1))
+    fifo = tmp_path / "b.log"
+    os.mkfifo(fifo)
+    (tmp_path / "c.log").mkdir()  # a directory the glob matches too
+    follower = FileFollower(str(tmp_path / "*.log"), from_end=False)
+    try:
+        assert data(poll_within(follower)) == lines(1)
+        status = {Path(s.path).name: s for s in follower.status()}
+        assert status["b.log"].skipped == "a FIFO, not a regular file"
+        assert status["b.log"].last_error == "skipped: a FIFO, not a regular file"
+        assert status["c.log"].skipped == "a directory, not a regular file"
+        assert not status["b.log"].open and status["a.log"].open
+        append(tmp_path / "a.log", lines(2))
+        assert data(poll_within(follower)) == lines(2)
+        fifo.unlink()
+        fifo.write_bytes(lines(3, tag="b"))  # a regular file under that name now: read
+        assert data(poll_within(follower)) == lines(3, tag="b")
+        status = {Path(s.path).name: s for s in follower.status()}
+        assert status["b.log"].skipped is None and status["b.log"].last_error is None
+    finally:
+        with contextlib.suppress(OSError):  # release a poll blocked in open() (main)
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        follower.close()
+
+
+def test_a_fifo_swapped_in_after_the_check_is_caught(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    fifo = tmp_path / "error.log"
+    os.mkfifo(fifo)
+    regular = os.stat_result((0o100644, *os.stat(tmp_path)[1:]))
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: regular if str(p) == str(fifo)
+                        else real_stat(p, *a, **k))
+    with pytest.raises(NotRegularFile, match="FIFO"):  # and open() did not block
+        os.close(open_regular(str(fifo)))

@@ -226,6 +226,27 @@ impl Aggregates {
         self.row_index.clear();
         self.rows.as_mut().map(std::mem::take).unwrap_or_default()
     }
+
+    /// Rows of `source` dropped; those of `moved` take its id (see `Engine::remove_source`).
+    fn remove_source(&mut self, source: SourceId, moved: SourceId) {
+        let Some(rows) = &mut self.rows else {
+            return;
+        };
+        rows.retain(|r| r.source != source);
+        self.row_index.clear();
+        for (i, r) in rows.iter_mut().enumerate() {
+            if r.source == moved {
+                r.source = source;
+            }
+            let fields = FailureFields {
+                peer: r.peer,
+                server: r.server,
+                errno: r.errno,
+            };
+            self.row_index
+                .insert((r.ts, r.source, r.pid, r.cid, r.kind, fields), i);
+        }
+    }
 }
 
 struct DetectSink<'a, Z: Zone> {
@@ -493,6 +514,11 @@ impl Engine {
         self.run(source, zone, changes, |pipe, sink| pipe.flush(sink));
     }
 
+    /// A quiet source: what it holds is released ([`Pipeline::release`]).
+    pub fn release<Z: Zone>(&mut self, source: SourceId, zone: &mut Z, changes: &mut Vec<Change>) {
+        self.run(source, zone, changes, |pipe, sink| pipe.release(sink));
+    }
+
     /// Detects the events a [`SourceReader`] read from `source`: one batch, as `feed` would.
     pub fn detect(&mut self, source: SourceId, parsed: &Parsed, changes: &mut Vec<Change>) {
         let Engine {
@@ -519,6 +545,33 @@ impl Engine {
 
     pub fn advance(&mut self, ts: i64, changes: &mut Vec<Change>) {
         self.detector.advance(ts, changes);
+    }
+
+    /// Releases every key the detector holds for `source` (a firing one resolves, reason
+    /// `source_removed`): the changes name the source, so take them before
+    /// [`Engine::remove_source`], which renumbers.
+    pub fn release_source(&mut self, source: SourceId, changes: &mut Vec<Change>) {
+        self.detector.release_source(source, changes);
+    }
+
+    /// Forgets a source: its pipeline, counters and keys (false when unknown). Its id goes
+    /// to the last source (a swap-remove), so ids taken before are stale after.
+    pub fn remove_source(&mut self, name: &str) -> bool {
+        let Some(id) = self.index.remove(name) else {
+            return false;
+        };
+        let last = SourceId::try_from(self.names.len() - 1).unwrap_or(SourceId::MAX);
+        self.detector.remove_source(id, last);
+        if let Some(agg) = &mut self.agg {
+            agg.remove_source(id, last);
+        }
+        self.names.swap_remove(id as usize);
+        self.pipes.swap_remove(id as usize);
+        self.newest.swap_remove(id as usize);
+        if let Some(name) = self.names.get(id as usize) {
+            self.index.insert(name.clone(), id);
+        }
+        true
     }
 
     /// The versioned state: sources with their pipelines, then the detector.
@@ -573,3 +626,89 @@ impl Engine {
 
 pub const MAGIC: &[u8] = b"RWCORE\0";
 pub const VERSION: u64 = 1;
+
+#[cfg(test)]
+mod remove_source_tests {
+    use super::*;
+    use crate::tracker::ChangeKind;
+
+    fn lines(cid: u64, n: usize) -> Vec<u8> {
+        let one = format!(
+            "2019/09/17 03:46:20 [error] 2454#2454: *{cid} connect() failed (111: Connection \
+             refused) while connecting to upstream, client: 10.0.0.1, server: a, upstream: \
+             \"http://10.0.0.2:80/\"\n"
+        );
+        one.repeat(n).into_bytes()
+    }
+
+    fn feed(engine: &mut Engine, name: &str, data: &[u8]) -> Vec<Change> {
+        let id = engine.source(name);
+        let mut changes = Vec::new();
+        engine.feed(id, data, &mut FixedZone(0), &mut changes);
+        engine.flush(id, &mut FixedZone(0), &mut changes);
+        changes
+    }
+
+    fn config() -> Config {
+        Config {
+            threshold: 3,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn a_removed_source_is_forgotten_and_the_others_keep_their_state() {
+        let mut engine = Engine::new(config(), 65536);
+        for name in ["a", "b", "c"] {
+            engine.source(name);
+        }
+        assert!(feed(&mut engine, "a", &lines(1, 5))
+            .iter()
+            .any(|c| c.kind == ChangeKind::Fired));
+        feed(&mut engine, "b", &lines(2, 1));
+        feed(&mut engine, "c", &lines(3, 2));
+        let a = engine.lookup("a").unwrap();
+        let mut changes = Vec::new();
+        engine.release_source(a, &mut changes);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].kind, ChangeKind::Resolved);
+        assert_eq!(changes[0].reason, Some("source_removed"));
+        assert_eq!(engine.names[changes[0].key.source as usize], "a");
+
+        assert!(engine.remove_source("a"));
+        assert!(!engine.remove_source("a"));
+        assert_eq!(engine.names, ["c", "b"]);
+        assert_eq!(engine.lookup("a"), None);
+        assert_eq!(engine.lookup("c"), Some(0));
+        assert_eq!(engine.pipes[0].stats.lines_read, 2);
+        assert_eq!(engine.pipes[1].stats.lines_read, 1);
+        let by = &engine.detector.stats.by_source_kind;
+        assert_eq!(by.keys().filter(|k| k.0 == 0).count(), 1); // c's, renumbered
+        assert_eq!(by.values().sum::<u64>(), 3);
+        // c's key moved with it: one more failure fires it (threshold 3).
+        let fired = feed(&mut engine, "c", &lines(3, 1));
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].key.source, 0);
+        assert_eq!(fired[0].conn.failures, 3);
+        // The state round-trips, and a new source takes the next id.
+        let back = Engine::load(&engine.save(), config(), 65536).unwrap();
+        assert_eq!(back.names, ["c", "b"]);
+        assert_eq!(back.detector.firing_len(), 1);
+        assert_eq!(engine.source("d"), 2);
+    }
+
+    #[test]
+    fn removing_the_last_or_only_source() {
+        let mut engine = Engine::new(config(), 65536);
+        feed(&mut engine, "a", &lines(1, 2));
+        feed(&mut engine, "b", &lines(2, 2));
+        assert!(engine.remove_source("b"));
+        assert_eq!(engine.names, ["a"]);
+        assert_eq!(engine.detector.tracked_keys(), 1);
+        assert!(engine.remove_source("a"));
+        assert!(engine.names.is_empty() && engine.pipes.is_empty());
+        assert_eq!(engine.detector.tracked_keys(), 0);
+        assert!(engine.detector.stats.by_source_kind.is_empty());
+        assert_eq!(engine.source("a"), 0);
+    }
+}

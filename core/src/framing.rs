@@ -8,6 +8,8 @@
 //!   exactly once, whether it ends in this chunk or spans many, and dropped to its end.
 //! - `Framer::flush(on_line)`: end of input, the carried partial line (if non-empty,
 //!   its trailing `\r` removed) as a last line.
+//! - `Framer::release(on_line)`: a quiet source, the same, except that an over-long line
+//!   being dropped stays dropped to its end (it is counted once, however slowly it comes).
 //! - `frame_datagram(payload, max_line)`: one record = one line (see the Python).
 //!
 //! Lines inside a chunk are handed out borrowed from the chunk (no copy); only the line
@@ -151,15 +153,29 @@ impl Framer {
     }
 
     /// End of input: the carried partial line (if any) as a last line; returns too_long
-    /// (always 0: a carried line is never over-long).
-    pub fn flush<F: FnMut(&[u8])>(&mut self, mut on_line: F) -> u64 {
+    /// (always 0: a carried line is never over-long). An over-long line being dropped
+    /// ends here: what comes next is a new line.
+    pub fn flush<F: FnMut(&[u8])>(&mut self, on_line: F) -> u64 {
+        let too_long = self.release(on_line);
+        self.skipping = false;
+        too_long
+    }
+
+    /// A quiet source: the carried partial line (if any) as a line, as `flush` gives it;
+    /// but an over-long line being dropped (already counted) stays dropped up to its end,
+    /// so its rest, whenever it comes, is never counted again.
+    pub fn release<F: FnMut(&[u8])>(&mut self, mut on_line: F) -> u64 {
         if !self.pending.is_empty() {
             let n = without_cr(&self.pending);
             on_line(&self.pending[..n]);
             self.pending.clear();
         }
-        self.skipping = false;
         0
+    }
+
+    /// Whether an over-long line (already counted) is being dropped up to its end.
+    pub fn dropping(&self) -> bool {
+        self.skipping
     }
 
     pub fn save(&self, w: &mut Writer) {
@@ -483,6 +499,38 @@ mod tests {
         assert_eq!(feed(&mut framer, &[b'x'; 20]), (vec![], 1));
         assert_eq!(flush(&mut framer), Vec::<Vec<u8>>::new());
         assert_eq!(feed(&mut framer, b"next\n"), (v(&[b"next"]), 0));
+    }
+
+    #[test]
+    fn release_keeps_an_over_long_line_dropped_to_its_end() {
+        // A 10 MB line written slowly, with quiet spells (releases) between its parts:
+        // counted once, and its end is no line of its own.
+        let mut framer = Framer::new(64 * 1024);
+        let part = vec![b'x'; 2_500_000];
+        let mut lines = Vec::new();
+        let mut too_long = 0;
+        for _ in 0..4 {
+            too_long += framer.feed(&part, |l| lines.push(l.to_vec()));
+            too_long += framer.release(|l| lines.push(l.to_vec()));
+            assert!(framer.dropping());
+            assert_eq!(framer.pending_bytes(), 0);
+        }
+        too_long += framer.feed(b"\nnext\n", |l| lines.push(l.to_vec()));
+        assert_eq!((lines, too_long), (v(&[b"next"]), 1));
+        assert!(!framer.dropping());
+        // A short partial line is released as a line, as flush gives it.
+        let mut framer = Framer::new(10);
+        assert_eq!(feed(&mut framer, b"ab\r"), (vec![], 0));
+        let mut released = Vec::new();
+        assert_eq!(framer.release(|l| released.push(l.to_vec())), 0);
+        assert_eq!(released, v(&[b"ab"]));
+        // flush ends a dropped line: what follows is a new line.
+        let mut framer = Framer::new(10);
+        assert_eq!(feed(&mut framer, &[b'x'; 20]), (vec![], 1));
+        assert_eq!(framer.release(|_| panic!("nothing held")), 0);
+        assert!(framer.dropping());
+        assert_eq!(flush(&mut framer), Vec::<Vec<u8>>::new());
+        assert_eq!(feed(&mut framer, b"rest\n"), (v(&[b"rest"]), 0));
     }
 
     const SAMPLES: [&[u8]; 6] = [

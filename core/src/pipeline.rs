@@ -236,9 +236,24 @@ impl Pipeline {
         }
     }
 
-    /// End of input (or a quiet source): the held line, pieces and event.
+    /// End of input: the held line, pieces and event; a line being dropped ends too.
     pub fn flush<S: Sink>(&mut self, sink: &mut S) {
-        self.frame(sink, |framer, on_line| framer.flush(on_line));
+        self.finish(sink, true);
+    }
+
+    /// A quiet source: the held line, pieces and event, as `flush` gives them; but an
+    /// over-long line (or CRI/docker line) being dropped stays dropped up to its end, so
+    /// however slowly it is written it is counted once.
+    pub fn release<S: Sink>(&mut self, sink: &mut S) {
+        self.finish(sink, false);
+    }
+
+    fn finish<S: Sink>(&mut self, sink: &mut S, end: bool) {
+        if end {
+            self.frame(sink, |framer, on_line| framer.flush(on_line));
+        } else {
+            self.frame(sink, |framer, on_line| framer.release(on_line));
+        }
         let Pipeline {
             unwrapper,
             assembler,
@@ -246,7 +261,11 @@ impl Pipeline {
             ..
         } = self;
         let mut stage = Stage { stats, sink };
-        let (held, pieces) = unwrapper.flush();
+        let (held, pieces) = if end {
+            unwrapper.flush()
+        } else {
+            unwrapper.release()
+        };
         stage.stats.lines_parsed += pieces;
         for line in &held {
             assembler.feed(line, |piece| stage.piece(piece));

@@ -262,10 +262,21 @@ impl Core {
         })
     }
 
-    /// End of a stream (or a quiet source): release what it holds.
-    fn flush<'py>(&mut self, py: Python<'py>, source: &str) -> PyResult<Bound<'py, PyList>> {
+    /// End of a stream: release what it holds. `idle`: a quiet source, whose line
+    /// being dropped (over-long, already counted) stays dropped up to its end.
+    #[pyo3(signature = (source, idle = false))]
+    fn flush<'py>(
+        &mut self,
+        py: Python<'py>,
+        source: &str,
+        idle: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
         self.run(py, source, |engine, id, zone, changes| {
-            engine.flush(id, zone, changes)
+            if idle {
+                engine.release(id, zone, changes)
+            } else {
+                engine.flush(id, zone, changes)
+            }
         })
     }
 
@@ -323,6 +334,23 @@ impl Core {
         for (name, pipe) in self.engine.names.iter().zip(&self.engine.pipes) {
             out.set_item(name, stats_dict(py, &pipe.stats)?)?;
         }
+        Ok(out)
+    }
+
+    /// Forgets a source: its pipeline, counters and keys; the changes that made (a firing
+    /// key resolves, reason `source_removed`). Nothing when unknown.
+    fn remove_source<'py>(
+        &mut self,
+        py: Python<'py>,
+        source: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let Some(id) = self.engine.lookup(source) else {
+            return Ok(PyList::empty(py));
+        };
+        let mut changes = Vec::new();
+        self.engine.release_source(id, &mut changes);
+        let out = self.changes(py, changes)?; // before the ids move
+        self.engine.remove_source(source);
         Ok(out)
     }
 

@@ -1034,6 +1034,69 @@ impl Detector {
         out
     }
 
+    // -- forgetting a source -----------------------------------------------------------
+    /// Drops every key of `source`; a firing one resolves (reason `source_removed`, at the
+    /// watermark). Between batches only.
+    pub fn release_source(&mut self, source: SourceId, changes: &mut Vec<Change>) {
+        let mut slots: Vec<u32> = self
+            .map
+            .iter()
+            .filter(|(k, _)| k.source == source)
+            .map(|(_, &slot)| slot)
+            .collect();
+        slots.sort_unstable();
+        for slot in slots {
+            let key = self.nodes[slot as usize].key;
+            let firing = self.nodes[slot as usize].list == FIRING;
+            self.touched_at.remove(&key);
+            if let (true, State::Conn(conn)) = (firing, self.remove(slot)) {
+                self.stats.resolved += 1;
+                changes.push(Change {
+                    kind: ChangeKind::Resolved,
+                    key,
+                    at: self.watermark.unwrap_or(conn.last),
+                    reason: Some("source_removed"),
+                    conn,
+                });
+            }
+        }
+    }
+
+    /// Forgets `source` (its keys and failure counters), then gives the keys and counters
+    /// of source `moved` its id: the engine moves its last source into the freed place.
+    pub fn remove_source(&mut self, source: SourceId, moved: SourceId) {
+        self.release_source(source, &mut Vec::new());
+        let stats = &mut self.stats.by_source_kind;
+        stats.retain(|k, _| k.0 != source);
+        if moved == source {
+            return;
+        }
+        let counts: Vec<_> = stats
+            .iter()
+            .filter(|(k, _)| k.0 == moved)
+            .map(|(k, n)| (*k, *n))
+            .collect();
+        for ((_, kind, subsystem), n) in counts {
+            stats.remove(&(moved, kind, subsystem));
+            stats.insert((source, kind, subsystem), n);
+        }
+        let keys: Vec<(Key, u32)> = self
+            .map
+            .iter()
+            .filter(|(k, _)| k.source == moved)
+            .map(|(k, &slot)| (*k, slot))
+            .collect();
+        for (key, slot) in keys {
+            self.map.remove(&key);
+            self.touched_at.remove(&key);
+            let renamed = Key { source, ..key };
+            self.nodes[slot as usize].key = renamed;
+            self.map.insert(renamed, slot);
+        }
+        self.touched
+            .retain(|(k, _)| k.source != moved && k.source != source);
+    }
+
     // -- state ---------------------------------------------------------------------------
     pub fn save(&self, w: &mut Writer) {
         w.opt_bytes(None); // reserved

@@ -1025,6 +1025,13 @@ fn head_chars(text: &[u8]) -> &[u8] {
     }
 }
 
+/// What a piece of `chars` characters counts towards the bound on a held line: its
+/// length, and one for an empty piece (a raw line read all the same).
+#[inline]
+fn piece_weight(chars: usize) -> usize {
+    chars.max(1)
+}
+
 /// The leading pieces of one stream's split line.
 #[derive(Debug, Clone, Default)]
 struct Pieces {
@@ -1034,7 +1041,9 @@ struct Pieces {
     text: Vec<u8>,
     /// Where each piece ends in `text`.
     ends: Vec<usize>,
-    /// `sum(map(len, pieces))`: characters.
+    /// `sum(max(len(p), 1) for p in pieces)`: characters, an empty piece counted as
+    /// one, so that every piece counts towards the bound (`max_line`) and a line of
+    /// empty pieces cannot grow without end.
     chars: usize,
 }
 
@@ -1238,7 +1247,7 @@ impl Unwrapper {
         let Some(held) = self.pieces.get_mut(stream) else {
             return Step::Held;
         };
-        held.chars += push_text(&mut held.text, piece);
+        held.chars += piece_weight(push_text(&mut held.text, piece));
         held.ends.push(held.text.len());
         if held.chars <= self.max_line {
             return Step::Held;
@@ -1281,12 +1290,20 @@ impl Unwrapper {
 
     /// Python `flush`: the pieces of lines whose last piece never came, joined (one line
     /// per stream, in the order the streams first got a piece), and how many raw lines
-    /// they span beyond one each.
+    /// they span beyond one each. Lines being dropped end here too.
     pub fn flush(&mut self) -> (Vec<Vec<u8>>, u64) {
+        let out = self.release();
+        self.dropping.clear();
+        out
+    }
+
+    /// A quiet source (Python `flush(idle=True)`): the held pieces as `flush` gives
+    /// them, but a stream's over-long line being dropped (already counted) stays dropped
+    /// up to its last piece.
+    pub fn release(&mut self) -> (Vec<Vec<u8>>, u64) {
         let mut held: Vec<Pieces> = self.pieces.drain().map(|(_, p)| p).collect();
         held.sort_by_key(|p| p.seq);
         let extra = held.iter().map(|p| p.ends.len() as u64 - 1).sum();
-        self.dropping.clear();
         (held.into_iter().map(|p| p.text).collect(), extra)
     }
 
@@ -1334,7 +1351,7 @@ impl Unwrapper {
                 let piece = r.bytes()?;
                 let text = std::str::from_utf8(piece)
                     .map_err(|_| SnapshotError("piece is not UTF-8".into()))?;
-                held.chars += text.chars().count();
+                held.chars += piece_weight(text.chars().count());
                 held.text.extend_from_slice(piece);
                 held.ends.push(held.text.len());
             }
@@ -3099,6 +3116,112 @@ mod tests {
             unwrap_with(&mut u, &[&cri("ab", "F", "stderr")]),
             out(&["ab"], &[], 0)
         );
+    }
+
+    #[test]
+    fn release_gives_the_pieces_but_keeps_a_line_dropped() {
+        let mut u = Unwrapper::new(10);
+        let o = unwrap_with(
+            &mut u,
+            &[
+                &cri(&"x".repeat(11), "P", "stderr"),
+                &cri("abc", "P", "stdout"),
+            ],
+        );
+        assert_eq!(o, out(&[], &[("too_long", &"x".repeat(11))], 0));
+        // The held stdout pieces come out; stderr's dropped line stays dropped.
+        assert_eq!(u.release(), (vec![b"abc".to_vec()], 0));
+        let o = unwrap_with(
+            &mut u,
+            &[
+                &cri("yy", "P", "stderr"),
+                &cri("zz", "F", "stderr"),
+                &cri("ok", "F", "stderr"),
+            ],
+        );
+        assert_eq!(
+            o,
+            out(&["ok"], &[("too_long", "yy"), ("too_long", "zz")], 0)
+        );
+    }
+
+    #[test]
+    fn empty_pieces_count_towards_the_bound() {
+        // Each empty piece is a raw line: counted as one character, so a stream of them
+        // is dropped (every one counted) instead of being held without end.
+        let max_line = 100;
+        let mut u = Unwrapper::new(max_line);
+        let empty_p = cri("", "P", "stdout");
+        let mut o = Out::default();
+        for _ in 0..max_line {
+            unwrap_into(&mut u, &[empty_p.as_bytes()], &mut o);
+        }
+        assert_eq!(o, Out::default());
+        assert_eq!(u.pieces["cri:stdout".as_bytes()].ends.len(), max_line);
+        unwrap_into(&mut u, &[empty_p.as_bytes()], &mut o);
+        assert_eq!(o.broken.len(), max_line + 1);
+        assert!(o
+            .broken
+            .iter()
+            .all(|(r, t)| *r == "too_long" && t.is_empty()));
+        assert!(u.pieces.is_empty());
+        // Then dropped up to the last piece, one record each; the next line is whole.
+        let mut o = Out::default();
+        for _ in 0..1000 {
+            unwrap_into(&mut u, &[empty_p.as_bytes()], &mut o);
+        }
+        let last = cri("", "F", "stdout");
+        let line = cri(LINE, "F", "stdout");
+        unwrap_into(&mut u, &[last.as_bytes(), line.as_bytes()], &mut o);
+        assert_eq!(o.broken.len(), 1001);
+        assert_eq!(o.lines, vec![LINE.as_bytes().to_vec()]);
+        // A non-empty piece counts its characters only, as before: a line of exactly
+        // max_line characters in pieces is whole.
+        let mut u = Unwrapper::new(max_line);
+        let half = "a".repeat(max_line / 2);
+        let o = unwrap_with(
+            &mut u,
+            &[&cri(&half, "P", "stdout"), &cri(&half, "F", "stdout")],
+        );
+        assert_eq!(o, out(&[&format!("{half}{half}")], &[], 1));
+        // Empty docker pieces too.
+        let mut u = Unwrapper::new(max_line);
+        let empty_d = docker("", "stdout");
+        let mut o = Out::default();
+        for _ in 0..=max_line {
+            unwrap_into(&mut u, &[empty_d.as_bytes()], &mut o);
+        }
+        assert_eq!(o.broken.len(), max_line + 1);
+        assert!(u.pieces.is_empty());
+    }
+
+    #[test]
+    fn held_pieces_stay_bounded_in_any_stream() {
+        // Millions of raw piece lines over 16 streams, empty and not: what is held never
+        // passes max_line characters (plus one piece) a stream, whatever comes.
+        let max_line = 1000;
+        let mut u = Unwrapper::new(max_line);
+        let shapes: Vec<String> = (0..MAX_STREAMS + 4)
+            .flat_map(|s| {
+                let stream = format!("s{s}");
+                [docker("", &stream), docker("abcdefg", &stream)]
+            })
+            .chain([cri("", "P", "stdout"), cri("xyz", "P", "stderr")])
+            .collect();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..300_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let line = &shapes[(state % shapes.len() as u64) as usize];
+            let _ = u.unwrap(line.as_bytes());
+            assert!(u.pieces.len() <= MAX_STREAMS);
+        }
+        for held in u.pieces.values() {
+            assert!(held.chars <= max_line);
+            assert!(held.ends.len() <= max_line);
+            assert!(held.text.len() <= 4 * max_line);
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["CHUNK_SIZE", "iter_chunks", "source_name"]
+__all__ = ["CHUNK_SIZE", "is_rotated_name", "iter_chunks", "source_name"]
 
 log = logging.getLogger("retrywatch")
 
@@ -35,6 +35,13 @@ def source_name(path: str) -> str:
         if pod is not None:
             return f"{pod.group('ns')}/{pod.group('pod')}/{parts[-2]}"
     return _ROTATION_SUFFIX.sub("", path) or path
+
+
+def is_rotated_name(name: str, base: str) -> bool:
+    """Whether the file name ``name`` is ``base`` with a rotation suffix (``error.log.1``,
+    ``error.log-20240101``, ``0.log.20240101-120000``), compressed or not."""
+    rest = name[len(base):]
+    return bool(rest) and name.startswith(base) and _ROTATION_SUFFIX.fullmatch(rest) is not None
 
 
 def _open(path: str) -> BinaryIO:

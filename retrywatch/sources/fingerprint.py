@@ -20,7 +20,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-__all__ = ["FINGERPRINT_BYTES", "Fingerprint", "matches", "refresh", "take"]
+__all__ = ["FINGERPRINT_BYTES", "Fingerprint", "matches", "refresh", "same_head", "take"]
 
 #: How many first bytes identify a file. One nginx error line is longer than this.
 FINGERPRINT_BYTES = 256
@@ -62,6 +62,16 @@ def matches(known: Fingerprint, fd: int) -> bool:
     and its first ``known.length`` bytes unchanged."""
     st = os.fstat(fd)
     if not known.same_inode(st.st_dev, st.st_ino):
+        return False
+    head = os.pread(fd, known.length, 0)
+    return len(head) == known.length and _digest(head) == known.digest
+
+
+def same_head(known: Fingerprint, fd: int) -> bool:
+    """Whether the open file ``fd``, whatever its inode, begins with the bytes ``known``
+    was taken of: a copy (copytruncate's ``error.log.1``). An empty fingerprint matches
+    nothing: it would match every file."""
+    if known.length == 0:
         return False
     head = os.pread(fd, known.length, 0)
     return len(head) == known.length and _digest(head) == known.digest

@@ -12,6 +12,20 @@ rename and create (the renamed file is read to its end before switching), copytr
 :mod:`~retrywatch.sources.fingerprint`; a file is open in at most one place, so a glob
 matching both ``error.log`` and ``error.log.1`` never reads a line twice.
 
+Rotations faster than the looks lose nothing. Under load a file can come and go between
+two polls: created and renamed away before it was seen, or a whole generation copied
+and truncated. Whenever a poll sees a rotation or a truncation (or a file it saw empty
+written since), it lists the path's rotated siblings (``error.log.1``, ``0.log.2024…``;
+not compressed ones) and reads first, oldest first, those with lines it has not read:
+copytruncate's copy of the generation it was reading, from where it stopped (found by
+the first bytes' fingerprint, another inode); files new since the last look, from 0; a
+file it let go and written since, from where it stopped. Siblings there at the first
+look are older than the follower and are not read.
+
+A path naming something other than a regular file (a FIFO, a directory, a device) is
+skipped, its reason in :attr:`FileStatus.skipped`: it is checked before it is opened,
+and opened ``O_NONBLOCK``, so ``open()`` never waits for a FIFO's writer.
+
 Where reading starts, for a file being opened:
 
 1. a file this follower has already read (a symlink switched back, a rotated file the
@@ -19,8 +33,10 @@ Where reading starts, for a file being opened:
 2. a file with a checkpoint whose fingerprint matches: exactly the checkpoint's offset;
 3. a path whose checkpoint names another file (rotated while retrywatch was down):
    offset 0; the checkpointed file, when it is still beside it under another name
-   (``error.log.1``, found by its fingerprint), is read to its end first. When it is gone
-   or compressed, the lines written to it after the checkpoint are lost;
+   (``error.log.1``, found by its fingerprint), is read to its end first, then the
+   siblings newer than it (rotated twice); after a copytruncate, its copy is read from
+   the checkpoint's offset. When it is gone or compressed, the lines written to it
+   after the checkpoint are lost;
 4. otherwise, in the first poll: the end (``from_end=True``, like a tailer, at the
    start of the last complete line) or 0; a file appearing later is new: 0.
 
@@ -47,8 +63,15 @@ from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
 from retrywatch.sources.checkpoint import Position
-from retrywatch.sources.files import source_name
-from retrywatch.sources.fingerprint import FINGERPRINT_BYTES, Fingerprint, matches, refresh, take
+from retrywatch.sources.files import is_rotated_name, source_name
+from retrywatch.sources.fingerprint import (
+    FINGERPRINT_BYTES,
+    Fingerprint,
+    matches,
+    refresh,
+    same_head,
+    take,
+)
 from retrywatch.sources.rotation import Action, FileStat, decide
 
 __all__ = [
@@ -57,9 +80,11 @@ __all__ = [
     "FileFollower",
     "FileStatus",
     "ManualWaker",
+    "NotRegularFile",
     "PollingWaker",
     "Waker",
     "WatchdogWaker",
+    "open_regular",
 ]
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
@@ -68,6 +93,7 @@ DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 ROTATION_GRACE = 5.0
 _TAIL_PROBE = 64 * 1024  # how far back from the end a start at the end looks for a newline
 _REMEMBERED = 256  # files left behind whose position is remembered
+_GENERATIONS = 16  # truncated generations of one path whose fingerprint is remembered
 _Inode = tuple[int, int]
 
 
@@ -109,6 +135,9 @@ class FileStatus:
     last_error: str | None
     #: ``False`` while the path is waited for.
     open: bool
+    #: Why the path is not read, when it names something other than a regular file
+    #: (a FIFO, a directory, a device): it is skipped, never opened in a way that blocks.
+    skipped: str | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -138,6 +167,43 @@ def _stat_path(path: str) -> FileStat | None:
         return None
 
 
+class NotRegularFile(Exception):
+    """A followed path names something that is not a regular file: it is skipped."""
+
+
+def _not_regular(mode: int) -> str:
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special")
+    return f"{kind}, not a regular file"
+
+
+def open_regular(path: str) -> int:
+    """A read-only descriptor of the regular file ``path``; :class:`NotRegularFile` for
+    anything else. Never blocks: a FIFO would block ``open()`` until a writer comes, so
+    the path is checked first and opened ``O_NONBLOCK`` (a FIFO swapped in between is
+    caught by the ``fstat`` after)."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotRegularFile(_not_regular(mode))
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFile(_not_regular(mode))
+    return fd
+
+
+def _age(path: str, st: os.stat_result) -> tuple[int, int, str]:
+    """Oldest first: by modification time, then ``.2`` before ``.1`` (same tick)."""
+    suffix = path.rpartition(".")[2]
+    return st.st_mtime_ns, -int(suffix) if suffix.isdigit() else 0, path
+
+
 def _line_start_before(fd: int, size: int) -> int:
     """Where the last complete line ends, looking back at most :data:`_TAIL_PROBE`."""
     start = max(0, size - _TAIL_PROBE)
@@ -162,7 +228,15 @@ class _Tailer:
         self.rotations = 0
         self.truncations = 0
         self.last_error: str | None = None
+        self.skipped: str | None = None
         self.caught_up_at = 0.0
+        #: The rotated siblings (``error.log.1``...) at the last look at them: size,
+        #: mtime and fingerprint (``None`` before the first look). A sibling not among
+        #: them came while this path was not looked at (see :meth:`_missed`).
+        self.siblings: dict[_Inode, tuple[int, int, Fingerprint]] | None = None
+        #: The fingerprints of this path's truncated generations and how far each was
+        #: read: copytruncate's copy of one is read from there.
+        self.generations: list[tuple[Fingerprint, int]] = []
 
     @property
     def idle(self) -> bool:
@@ -192,7 +266,14 @@ class _Tailer:
             budget -= self._read(out, f, budget, max_bytes, final=True)
             if f.offset < f.stat.size:
                 break
-            self.follower.release(self.backlog.pop(0))
+            done = self.backlog.pop(0)
+            if self.follower.grace > 0:  # read for its grace period: a writer may not
+                self.retired.append((done, self.follower.clock() + self.follower.grace))
+            else:  # have reopened yet
+                self.follower.release(done)
+            following = self.backlog[0] if self.backlog else self.current
+            if following is not None:
+                out.append(self._chunk(following, b"", boundary=True))
         return budget
 
     def _follow(self, out: list[Chunk], budget: int, max_bytes: int) -> None:
@@ -200,28 +281,54 @@ class _Tailer:
             f = self.current
             if f is None:
                 return
+            generation, previous = (f.fingerprint, f.offset), f.stat
             action = self._look(f)
+            if generation[0].length == 0 and action is not Action.TRUNCATED and (
+                    f.stat.size > 0 or f.stat.mtime != previous.mtime):
+                # Empty at the last look, written since: an empty file's fingerprint cannot
+                # tell whether it was also copied and truncated in between; a copy can.
+                # (Renamed away too: siblings newer than it came after it.)
+                self.backlog = self._missed(before=f.inode if action.drains else None)
+                if self.backlog:
+                    out.append(self._chunk(self.backlog[0], b"", boundary=True))
+                    budget = self._drain_backlog(out, budget, max_bytes)
+                    if self.backlog:
+                        return
+                    continue
             if action is Action.IDLE:
                 self.caught_up_at = self.follower.clock()
                 return
             if action is Action.TRUNCATED:
                 self.truncations += 1
+                self.generations = [*self.generations[1 - _GENERATIONS:], generation]
                 f.offset = 0
                 f.fingerprint = take(f.fd, self.follower.fingerprint_bytes)
-                out.append(self._chunk(f, b"", boundary=True))
+                # What was not read yet is in copytruncate's copy: read it first.
+                here = _stat_path(self.path)
+                left = here is None or not here.same_file(f.stat)
+                self.backlog = self._missed(before=f.inode if left else None)
+                out.append(self._chunk(self.backlog[0] if self.backlog else f, b"",
+                                       boundary=True))
+                budget = self._drain_backlog(out, budget, max_bytes)
+                if self.backlog:
+                    return
                 continue
             # Whole lines only, even from a file being left: a write in progress may be
             # half visible; its rest is read with the file's grace period.
-            before = budget
+            available, before = f.stat.size - f.offset, budget
             budget -= self._read(out, f, budget, max_bytes, final=False)
-            if not action.drains or (f.offset < f.stat.size and budget < before and budget <= 0):
+            if not action.drains or available > before:
                 return  # read what the budget allows; the rest next poll
             self.current = None
             self.retired.append((f, self.follower.clock() + self.follower.grace))
             if action is Action.DELETED:
                 return
             self.rotations += 1
-            if not self._open(out) or self.backlog:
+            if not self._open(out):
+                return
+            # Files missed between two looks, read first: as much as the budget allows.
+            budget = self._drain_backlog(out, budget, max_bytes)
+            if self.backlog:
                 return
 
     def _read_retired(self, out: list[Chunk], budget: int, max_bytes: int) -> int:
@@ -258,15 +365,121 @@ class _Tailer:
 
     def _open(self, out: list[Chunk]) -> bool:
         initial, self.initial = self.initial, False
-        opened = self.follower.open(self.path, initial)
+        try:
+            opened = self.follower.open(self.path, initial)
+        except NotRegularFile as exc:
+            self.skipped = str(exc)
+            self.last_error = f"skipped: {exc}"
+            return False
+        if self.skipped is not None:
+            self.skipped = self.last_error = None
         if opened is None:
             return False
         self.current, self.backlog = opened
+        # Files that came and went since the last look (renamed away before they were
+        # seen) are read before this one. The first open only notes the siblings there
+        # are, but after a restart those written after the checkpointed file are read.
+        after = (_age(self.backlog[-1].path, os.fstat(self.backlog[-1].fd))
+                 if self.backlog else None)
+        self.backlog += self._missed(after)
         f = self.current
         self.caught_up_at = self.follower.clock() if f.offset >= f.stat.size else f.stat.mtime
         first = self.backlog[0] if self.backlog else f
         out.append(self._chunk(first, b"", boundary=True))
         return True
+
+    def _rotated_siblings(self) -> list[tuple[str, os.stat_result]]:
+        """The regular files beside the path (its target, for a symlink) named like its
+        rotations (``error.log.1``, not compressed ones)."""
+        directory, base = os.path.split(os.path.realpath(self.path))
+        out: list[tuple[str, os.stat_result]] = []
+        try:
+            with os.scandir(directory or ".") as entries:
+                for entry in entries:
+                    if entry.name.endswith(".gz") or not is_rotated_name(entry.name, base):
+                        continue
+                    try:
+                        st = entry.stat()
+                    except OSError:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        out.append((entry.path, st))
+        except OSError:
+            return []
+        return out
+
+    def _missed(self, after: tuple[int, int, str] | None = None, *,
+                before: _Inode | None = None) -> list[_Open]:
+        """Rotated siblings with lines this path's reader has not read, oldest first, each
+        opened where its unread lines start: copytruncate's copy of a truncated
+        generation (from where that generation was left), a file that appeared and was
+        renamed away between two looks, or a whole generation copied and truncated
+        between two looks (from 0), a file left here and written since (from where it
+        was left). Only siblings new or changed since the last call are opened; the
+        first call only notes them (they are older than the follower), except those
+        newer than ``after`` (the :func:`_age` of a restart's checkpointed file).
+
+        ``before``: the open file, left (renamed) while its unread lines could not be
+        placed (truncated, or empty at the last look). Unknown siblings older than it
+        are copies of its earlier generations, read now; newer ones came after it and
+        are left to the look after its end (they stay new to it)."""
+        follower = self.follower
+        known = self.siblings
+        now: dict[_Inode, tuple[int, int, Fingerprint]] = {}
+        found: list[tuple[tuple[int, int, str], _Open, bool]] = []
+        pivot: tuple[int, int, str] | None = None
+        for path, st in self._rotated_siblings():
+            inode = (st.st_dev, st.st_ino)
+            if inode == before:
+                pivot = _age(path, st)
+            seen = known.get(inode) if known is not None else None
+            if seen is not None and seen[:2] == (st.st_size, st.st_mtime_ns):
+                now[inode] = seen
+                continue
+            try:
+                fd = open_regular(path)
+            except (OSError, NotRegularFile):
+                continue
+            fingerprint = take(fd, follower.fingerprint_bytes)
+            now[inode] = (st.st_size, st.st_mtime_ns, fingerprint)
+            start: tuple[int, bool] | None = None
+            if inode in follower._open_inodes:
+                pass  # being read (here, or under its own name by the glob)
+            elif known is not None:
+                start = self._unread_from(fd, inode, seen)
+            elif after is not None and _age(path, st) > after:
+                start = (0, True)
+            if start is None or start[0] >= st.st_size:
+                os.close(fd)
+                continue
+            f = _Open(fd, path, fingerprint, start[0], FileStat.of(os.fstat(fd)))
+            found.append((_age(path, st), f, start[1]))
+        out: list[_Open] = []
+        for age, f, certain in sorted(found, key=lambda item: item[0]):
+            if before is not None and not certain and (pivot is None or age >= pivot):
+                os.close(f.fd)  # later than the open file: read after it
+                del now[f.inode]
+            else:
+                out.append(f)
+        self.siblings = now
+        follower._open_inodes.update(f.inode for f in out)
+        return out
+
+    def _unread_from(self, fd: int, inode: _Inode, seen: tuple[int, int, Fingerprint]
+                     | None) -> tuple[int, bool] | None:
+        """Where a sibling new or changed since the last look starts to be read, and
+        whether it is known how it relates to this path's files (``None``: not read)."""
+        left = self.follower._left.get(inode)
+        # (An empty file's fingerprint matches any file its inode number is reused for.)
+        if left is not None and left[0].length and matches(left[0], fd):
+            del self.follower._left[inode]
+            return left[1], True
+        for fingerprint, offset in reversed(self.generations):
+            if same_head(fingerprint, fd):
+                return offset, True  # a copy of a truncated generation
+        if seen is not None and seen[2].length and matches(seen[2], fd):
+            return None  # one that was there before and grew: never this reader's
+        return 0, False
 
     def _read(self, out: list[Chunk], f: _Open, budget: int, max_bytes: int,
               final: bool) -> int:
@@ -276,6 +489,11 @@ class _Tailer:
         if available <= 0 or budget <= 0:
             return 0
         data = os.pread(f.fd, min(available, budget), f.offset)
+        if not matches(f.fingerprint, f.fd):
+            # Truncated (and written again) since the look: these may be the new
+            # generation's bytes. Not taken: the next look sees the truncation, and the
+            # copy gives what this generation still had.
+            return 0
         if not (final and len(data) == available):
             cut = data.rfind(b"\n")
             if cut >= 0:
@@ -296,7 +514,8 @@ class _Tailer:
         lag = sum(max(0, b.stat.size - b.offset) for b in behind) + max(0, size - offset)
         return FileStatus(self.path, offset, size, lag,
                           max(0.0, now - self.caught_up_at) if lag else 0.0,
-                          self.rotations, self.truncations, self.last_error, f is not None)
+                          self.rotations, self.truncations, self.last_error, f is not None,
+                          self.skipped)
 
     def close(self) -> None:
         retired = [f for f, _ in self.retired]
@@ -395,14 +614,15 @@ class FileFollower:
     # -- opening and leaving files (called by the tailers) -------------------
     def open(self, path: str, initial: bool) -> tuple[_Open, list[_Open]] | None:
         """Open ``path`` where reading should start, with the older files to read
-        first; ``None`` when missing, not a regular file, or open elsewhere."""
+        first; ``None`` when missing or open elsewhere; :class:`NotRegularFile` when it
+        is not a regular file (never opened in a way that could block)."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_regular(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
         st = os.fstat(fd)
         inode = (st.st_dev, st.st_ino)
-        if not stat.S_ISREG(st.st_mode) or inode in self._open_inodes:
+        if inode in self._open_inodes:
             os.close(fd)
             return None
         f = _Open(fd, path, take(fd, self.fingerprint_bytes), 0, FileStat.of(st))
@@ -432,33 +652,59 @@ class FileFollower:
                 return []
         saved_here = self._checkpoints.pop(f.path, None)
         if saved_here is not None:
-            old = self._find_sibling(f.path, saved_here)
-            return [old] if old is not None else []
+            return self._find_sibling(f.path, saved_here)
         if initial and self.from_end:
             f.offset = _line_start_before(f.fd, f.stat.size)
         return []
 
-    def _find_sibling(self, path: str, saved: Position) -> _Open | None:
-        """The file ``saved`` was taken of, still beside ``path`` under another name."""
+    def _find_sibling(self, path: str, saved: Position) -> list[_Open]:
+        """What is left of the file ``saved`` was taken of, beside ``path`` under other
+        names: the file itself, read from the saved offset; or, when it was truncated
+        (copytruncate while down), the copy of what it held, from the saved offset, then
+        the file itself from 0 if it was rewritten and renamed since."""
         directory = os.path.dirname(path) or "."
         name = source_name(path)
         with os.scandir(directory) as entries:
             names = [os.path.join(os.path.dirname(path), e.name) for e in entries]
-        for sibling in [n for n in names if n != path and source_name(n) == name]:
+        siblings = [n for n in names if n != path and source_name(n) == name]
+        for sibling in siblings:
             try:
                 st = os.stat(sibling)
             except FileNotFoundError:
                 continue
             if not saved.fingerprint.same_inode(st.st_dev, st.st_ino):
                 continue
-            if (st.st_dev, st.st_ino) in self._open_inodes or st.st_size < saved.offset:
-                return None
-            fd = os.open(sibling, os.O_RDONLY | os.O_CLOEXEC)
-            if not matches(saved.fingerprint, fd):
-                os.close(fd)
-                return None
-            return _Open(fd, sibling, saved.fingerprint, saved.offset,
-                         FileStat.of(os.fstat(fd)))
+            if (st.st_dev, st.st_ino) in self._open_inodes:
+                return []
+            try:
+                fd = open_regular(sibling)
+            except (OSError, NotRegularFile):
+                return []
+            st = os.fstat(fd)
+            if matches(saved.fingerprint, fd) and st.st_size >= saved.offset:
+                return [_Open(fd, sibling, saved.fingerprint, saved.offset, FileStat.of(st))]
+            copy = self._find_copy(siblings, saved)  # truncated, written again, renamed
+            rewritten = _Open(fd, sibling, take(fd, self.fingerprint_bytes), 0, FileStat.of(st))
+            return [copy, rewritten] if copy is not None else [rewritten]
+        copy = self._find_copy(siblings, saved)
+        return [copy] if copy is not None else []
+
+    def _find_copy(self, siblings: list[str], saved: Position) -> _Open | None:
+        """The sibling that begins as the file ``saved`` was taken of (another inode),
+        with bytes past its offset: copytruncate's copy."""
+        for sibling in siblings:
+            if sibling.endswith(".gz"):
+                continue
+            try:
+                fd = open_regular(sibling)
+            except (OSError, NotRegularFile):
+                continue
+            st = os.fstat(fd)
+            if ((st.st_dev, st.st_ino) not in self._open_inodes
+                    and st.st_size > saved.offset and same_head(saved.fingerprint, fd)):
+                return _Open(fd, sibling, take(fd, self.fingerprint_bytes), saved.offset,
+                             FileStat.of(st))
+            os.close(fd)
         return None
 
 

@@ -15,19 +15,35 @@ timeout and gets every record queued so far, each with its peer address. The que
 bounded: when the consumer falls behind, the receiver stops reading, UDP datagrams then
 pile up in the kernel's receive buffer (asked large) and, past it, are dropped by the
 kernel and counted in :meth:`SyslogListener.drops`; a TCP sender is slowed by its window.
+
+TCP is bounded: at most ``max_clients`` clients at once (further ones are accepted and
+closed at once, and counted as refused), never more than half of what the process's
+descriptor limit leaves after :data:`FD_RESERVE` descriptors for files and the state
+database (the other half is the HTTP service's); a client that sends nothing for
+``idle_timeout`` seconds is closed (its last line delivered), so idle clients cannot
+lock the others out; frames over ``max_record`` bytes are skipped and counted. When ``accept`` fails
+for want of descriptors (EMFILE, ENFILE) or memory, the listening socket is left alone
+for a while (doubling up to a second) instead of being retried in a busy loop, and such
+failures are logged at most once every :data:`LOG_EVERY` seconds, with a count.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import ipaddress
+import logging
 import os
 import queue
 import re
+import resource
 import selectors
 import socket
 import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -37,7 +53,11 @@ from urllib.parse import urlsplit
 from retrywatch.detect.core import DEFAULT_MAX_LINE
 
 __all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CLIENTS",
     "DEFAULT_RCVBUF",
+    "FD_RESERVE",
+    "LOG_EVERY",
     "ListenerStats",
     "Record",
     "StreamFramer",
@@ -55,8 +75,20 @@ _RECV_SIZE = 65536  # above the largest UDP payload (65,507 bytes over IPv4)
 _BURST_RECORDS = 1024  # records read before handing a batch over
 _BURST_BYTES = 1 << 20
 _QUEUE_BATCHES = 64  # at most 64 MiB of records waiting for the consumer
-_MAX_CLIENTS = 1024
+DEFAULT_MAX_CLIENTS = 1024
+DEFAULT_IDLE_TIMEOUT = 300.0  # seconds without a byte before a TCP client is closed
+#: Descriptors kept for the rest of the process (followed files, the state database,
+#: the server's own): a TCP listener takes at most half of the RLIMIT_NOFILE beyond them,
+#: so HTTP clients (``/healthz``) always find descriptors, however many syslog clients.
+FD_RESERVE = 128
+LOG_EVERY = 10.0  # seconds: at most one log line per kind of trouble this often
+_ACCEPT_BACKOFF_MIN = 0.05
+_ACCEPT_BACKOFF_MAX = 1.0
+#: accept() failures that only time can cure: retrying at once would spin.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _PROC_NET = Path("/proc/net")
+
+log = logging.getLogger("retrywatch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +148,12 @@ class ListenerStats:
     datagrams: int = 0  # records received: UDP datagrams, or TCP frames
     bytes: int = 0
     too_long: int = 0  # records over max_record, skipped (counted in datagrams)
-    errors: int = 0  # socket errors, truncated TCP frames, refused clients
+    errors: int = 0  # socket errors, truncated TCP frames
     connections: int = 0  # TCP clients accepted
+    refused: int = 0  # TCP clients closed at once: max_clients were connected
+    timed_out: int = 0  # TCP clients closed after idle_timeout seconds without a byte
+    accept_errors: int = 0  # accept() failures (out of descriptors: accepting paused)
+    clients: int = 0  # TCP clients connected now
     last_error: str | None = None
 
 
@@ -280,6 +316,48 @@ def _peer(addr: object) -> tuple[str, int]:
     return str(addr), 0
 
 
+def client_room(reserve: int = FD_RESERVE) -> int | None:
+    """TCP syslog clients the descriptor limit (soft RLIMIT_NOFILE) leaves room for: half
+    of it beyond ``reserve`` (the other half for HTTP clients); ``None`` when unlimited."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return max(1, (soft - reserve) // 2)
+
+
+class LogThrottle:
+    """One log line per ``every`` seconds at most; the lines held back in between are
+    counted and said with the next one."""
+
+    def __init__(self, every: float = LOG_EVERY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.clock = clock
+        self._next = float("-inf")
+        self.held = 0  # lines held back since the last one logged
+
+    def __call__(self, level: int, message: str, *args: object) -> bool:
+        """Log ``message % args`` unless one was logged less than ``every`` s ago."""
+        now = self.clock()
+        if now < self._next:
+            self.held += 1
+            return False
+        self._next = now + self.every
+        if self.held:
+            message += " (and %d more like it in the last %.0f s)"
+            args = (*args, self.held, self.every)
+            self.held = 0
+        log.log(level, message, *args)
+        return True
+
+
+@dataclass(slots=True, eq=False)
+class _Client:
+    framer: StreamFramer
+    peer: tuple[str, int]
+    last: float  # clock() when a byte last came
+
+
 # -- the listener -------------------------------------------------------------------
 class SyslogListener:
     """Receives syslog records on one UDP or TCP address, in a thread; see the module doc.
@@ -288,9 +366,17 @@ class SyslogListener:
     """
 
     def __init__(self, url: str | SyslogURL, *, rcvbuf: int = DEFAULT_RCVBUF,
-                 max_record: int = DEFAULT_MAX_LINE) -> None:
+                 max_record: int = DEFAULT_MAX_LINE, max_clients: int = DEFAULT_MAX_CLIENTS,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, fd_reserve: int = FD_RESERVE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url if isinstance(url, SyslogURL) else parse_syslog_url(url)
         self.max_record = max_record
+        #: TCP clients at once: as asked, lowered at start to what RLIMIT_NOFILE leaves.
+        self.max_clients = max_clients
+        self.max_clients_asked = max_clients
+        self.idle_timeout = idle_timeout
+        self._fd_reserve = fd_reserve
+        self._clock = clock
         self.stats = ListenerStats()
         self._rcvbuf_wanted = rcvbuf
         #: The receive buffer the kernel granted (its figure: twice the payload room).
@@ -304,10 +390,15 @@ class SyslogListener:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._queue: queue.Queue[list[Record]] = queue.Queue(_QUEUE_BATCHES)
-        self._clients: dict[socket.socket, tuple[StreamFramer, tuple[str, int]]] = {}
+        #: TCP clients, the one that sent a byte longest ago first.
+        self._clients: OrderedDict[socket.socket, _Client] = OrderedDict()
         self._sel: selectors.BaseSelector | None = None
         self._drops_base = 0
         self._last_drops = 0
+        self._accept_backoff = _ACCEPT_BACKOFF_MIN
+        self._accept_paused_until: float | None = None
+        self._log_refused = LogThrottle(clock=clock)
+        self._log_accept = LogThrottle(clock=clock)
 
     @property
     def name(self) -> str:
@@ -334,6 +425,7 @@ class SyslogListener:
             sock.bind(addr)
             if kind == socket.SOCK_STREAM:
                 sock.listen(128)
+                self._fit_descriptor_limit()
             sock.setblocking(False)
         except BaseException:
             sock.close()
@@ -360,7 +452,35 @@ class SyslogListener:
             if sock is not None:
                 sock.close()
         self._clients.clear()
+        self.stats.clients = 0
         self._sock = None
+
+    def _fit_descriptor_limit(self) -> None:
+        """Lower ``max_clients`` to what RLIMIT_NOFILE leaves room for, and say so."""
+        room = client_room(self._fd_reserve)
+        if room is not None and room < self.max_clients_asked:
+            self.max_clients = room
+            log.warning("%s: at most %d TCP clients at once, not %d: the descriptor limit "
+                        "(RLIMIT_NOFILE, ulimit -n) is %d; beyond %d kept for files and "
+                        "state, half is left to HTTP clients",
+                        self.name, room, self.max_clients_asked,
+                        resource.getrlimit(resource.RLIMIT_NOFILE)[0], self._fd_reserve)
+        else:
+            self.max_clients = self.max_clients_asked
+
+    def summary(self) -> dict[str, object]:
+        """The listener's figures for ``/api/v1/sources`` and the metrics (plain data)."""
+        st = self.stats
+        out: dict[str, object] = {
+            "transport": self.url.transport, "records": st.datagrams, "bytes": st.bytes,
+            "frames_too_long": st.too_long, "errors": st.errors, "drops": self._last_drops}
+        if self.url.transport == "tcp":
+            out.update(clients=st.clients, max_clients=self.max_clients,
+                       idle_timeout=self.idle_timeout, connections=st.connections,
+                       refused=st.refused, timed_out=st.timed_out,
+                       accept_errors=st.accept_errors,
+                       accepting=self._accept_paused_until is None)
+        return out
 
     def __enter__(self) -> SyslogListener:
         self.start()
@@ -416,11 +536,52 @@ class SyslogListener:
             self._sel = sel
             sel.register(self._wake_r, selectors.EVENT_READ, None)
             sel.register(self._sock, selectors.EVENT_READ, on_ready)
+            tcp = self.url.transport == "tcp"
             while not self._stopping.is_set():
-                for key, _ in sel.select():
+                for key, _ in sel.select(self._select_timeout() if tcp else None):
                     if key.data is None:  # woken by stop()
                         return
                     key.data()
+                if tcp:
+                    self._housekeep()
+
+    def _select_timeout(self) -> float | None:
+        """Until the next TCP deadline: an idle client's timeout, accepting again."""
+        now = self._clock()
+        deadlines = []
+        if self._clients:
+            oldest = next(iter(self._clients.values()))
+            deadlines.append(oldest.last + self.idle_timeout)
+        if self._accept_paused_until is not None:
+            deadlines.append(self._accept_paused_until)
+        if not deadlines:
+            return None
+        return min(1.0, max(0.01, min(deadlines) - now))  # at least once a second
+
+    def _housekeep(self) -> None:
+        """Close the clients idle for ``idle_timeout``; accept again after a pause."""
+        now = self._clock()
+        if self._accept_paused_until is not None and now >= self._accept_paused_until:
+            self._accept_paused_until = None
+            if self._sock is not None and self._sel is not None:
+                self._sel.register(self._sock, selectors.EVENT_READ, self._accept)
+            self._accept()
+        while self._clients:
+            client, state = next(iter(self._clients.items()))
+            if now - state.last < self.idle_timeout:
+                break
+            self.stats.timed_out += 1
+            self._close_client(client, state)
+
+    def _close_client(self, client: socket.socket, state: _Client) -> None:
+        """Forget and close ``client``; its last line without LF is a record."""
+        if self._sel is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(client)
+        self._clients.pop(client, None)
+        self.stats.clients = len(self._clients)
+        client.close()
+        self._count(state.framer.close(), state.peer)
 
     def _error(self, exc: OSError) -> None:
         self.stats.errors += 1
@@ -457,30 +618,67 @@ class SyslogListener:
             batch.append(Record(data, _peer(addr)))
         self._deliver(batch)
 
-    def _accept(self) -> None:
+    def _accept_one(self) -> tuple[socket.socket, object]:
         assert self._sock is not None
-        while True:
+        return self._sock.accept()
+
+    def _accept(self) -> None:
+        if self._sock is None or self._accept_paused_until is not None:
+            return
+        for _ in range(_BURST_RECORDS):  # then the clients get their turn
             try:
-                client, addr = self._sock.accept()
+                client, addr = self._accept_one()
             except BlockingIOError:
                 return
+            except InterruptedError:
+                continue
             except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._pause_accept(exc)
+                    return
+                if exc.errno == errno.ECONNABORTED:  # the client gave up while queued
+                    continue
                 self._error(exc)
                 return
-            if len(self._clients) >= _MAX_CLIENTS:
-                self.stats.errors += 1
-                self.stats.last_error = f"more than {_MAX_CLIENTS} clients: refused {addr}"
+            self._accept_backoff = _ACCEPT_BACKOFF_MIN
+            peer = _peer(addr)
+            if len(self._clients) >= self.max_clients:
+                self.stats.refused += 1  # counted before the client can see it
                 client.close()
+                self.stats.last_error = (f"{self.max_clients} TCP clients connected: "
+                                         f"refused {peer[0]}:{peer[1]}")
+                self._log_refused(logging.WARNING,
+                                  "%s: %d TCP clients connected (max_clients): refused %s:%d",
+                                  self.name, self.max_clients, *peer)
                 continue
             client.setblocking(False)
             self.stats.connections += 1
-            self._clients[client] = (StreamFramer(self.max_record), _peer(addr))
+            self._clients[client] = _Client(StreamFramer(self.max_record), peer, self._clock())
+            self.stats.clients = len(self._clients)
             assert self._sel is not None
             self._sel.register(client, selectors.EVENT_READ,
                                functools.partial(self._read_client, client))
 
+    def _pause_accept(self, exc: OSError) -> None:
+        """Out of descriptors (or memory): stop watching the listening socket for a
+        while, doubling the pause while it lasts; connections wait in the backlog."""
+        pause = self._accept_backoff
+        self._accept_backoff = min(_ACCEPT_BACKOFF_MAX, pause * 2)
+        self._accept_paused_until = self._clock() + pause
+        if self._sel is not None and self._sock is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(self._sock)
+        self.stats.accept_errors += 1
+        self.stats.last_error = f"accept: {type(exc).__name__}: {exc}"
+        self._log_accept(logging.WARNING,
+                         "%s: cannot accept a TCP client (%s): not accepting for %.2f s; "
+                         "%d clients connected",
+                         self.name, os.strerror(exc.errno or 0), pause, len(self._clients))
+
     def _read_client(self, client: socket.socket) -> None:
-        framer, peer = self._clients[client]
+        state = self._clients.get(client)
+        if state is None:
+            return
         try:
             data = client.recv(_RECV_SIZE)
         except BlockingIOError:
@@ -488,14 +686,16 @@ class SyslogListener:
         except OSError as exc:
             self._error(exc)
             data = b""
-        frames = framer.feed(data) if data else framer.close()
         if not data:
-            assert self._sel is not None
-            self._sel.unregister(client)
-            del self._clients[client]
-            client.close()
+            self._close_client(client, state)
+            return
+        state.last = self._clock()
+        self._clients.move_to_end(client)
+        self.stats.bytes += len(data)
+        self._count(state.framer.feed(data), state.peer)
+
+    def _count(self, frames: Frames, peer: tuple[str, int]) -> None:
         stats = self.stats
-        stats.bytes += len(data)
         stats.datagrams += len(frames.records) + frames.too_long
         stats.too_long += frames.too_long
         stats.errors += frames.errors

@@ -79,13 +79,15 @@ class LineFramer:
             self._pending = b""
             self._skipping = True
 
-    def flush(self) -> Framed:
-        """The final line without a line end, at the end of input."""
+    def flush(self, idle: bool = False) -> Framed:
+        """The final line without a line end, at the end of input. ``idle`` (a quiet
+        source, not its end): an over-long line being dropped stays dropped to its end."""
         out = Framed()
         if self._pending:
             out.lines = [self._pending.removesuffix(b"\r")]
             self._pending = b""
-        self._skipping = False
+        if not idle:
+            self._skipping = False
         return out
 
 

@@ -74,10 +74,11 @@ class SourcePipeline:
         _extend(batch, self._finish(self._assembler.flush()))
         return batch
 
-    def flush(self) -> Batch:
-        """End of input (or a quiet source): release the held line, pieces and event."""
-        batch = self._lines(self._framer.flush())
-        held, pieces = self._unwrapper.flush()
+    def flush(self, idle: bool = False) -> Batch:
+        """End of input (or, ``idle``, a quiet source): release the held line, pieces and
+        event; a quiet source's line being dropped stays dropped."""
+        batch = self._lines(self._framer.flush(idle))
+        held, pieces = self._unwrapper.flush(idle)
         if held:
             self.stats.lines_parsed += pieces  # leading pieces of the lines released now
             _extend(batch, self._finish(self._assembler.feed(held)))

@@ -17,7 +17,7 @@ from retrywatch.detect.engine import DetectorStats, apply_changes
 from retrywatch.detect.events import Event
 
 #: ("feed", source, bytes) | ("records", source, [bytes]) | ("flush", source) |
-#: ("advance", ts)
+#: ("idle", source) (a quiet source's flush) | ("advance", ts)
 Op = tuple[Any, ...]
 
 
@@ -69,7 +69,7 @@ def run_reference(ops: list[Op], config: DetectorConfig, tz: tzinfo,
         elif op[0] == "records":
             batch = pipe.feed_records(op[2])
         else:
-            batch = pipe.flush()
+            batch = pipe.flush(idle=op[0] == "idle")
         heads: list[tuple[EventHead, int]] = []
         for record in batch.records:
             if isinstance(record, Event):
@@ -100,7 +100,7 @@ def run_core(ops: list[Op], config: DetectorConfig, tz: tzinfo,
         elif op[0] == "records":
             raw = core.feed_records(op[1], op[2])
         else:
-            raw = core.flush(op[1])
+            raw = core.flush(op[1], idle=op[0] == "idle")
         _take(apply_changes(raw, by_key, tz), out)
     for name, d in core.source_stats().items():
         out.sources[name] = _source_stats(name, d)

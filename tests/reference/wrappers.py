@@ -125,13 +125,15 @@ class Unwrapper:
                 return True
         return False
 
-    def flush(self) -> tuple[list[str], int]:
+    def flush(self, idle: bool = False) -> tuple[list[str], int]:
         """End of input: the pieces of lines whose last piece never came, joined, and how
-        many raw lines they span beyond one each."""
+        many raw lines they span beyond one each. ``idle`` (a quiet source, not its end):
+        a line being dropped stays dropped up to its last piece."""
         lines = ["".join(pieces) for pieces in self._pieces.values() if pieces]
         extra = sum(len(pieces) for pieces in self._pieces.values()) - len(lines)
         self._pieces.clear()
-        self._dropping.clear()
+        if not idle:
+            self._dropping.clear()
         return lines, extra
 
     def _add_piece(self, stream: str, piece: str, out: Unwrapped) -> None:
@@ -140,7 +142,8 @@ class Unwrapper:
             return
         pieces = self._pieces.setdefault(stream, [])
         pieces.append(piece)
-        if sum(map(len, pieces)) > self.max_line:
+        # Every piece counts towards the bound, an empty one as one character.
+        if sum(max(len(p), 1) for p in pieces) > self.max_line:
             out.broken.extend(("too_long", p[:200]) for p in pieces)
             del self._pieces[stream]
             self._dropping.add(stream)  # the rest of this line, up to its last piece

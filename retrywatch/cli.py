@@ -241,6 +241,16 @@ def service_options(func: Any) -> Any:
                      help="A log file or glob to follow (repeatable); '-' for stdin."),
         click.option("--syslog", "syslog", multiple=True, metavar="URL",
                      help="Listen for nginx's syslog output: udp://HOST:PORT or tcp://..."),
+        click.option("--syslog-max-clients", type=click.IntRange(min=1), default=None,
+                     metavar="N", help="TCP syslog clients at once (default 1024); more "
+                                       "are refused and counted."),
+        click.option("--syslog-idle-timeout", type=click.FloatRange(min=0, min_open=True),
+                     default=None, metavar="SECONDS",
+                     help="Close a TCP syslog client silent this long (default 300)."),
+        click.option("--syslog-max-frame", type=click.IntRange(min=480, max=65536),
+                     default=None, metavar="BYTES",
+                     help="The longest syslog record (default 65536); longer ones are "
+                          "skipped and counted."),
         click.option("--listen", default=None, metavar="HOST:PORT",
                      help="The HTTP service (default 127.0.0.1:8734)."),
         click.option("--state-dir", default=None, type=click.Path(file_okay=False),
@@ -258,8 +268,38 @@ def service_options(func: Any) -> Any:
         click.option("--min-repeat", type=click.IntRange(min=1), default=None),
         click.option("--resolve-after", type=click.IntRange(min=1), default=None),
         click.option("--max-tracked", type=click.IntRange(min=1), default=None),
+        click.option("--source-retention", type=click.FloatRange(min=0), default=None,
+                     metavar="SECONDS", help="Forget a file source gone this long, with its "
+                                             "metric series (default 21600: 6 hours)."),
+        click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=None,
+                     metavar="SECONDS", help="On SIGTERM/SIGINT, how long to go on delivering "
+                                             "queued alerts after the last checkpoint "
+                                             "(default 10)."),
+        click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True),
+                     default=None, metavar="SECONDS",
+                     help="/healthz fails when the ingest loop has not turned this long "
+                          "(default 60)."),
+        click.option("--http-max-connections", type=click.IntRange(min=8), default=None,
+                     metavar="N", help="HTTP connections at once (default 1000, lowered to "
+                                       "fit ulimit -n); the oldest idle one is closed to "
+                                       "make room."),
+        click.option("--http-header-timeout", type=click.FloatRange(min=0, min_open=True),
+                     default=None, metavar="SECONDS",
+                     help="Close a connection that has not sent a whole request head in "
+                          "this time (default 10)."),
         click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
                      help="retrywatch's own log lines: text or JSON."),
+        # The API token has no flag (a command line is visible to every user of the host):
+        # RETRYWATCH_API_TOKEN or api_token in the config file.
+        click.option("--tls-cert", "ssl_certfile", default=None, metavar="PATH",
+                     help="Serve HTTPS with this certificate chain (PEM; with --tls-key)."),
+        click.option("--tls-key", "ssl_keyfile", default=None, metavar="PATH",
+                     help="The private key of --tls-cert."),
+        click.option("--keep-query-strings/--redact-query-strings", "keep_query_strings",
+                     default=None, help="Show the query strings of requests and referrers "
+                     "as logged (default: values replaced, ?token=…)."),
+        click.option("--max-stream-clients", type=click.IntRange(min=1), default=None,
+                     metavar="N", help="Event-stream clients at once (default 500)."),
         click.option("--config", "config_file", default=None,
                      type=click.Path(dir_okay=False),
                      help="A YAML or TOML file of settings (also RETRYWATCH_CONFIG)."),
@@ -317,6 +357,12 @@ def config(config_file: str | None, **flags: Any) -> None:
     sys.stdout.write("\n")
 
 
+class _StartError(click.ClickException):
+    """A setting that cannot be used, found at start: ``Error: ...`` in one line, exit 2."""
+
+    exit_code = 2
+
+
 @main.command()
 @service_options
 def run(config_file: str | None, **flags: Any) -> None:
@@ -329,13 +375,24 @@ def run(config_file: str | None, **flags: Any) -> None:
         raise click.UsageError("nothing to follow: give --log PATH and/or --syslog URL")
     _logging(settings.log_format, settings.log_level)
     from retrywatch.detect.knowledge import KnowledgeError
+    from retrywatch.serve.state import StateDirError
 
     try:
         service = Service(settings)
     except KnowledgeError as exc:
         raise click.UsageError(f"--nginx-config: {exc}") from exc
+    except StateDirError as exc:  # one line, exit 2: a crash loop says why in its log
+        raise _StartError(f"--state-dir: {exc}") from exc
     host, port = settings.host_port()
-    serve(service, host, port, create_app(service.engine, service.notifier))
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    if token is None and not settings.loopback_only():
+        import logging
+
+        logging.getLogger("retrywatch").warning(
+            "listening on %s, beyond loopback, without an API token: anyone who reaches it "
+            "reads the alerts (set api_token, RETRYWATCH_API_TOKEN)", settings.listen)
+    serve(service, host, port, create_app(service.engine, service.notifier, api_token=token,
+                                          max_stream_clients=settings.max_stream_clients))
 
 
 @main.command("notify-test")

@@ -24,6 +24,7 @@ PER_ALERT = "retrywatch_runaway_connection_failures"
 #: Labels whose values are unbounded (one per connection): only the per-alert series.
 CONNECTION_LABELS = {"cid", "pid", "upstream"}
 SYSLOG = "udp://127.0.0.1:5514"
+SYSLOG_TCP = "tcp://127.0.0.1:5514"
 PROMTOOL = "/usr/bin/promtool"
 
 
@@ -62,6 +63,9 @@ def engine(clock: FakeClock) -> Engine:
     engine.feed("other", b"not an nginx line\n")
     engine.end("other")
     engine.add_source(SYSLOG, "syslog").extra["drops"] = 3
+    engine.add_source(SYSLOG_TCP, "syslog").extra["syslog"] = {
+        "transport": "tcp", "clients": 448, "refused": 652, "timed_out": 9,
+        "frames_too_long": 2, "accept_errors": 1}
     return engine
 
 
@@ -89,7 +93,14 @@ def test_values_after_the_storm(text: str) -> None:
     assert lines[(("source", "nginx"),)] == 57_522
     assert values(text, "retrywatch_source_lines_unparsed_total") == {
         (("reason", "no_timestamp"), ("source", "other")): 1}
-    assert values(text, "retrywatch_syslog_receive_drops_total") == {(("source", SYSLOG),): 3}
+    tcp = (("source", SYSLOG_TCP),)
+    assert values(text, "retrywatch_syslog_receive_drops_total") == {(("source", SYSLOG),): 3,
+                                                                     tcp: 0}
+    assert values(text, "retrywatch_syslog_clients") == {tcp: 448}
+    assert values(text, "retrywatch_syslog_clients_refused_total") == {tcp: 652}
+    assert values(text, "retrywatch_syslog_clients_timed_out_total") == {tcp: 9}
+    assert values(text, "retrywatch_syslog_frames_too_long_total") == {tcp: 2}
+    assert values(text, "retrywatch_syslog_accept_errors_total") == {tcp: 1}
     failures = values(text, "retrywatch_upstream_connect_failures_total")
     assert sum(failures.values()) == 49_277 + 8_000
     assert {dict(k)["subsystem"] for k in failures} == {"http"}

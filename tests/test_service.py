@@ -421,3 +421,51 @@ def test_config_bad_values_exit_clearly(tmp_path: Path, args: list[str], env: di
     assert "Traceback" not in result.stderr, result.stderr
     assert message in result.stderr, result.stderr
     assert result.stdout == ""
+
+
+# -- sources never block each other ---------------------------------------------------------
+def sources_by_name(svc: Service) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in svc.get("/api/v1/sources")["sources"]}
+
+
+def test_a_fifo_under_the_glob_blocks_no_source(tmp_path: Path) -> None:
+    """A FIFO appears under the followed glob: it is skipped (said in /api/v1/sources and
+    /readyz), every other file keeps being read, and a regular file under its name later
+    is read. (Today's follower blocked in open() forever: every source stopped.)"""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    a, fifo = logs / "a.log", logs / "b.log"
+    a.write_bytes(b"")
+    lines = storm_lines()[:3000]
+    args = ["--log", str(logs / "*.log"), "--from", "beginning", "--timezone", "UTC"]
+    try:
+        with running(args, tmp_path) as svc:
+            append(a, lines[:1000])
+            poll("a.log read", lambda: sources_by_name(svc).get(str(a), {}).get("lines_read")
+                 == 1000)
+            os.mkfifo(fifo)
+            append(a, lines[1000:2000])
+
+            def fifo_skipped_and_a_read() -> bool:
+                found = sources_by_name(svc)
+                return (found.get(str(a), {}).get("lines_read") == 2000
+                        and found.get(str(fifo), {}).get("last_error") is not None)
+
+            poll("a.log read past the FIFO", fifo_skipped_and_a_read, timeout=15.0)
+            skipped = sources_by_name(svc)[str(fifo)]
+            assert skipped["last_error"] == "skipped: a FIFO, not a regular file", skipped
+            assert (skipped["open"], skipped["lines_read"]) == (False, 0)
+            ready = svc.client.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert f"{fifo}: skipped (a FIFO, not a regular file)" in ready.json()["detail"]
+            fifo.unlink()
+            fifo.write_bytes(b"".join(lines[2000:2100]))  # a regular file by that name now
+            append(a, lines[2100:])
+            poll("both files read", lambda: {n: s["lines_read"] for n, s in
+                                             sources_by_name(svc).items()}
+                 == {str(a): 2900, str(fifo): 100}, timeout=15.0)
+            assert sources_by_name(svc)[str(fifo)]["last_error"] is None
+            assert svc.client.get("/readyz").status_code == 200
+    finally:
+        with contextlib.suppress(OSError):  # a follower blocked in open() (before the fix)
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class Channel:
         self._clock, self._wall, self._rng = clock, wall, rng
         self._cond = threading.Condition(threading.Lock())
         self._stop = threading.Event()
+        self._draining = False  # stopping: what is queued goes out now (drain)
         self._queue: OrderedDict[str, Entry] = OrderedDict()
         self._first_at: float | None = None
         self._inflight: list[Entry] = []
@@ -128,11 +130,29 @@ class Channel:
             self._cond.notify_all()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop, waiting at most one attempt's timeout for a request in flight."""
+        """Stop, waiting at most one attempt's timeout (or ``timeout``) for a request in
+        flight (still going after that: left to the daemon thread, its client open)."""
         self.signal_stop()
         if self._thread is not None:
             self._thread.join(self.receiver.timeout + 2 if timeout is None else timeout)
+            if self._thread.is_alive():
+                return
         self.client.close()
+
+    def drain(self, deadline: float) -> int:
+        """Send what is queued now, ``group_wait`` cut short, until nothing is left or
+        ``deadline`` (``time.monotonic``) passes; the changes still unsent (they stay
+        pending in :meth:`state`)."""
+        with self._cond:
+            self._draining = True
+            self._cond.notify_all()
+            while (self._queue or self._inflight) and not self._stop.is_set() \
+                    and self._thread is not None and self._thread.is_alive():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 0.05))
+            return len(self._queue) + len(self._inflight)
 
     def state(self) -> ReceiverState:
         with self._cond:
@@ -171,7 +191,7 @@ class Channel:
         r = self.receiver
         due = now + IDLE
         if self._first_at is not None:
-            due = min(due, self._first_at + r.group_wait)
+            due = min(due, now if self._draining else self._first_at + r.group_wait)
         if self._firing:
             if r.format == "alertmanager":
                 due = min(due, self._last_resend + r.resend_interval)
@@ -186,7 +206,7 @@ class Channel:
     def _take(self, now: float) -> list[Entry]:
         r = self.receiver
         batch: list[Entry] = []
-        if self._first_at is not None and now >= self._first_at + r.group_wait:
+        if self._first_at is not None and (self._draining or now >= self._first_at + r.group_wait):
             while self._queue and len(batch) < r.max_group:
                 batch.append(self._queue.popitem(last=False)[1])
             self._first_at = (now - r.group_wait) if self._queue else None

@@ -59,12 +59,20 @@ class Notifier:
         for channel in self.channels.values():
             channel.start()
 
-    def stop(self) -> None:
-        """Stop every worker (all asked first: a shutdown waits for one timeout, not N)."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop every worker (all asked first: a shutdown waits for one timeout, not N);
+        ``timeout``: the most to wait for a request in flight, in all."""
         for channel in self.channels.values():
             channel.signal_stop()
+        deadline = None if timeout is None else time.monotonic() + timeout
         for channel in self.channels.values():
-            channel.stop()
+            channel.stop(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def drain(self, timeout: float) -> int:
+        """Deliver what is queued now (``group_wait`` cut short), for at most ``timeout``
+        seconds in all; the alert changes still unsent (pending in :meth:`state`)."""
+        deadline = time.monotonic() + timeout
+        return sum(channel.drain(deadline) for channel in self.channels.values())
 
     def state(self) -> DeliveryState:
         """Plain data for the service's snapshot (see :mod:`retrywatch.delivery.state`)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -11,10 +12,30 @@ from retrywatch.detect.core import Conn
 from retrywatch.detect.diagnosis import Diagnosis, diagnose
 from retrywatch.detect.judge import Judgement, judge
 
-__all__ = ["Alert", "AlertChange", "ChangeKind", "alert_id"]
+__all__ = ["REDACTED", "Alert", "AlertChange", "ChangeKind", "alert_id", "redact_query"]
 
 #: ``confirmed``: a suspected alert's evidence became strong (it pages from now on)
 ChangeKind = Literal["fired", "updated", "confirmed", "resolved"]
+
+
+#: A query string: from ``?`` to a space, a quote or a fragment.
+_QUERY = re.compile(r"\?([^\s\"#]+)")
+#: What a redacted query value reads as.
+REDACTED = "…"
+
+
+def redact_query(text: str) -> str:
+    """Every query string in ``text`` with its values replaced and its names kept:
+    ``GET /a?token=secret&b=1 HTTP/1.1`` → ``GET /a?token=…&b=… HTTP/1.1``."""
+    if "?" not in text:
+        return text
+    return _QUERY.sub(lambda m: "?" + "&".join(
+        p.partition("=")[0] + "=" + REDACTED if "=" in p else p
+        for p in m.group(1).split("&")), text)
+
+
+def _text(value: Any, redact: bool) -> Any:
+    return redact_query(value) if redact and isinstance(value, str) else value
 
 
 def alert_id(source: str, pid: int, cid: int, first: int) -> str:
@@ -41,18 +62,22 @@ class Alert:
     evidence: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def fire(cls, st: Conn, now: datetime, judgement: Judgement | None = None) -> Alert:
+    def fire(cls, st: Conn, now: datetime, judgement: Judgement | None = None, *,
+             redact: bool = False) -> Alert:
         source, pid, cid = st.key
         alert = cls(alert_id(source, pid, cid, st.first), source, pid, cid, now)
-        alert.refresh(st, judgement)
+        alert.refresh(st, judgement, redact=redact)
         return alert
 
     @property
     def confirmed(self) -> bool:
         return self.confidence == "confirmed"
 
-    def refresh(self, st: Conn, judgement: Judgement | None = None) -> bool:
-        """Take the connection's current figures; True when it became confirmed now."""
+    def refresh(self, st: Conn, judgement: Judgement | None = None, *,
+                redact: bool = False) -> bool:
+        """Take the connection's current figures; True when it became confirmed now.
+        ``redact``: query values of the request and of the sample line (its request,
+        upstream URL and referrer) replaced (:func:`redact_query`)."""
         judgement = judgement or judge(st)
         became = judgement.confidence == "confirmed" and not self.confirmed
         if judgement.confidence == "confirmed" or not self.confirmed:
@@ -65,7 +90,7 @@ class Alert:
             "subsystem": st.subsystem,
             "client": st.client,
             "server": st.server,
-            "request": next(iter(st.requests), None),
+            "request": _text(next(iter(st.requests), None), redact),
             "host": st.host,
             "upstreams": dict(sorted(st.upstreams.items(), key=lambda kv: -kv[1])),
             "failures": st.failures,
@@ -77,9 +102,16 @@ class Alert:
             "errnos": dict(st.errnos),
             "kinds": dict(st.kinds),
             "distinct_requests": st.distinct_requests,
-            "sample": st.sample,
+            "sample": _text(st.sample, redact),
         }
         return became
+
+    def redact(self) -> None:
+        """Query values of the request and sample replaced (an alert kept from before)."""
+        snap = self.snapshot
+        if any(isinstance(snap.get(k), str) and "?" in snap[k] for k in ("request", "sample")):
+            self.snapshot = {**snap, "request": _text(snap.get("request"), True),
+                             "sample": _text(snap.get("sample"), True)}
 
     def resolve(self, when: datetime, reason: str) -> None:
         self.state = "resolved"

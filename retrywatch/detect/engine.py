@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import tzinfo
+from datetime import datetime, tzinfo
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ from retrywatch.detect.core import Conn, Core, DetectorConfig, localize, new_cor
 from retrywatch.detect.judge import judge
 from retrywatch.detect.knowledge import Knowledge, Verdict
 from retrywatch.detect.stats import SourceStats
+from retrywatch.serve.health import ServiceHealth
 
 __all__ = ["DetectorStats", "Engine", "RuledOut", "SourceInfo", "apply_changes"]
 
@@ -83,7 +85,8 @@ class RuledOut:
 
 def apply_changes(raw: Iterable[RawChange], by_key: dict[tuple[str, int, int], Alert],
                   tz: tzinfo, knowledge: Knowledge | None = None,
-                  ruled_out: RuledOut | None = None) -> list[AlertChange]:
+                  ruled_out: RuledOut | None = None, *,
+                  redact: bool = False) -> list[AlertChange]:
     """The alert lifecycle: the core's changes applied to the alerts of firing keys.
 
     Each change is judged (judge.py): a connection whose route the configuration bounds
@@ -98,7 +101,7 @@ def apply_changes(raw: Iterable[RawChange], by_key: dict[tuple[str, int, int], A
         if kind == "resolved":
             ruled_out.now.discard(conn.key)
             if alert is not None:
-                alert.refresh(conn, judge(conn, _verdict(knowledge, conn)))
+                alert.refresh(conn, judge(conn, _verdict(knowledge, conn)), redact=redact)
                 del by_key[conn.key]
                 alert.resolve(localize(at, tz), reason or "quiet")
                 out.append(AlertChange("resolved", alert))
@@ -109,11 +112,11 @@ def apply_changes(raw: Iterable[RawChange], by_key: dict[tuple[str, int, int], A
                 ruled_out.add(conn.key)
                 continue
             ruled_out.alerted(conn.key)
-            alert = Alert.fire(conn, localize(at, tz), judgement)
+            alert = Alert.fire(conn, localize(at, tz), judgement, redact=redact)
             by_key[conn.key] = alert
             out.append(AlertChange("fired", alert))
             continue
-        became = alert.refresh(conn, judgement)
+        became = alert.refresh(conn, judgement, redact=redact)
         out.append(AlertChange("confirmed" if became else "updated", alert))
     return out
 
@@ -141,9 +144,12 @@ class SourceInfo:
 class Engine:
     def __init__(self, config: DetectorConfig, tz: tzinfo, *, idle_flush: float = 1.0,
                  clock: Clock = time.monotonic, core: Core | None = None,
-                 knowledge: Knowledge | None = None) -> None:
+                 knowledge: Knowledge | None = None, keep_query_strings: bool = True) -> None:
         self.config = config
         self.tz = tz
+        #: False: query values in the alerts' request and sample are replaced (alerts.py);
+        #: kept here as replay keeps them, the service redacts by default (its settings)
+        self._keep_query_strings = keep_query_strings
         self.knowledge = knowledge  # the nginx configuration given (--nginx-config)
         #: connections past the threshold whose route the configuration bounds (no alert)
         self.ruled_out = RuledOut()
@@ -156,7 +162,11 @@ class Engine:
         self.info: dict[str, SourceInfo] = {}
         self.firing: dict[str, Alert] = {}
         self._by_key: dict[tuple[str, int, int], Alert] = {}
-        self.resolved: OrderedDict[str, Alert] = OrderedDict()
+        # A plain dict (in resolve order): copying its 10,000 values under the lock takes
+        # a tenth of an OrderedDict's time.
+        self.resolved: dict[str, Alert] = {}
+        #: every alert kept, oldest fired first (the API's list, without a sort per read)
+        self._order: list[Alert] = []
         self.subscribers: list[Subscriber] = []
         self.changes_total = 0
         #: alert changes published, by kind (fired, confirmed, resolved, updated)
@@ -164,6 +174,9 @@ class Engine:
         self._last_ts: int | None = None  # newest event second seen
         self._last_ts_at: float | None = None  # wall clock when it was seen
         self.started_at = clock()
+        #: How the service around the engine fares (checkpoints, ingest loop): set by the
+        #: service, read by the API and the metrics.
+        self.health = ServiceHealth()
 
     # -- input ---------------------------------------------------------------
     def add_source(self, name: str, kind: str) -> SourceInfo:
@@ -173,6 +186,16 @@ class Engine:
                 info = self.info[name] = SourceInfo(name, kind)
             self.core.add_source(name)
             return info
+
+    def remove_source(self, name: str) -> list[AlertChange]:
+        """Forget a source gone for good: its info, its counters and series, what the
+        detector holds of it (an alert still firing resolves, ``source_removed``)."""
+        with self._lock:
+            self.info.pop(name, None)
+            self._fed_at.pop(name, None)
+            self._pending.discard(name)
+            self.ruled_out.now = {key for key in self.ruled_out.now if key[0] != name}
+            return self._apply(self.core.remove_source(name))
 
     def feed(self, source: str, data: bytes) -> list[AlertChange]:
         """Bytes of a stream source (a file, stdin)."""
@@ -200,13 +223,14 @@ class Engine:
             changes: list[AlertChange] = []
             for source in [s for s in self._pending if now - self._fed_at[s] >= self.idle_flush]:
                 self._pending.discard(source)
-                changes += self._apply(self.core.flush(source))
+                # idle: an over-long line being dropped stays dropped (counted once).
+                changes += self._apply(self.core.flush(source, idle=True))
             if self._last_ts is not None and self._last_ts_at is not None:
                 idle = int(now - self._last_ts_at)
                 if idle >= 1:
                     changes += self._publish(apply_changes(
                         self.core.advance(self._last_ts + idle), self._by_key, self.tz,
-                        self.knowledge, self.ruled_out))
+                        self.knowledge, self.ruled_out, redact=not self.keep_query_strings))
             return changes
 
     def _apply(self, raw: list[RawChange]) -> list[AlertChange]:
@@ -217,18 +241,20 @@ class Engine:
         if not raw:
             return []
         return self._publish(apply_changes(raw, self._by_key, self.tz, self.knowledge,
-                                           self.ruled_out))
+                                           self.ruled_out, redact=not self.keep_query_strings))
 
     def _publish(self, changes: list[AlertChange]) -> list[AlertChange]:
         for change in changes:
             alert = change.alert
             if change.kind == "resolved":
                 self.firing.pop(alert.id, None)
+                self.resolved.pop(alert.id, None)  # (re)inserted last: the newest
                 self.resolved[alert.id] = alert
-                self.resolved.move_to_end(alert.id)
                 while len(self.resolved) > RESOLVED_KEPT:
-                    self.resolved.popitem(last=False)
+                    self._unindex(self.resolved.pop(next(iter(self.resolved))))
             else:
+                if change.kind == "fired":
+                    self._index(alert)
                 self.firing[alert.id] = alert
             self.changes_total += 1
             self.published[change.kind] = self.published.get(change.kind, 0) + 1
@@ -240,6 +266,20 @@ class Engine:
     def lock(self) -> threading.RLock:
         """Held while the engine changes: take it to read several figures consistently."""
         return self._lock
+
+    @property
+    def keep_query_strings(self) -> bool:
+        return self._keep_query_strings
+
+    @keep_query_strings.setter
+    def keep_query_strings(self, keep: bool) -> None:
+        """False: query values are replaced from now on, in the alerts kept too (restored
+        from a state saved with them)."""
+        with self._lock:
+            self._keep_query_strings = keep
+            if not keep:
+                for alert in [*self.firing.values(), *self.resolved.values()]:
+                    alert.redact()
 
     # -- what the detector holds -------------------------------------------------------
     @property
@@ -309,6 +349,21 @@ class Engine:
             raise ValueError(f"unreadable engine state: {exc}") from exc
         return engine
 
+    def resolve_all(self, reason: str) -> list[AlertChange]:
+        """Every firing alert resolved now with ``reason``, and the event time forgotten:
+        for a detector whose state was discarded (the seconds it counted were read in
+        another time zone), so its alerts would never resolve by themselves."""
+        with self._lock:
+            now = datetime.now(self.tz)
+            changes = []
+            for alert in list(self.firing.values()):
+                alert.resolve(now, reason)
+                changes.append(AlertChange("resolved", alert))
+            self._by_key.clear()
+            self.ruled_out.now.clear()
+            self._last_ts = self._last_ts_at = None
+            return self._publish(changes)
+
     # -- state to read -------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call ``subscriber`` with every change (under the engine's lock: be quick)."""
@@ -324,9 +379,35 @@ class Engine:
 
     def alerts(self) -> list[dict[str, Any]]:
         """Every alert kept, newest first, as the API shows them."""
+        return self.alert_dicts(self.alert_list())
+
+    def alert_list(self) -> list[Alert]:
+        """Every alert kept, newest first: a copy of the references, all a reader of many
+        alerts holds ingest up for (the order is kept as alerts fire and go)."""
         with self._lock:
-            items = [*self.firing.values(), *self.resolved.values()]
-            return [a.to_dict() for a in sorted(items, key=lambda a: a.fired_at, reverse=True)]
+            if len(self._order) != len(self.firing) + len(self.resolved):  # restored
+                self._order = sorted([*self.firing.values(), *self.resolved.values()],
+                                     key=_FIRED_AT)
+            return self._order[::-1]
+
+    def _index(self, alert: Alert) -> None:
+        if self._order and _FIRED_AT(alert) < _FIRED_AT(self._order[-1]):
+            insort(self._order, alert, key=_FIRED_AT)  # another source's older alert
+        else:
+            self._order.append(alert)
+
+    def _unindex(self, alert: Alert) -> None:
+        i = bisect_left(self._order, _FIRED_AT(alert), key=_FIRED_AT)
+        while i < len(self._order) and self._order[i] is not alert:
+            i += 1
+        if i < len(self._order):
+            del self._order[i]
+
+    def alert_dicts(self, alerts: Iterable[Alert]) -> list[dict[str, Any]]:
+        """The API objects of ``alerts`` (a page of :meth:`alert_list`), each read whole
+        under the lock (a refresh replaces several fields)."""
+        with self._lock:
+            return [a.to_dict() for a in alerts]
 
     def alert(self, alert_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -334,15 +415,20 @@ class Engine:
             return alert.to_dict() if alert is not None else None
 
     def connections(self, limit: int) -> list[dict[str, Any]]:
-        """The hottest tracked connections now."""
+        """The hottest tracked connections now (their figures copied under the lock, made
+        into the API's objects without it)."""
         with self._lock:
-            return [_connection(Conn.of(d, self.tz), self.config.window)
-                    for d in self.core.hottest(limit)]
+            rows = self.core.hottest(limit)
+        return [_connection(Conn.of(d, self.tz), self.config.window) for d in rows]
 
     def source_stats(self) -> list[tuple[SourceInfo, SourceStats]]:
         with self._lock:
             return [(self.info.get(name) or SourceInfo(name, "unknown"), SourceStats.of(name, d))
                     for name, d in self.core.source_stats().items()]
+
+
+#: The API's order: by time fired, then id (the same order after a restore).
+_FIRED_AT = attrgetter("fired_at", "id")
 
 
 def _connection(st: Conn, window: int) -> dict[str, Any]:

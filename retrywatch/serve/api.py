@@ -1,33 +1,79 @@
 """The HTTP service: REST alerts, connections, sources, an event stream, health, metrics.
 
-Read-only: nothing here changes state, so nothing needs a token (an endpoint that did
-would require the configured bearer token, compared in constant time).
+Read-only. With ``api_token`` set, every endpoint but ``/healthz`` and ``/readyz`` (the
+probes carry no token) requires ``Authorization: Bearer TOKEN``, compared in constant
+time: ``/metrics`` too (Prometheus sends it: ``authorization: {credentials: ...}``).
+
+Readers cannot starve ingest: the event stream has one engine subscriber for all its
+clients (:class:`StreamHub`: each change serialized once, bounded and paced fan-out, a
+client that does not read disconnected, at most ``max_stream_clients``), and the list
+endpoints copy references under the engine's lock and read only their page.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from datetime import datetime
+import hmac
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import anyio
 import orjson
 from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from starlette.types import Receive, Scope, Send
 
 from retrywatch import __version__
 from retrywatch.delivery import Notifier
 from retrywatch.detect.alerts import AlertChange
 from retrywatch.detect.engine import Engine
-from retrywatch.serve.metrics import CONTENT_TYPE, new_registry, render
+from retrywatch.serve.metrics import CONTENT_TYPE, StreamCollector, new_registry, render
 
-__all__ = ["create_app"]
+__all__ = ["OPEN_PATHS", "StreamHub", "create_app", "ingest_behind"]
 
-#: ``fired``/``resolved`` changes buffered per event-stream client; past that the newest
-#: are dropped and the client is told how many by a ``dropped`` event.
-STREAM_QUEUE = 1000
+log = logging.getLogger("retrywatch")
+
+#: Answered without the API token: a liveness or readiness probe carries none.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+#: Event-stream clients at once, by default (``max_stream_clients``).
+MAX_STREAM_CLIENTS = 500
+#: Bytes of events a stream client may have queued while its socket is full (it does not
+#: read) for ``SLOW_AFTER`` seconds before it is disconnected and counted
+#: (``retrywatch_stream_clients_dropped_total``).
+STREAM_BACKLOG = 1 << 20
+SLOW_AFTER = 2.0
+#: Seconds between two batches of changes to the streams: the changes in between go out
+#: together, each ``updated`` alert once (its newest figures), serialized once for all.
+STREAM_INTERVAL = 0.05
+#: Bytes a second written to the event streams, all clients together: past it, writes
+#: wait their turn rather than take the processor from ingest (on 2 cores, a few tenths
+#: of one). ``PACE_BURST`` seconds' worth go at once (a change to 500 clients does).
+FANOUT_RATE = 64 * (1 << 20)
+PACE_BURST = 0.02
+#: Seconds the streams wait, at most, while ingest is behind (events keep coming in a
+#: storm that lasts).
+MAX_PAUSE = 2.0
+#: One write to a client, at most (what a slow client's socket buffer may hold).
+STREAM_PIECE = 64 * 1024
+#: Seconds of silence after which a stream gets a comment (proxies keep it open).
+KEEPALIVE = 5.0
+#: Bytes a file source may have unread before ingest counts as behind (a 16th of what one
+#: poll reads; a writer at 10 MB/s that is kept up with stays below): then event streams
+#: wait for it (``MAX_PAUSE`` at most) and list requests too (``READER_PAUSE`` at most).
+BEHIND_BYTES = 256 * 1024
+#: Seconds a list request waits, at most, while ingest is behind.
+READER_PAUSE = 0.5
+#: Seconds between two log lines about dropped stream clients.
+DROP_LOG_EVERY = 10.0
+#: Where the app's ``__call__`` leaves the connection's transport in the scope (uvicorn).
+_TRANSPORT = "retrywatch.transport"
 
 
 class Diagnosis(BaseModel):
@@ -108,6 +154,26 @@ class ConnectionList(BaseModel):
     connections: list[Connection]
 
 
+class SyslogFigures(BaseModel):
+    """What a syslog listener received and refused; the TCP fields for TCP only."""
+
+    transport: Literal["udp", "tcp"]
+    records: int = Field(description="Records received: UDP datagrams or TCP frames.")
+    bytes: int
+    frames_too_long: int = Field(description="Records over syslog_max_frame, skipped.")
+    errors: int = Field(description="Socket errors and TCP frames cut short.")
+    drops: int = Field(0, description="UDP datagrams the kernel dropped (receive buffer).")
+    clients: int | None = Field(None, description="TCP clients connected now.")
+    max_clients: int | None = None
+    idle_timeout: float | None = None
+    connections: int | None = Field(None, description="TCP clients accepted in all.")
+    refused: int | None = Field(None, description="TCP clients refused at max_clients.")
+    timed_out: int | None = Field(None, description="TCP clients closed when idle.")
+    accept_errors: int | None = Field(None, description=(
+        "accept() failures (out of descriptors): accepting paused a while each time."))
+    accepting: bool | None = None
+
+
 class SourceOut(BaseModel):
     name: str
     kind: str
@@ -122,10 +188,23 @@ class SourceOut(BaseModel):
     last_error: str | None
     open: bool
     caught_up: bool
+    syslog: SyslogFigures | None = Field(None, description=(
+        "A syslog listener's own figures (kind syslog only)."))
+
+
+class CheckpointOut(BaseModel):
+    """How the checkpoints of the state directory fare (positions, alerts, deliveries)."""
+
+    last_success: str | None = Field(description="When the last one was written (UTC).")
+    failures: int = Field(description="Checkpoints that could not be written since the start.")
+    last_error: str | None = Field(description="Why they fail, while they fail (a file "
+                                   "source's last_error says it too).")
 
 
 class SourceList(BaseModel):
     sources: list[SourceOut]
+    checkpoint: CheckpointOut | None = Field(None, description=(
+        "The checkpoints of --state-dir (none: no state directory)."))
 
 
 class Health(BaseModel):
@@ -133,27 +212,49 @@ class Health(BaseModel):
     detail: list[str] = []
 
 
-def create_app(engine: Engine, notifier: Notifier | None = None) -> FastAPI:
-    app = FastAPI(title="retrywatch", version=__version__,
-                  description="nginx connections stuck in connect() retry loops.")
+def create_app(engine: Engine, notifier: Notifier | None = None, *,
+               api_token: str | None = None,
+               max_stream_clients: int = MAX_STREAM_CLIENTS) -> FastAPI:
+    """The API over ``engine``. ``api_token``: every endpoint but ``OPEN_PATHS`` requires
+    ``Authorization: Bearer TOKEN``."""
+    app = _App(title="retrywatch", version=__version__,
+               description="nginx connections stuck in connect() retry loops.")
+    app.api_token = api_token.encode() if api_token else None
+    hub = StreamHub(engine, max_stream_clients)
+    app.state.stream_hub = hub
     registry = new_registry(engine, notifier)
+    registry.register(StreamCollector(hub))
+    if api_token:
+        _document_bearer(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
         return _LANDING.format(version=__version__, firing=len(engine.firing))
 
-    @app.get("/healthz", response_model=Health)
-    def healthz() -> Health:
-        """Alive."""
-        return Health(status="ok")
+    @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+    def healthz() -> Response:
+        """Alive: the ingest loop has turned within ``stall_timeout`` seconds."""
+        stalled = engine.health.stalled_for()
+        body = (Health(status="ok") if stalled is None else
+                Health(status="stalled", detail=[f"ingest loop stalled for {stalled:.0f} s"]))
+        return Response(body.model_dump_json(), status_code=200 if stalled is None else 503,
+                        media_type="application/json")
 
     @app.get("/readyz", response_model=Health, responses={503: {"model": Health}})
     def readyz() -> Response:
-        """Ready: every source open and caught up."""
+        """Ready: every source open and caught up. A path skipped (a FIFO under a glob) is
+        told in ``detail``; neither it nor a file gone (deleted, until it is forgotten)
+        makes the service unready."""
+        stats = engine.source_stats()
         problems = [f"{info.name}: {'not open' if not info.open else 'lagging'}"
-                    for info, _ in engine.source_stats()
-                    if not info.open or not info.caught_up]
-        body = Health(status="ready" if not problems else "not ready", detail=problems)
+                    for info, _ in stats
+                    if (not info.open or not info.caught_up)
+                    and not info.extra.get("skipped") and not info.extra.get("gone_since")]
+        notes = [f"{info.name}: skipped ({info.extra['skipped']})"
+                 for info, _ in stats if info.extra.get("skipped")]
+        problems += engine.health.problems()  # checkpoints failing, stalled, stopping
+        body = Health(status="ready" if not problems else "not ready",
+                      detail=problems + notes)
         return Response(body.model_dump_json(), status_code=503 if problems else 200,
                         media_type="application/json")
 
@@ -173,26 +274,38 @@ def create_app(engine: Engine, notifier: Notifier | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
         confidence: Literal["confirmed", "suspected", "all"] = "all",
-    ) -> dict[str, Any]:
+    ) -> Response:
         """Alerts, newest first (firing and resolved)."""
-        items = engine.alerts()
+        _yield_to_ingest(engine)  # a loop of these cannot take the processor from ingest
+        # The alerts are copied (references, in order) under the engine's lock and filtered
+        # without it; only the page is read as API objects (under the lock, briefly).
+        items = engine.alert_list()
         if state != "all":
-            items = [a for a in items if a["state"] == state]
+            items = [a for a in items if a.state == state]
         if confidence != "all":
-            items = [a for a in items if a["confidence"] == confidence]
+            items = [a for a in items if a.confidence == confidence]
         if since is not None:
             when = datetime.fromisoformat(since)
-            items = [a for a in items if _after(a["last_seen"], when)]
-        return {"alerts": items[offset:offset + limit], "total": len(items), "limit": limit,
-                "offset": offset}
+            items = [a for a in items if _after(a.snapshot["last_seen"], when)]
+        page = engine.alert_dicts(items[offset:offset + limit])
+        # The API objects match AlertOut (tests check it): no second validation per request.
+        # (the offset by hand: any integer is valid, and orjson stops at 64 bits)
+        body = b'{"alerts":%b,"total":%d,"limit":%d,"offset":%d}' % (
+            orjson.dumps(page), len(items), limit, offset)
+        return Response(body, media_type="application/json")
 
-    @app.get("/api/v1/alerts/stream", response_class=StreamingResponse,
-             responses={200: {"content": {"text/event-stream": {}}}})
-    async def stream() -> StreamingResponse:
+    @app.get("/api/v1/alerts/stream", response_class=Response,
+             responses={200: {"content": {"text/event-stream": {}}},
+                        503: {"description": "as many stream clients as max_stream_clients "
+                                             "are connected: retry later (Retry-After)"}})
+    async def stream() -> Response:
         """Server-Sent Events: ``fired``, ``updated``, ``confirmed`` (a suspected alert's
-        evidence became strong) and ``resolved``, with the alert."""
-        return StreamingResponse(_events(engine), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        evidence became strong) and ``resolved``, with the alert. Changes are coalesced per
+        alert (its newest figures; a ``confirmed`` right after its ``fired`` is the fired
+        event) and paced behind ingest in a storm; a client that does not read (its socket
+        full for 2 s, 1 MiB of events queued) is disconnected and counted in
+        ``retrywatch_stream_clients_dropped_total``: reconnect and read the alerts."""
+        return _EventStream(hub)
 
     @app.get("/api/v1/alerts/{alert_id}", response_model=AlertOut,
              responses={404: {"description": "no such alert"}})
@@ -205,11 +318,17 @@ def create_app(engine: Engine, notifier: Notifier | None = None) -> FastAPI:
     @app.get("/api/v1/connections", response_model=ConnectionList)
     def connections(limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
         """The hottest tracked connections now (those past their first few failures)."""
+        _yield_to_ingest(engine)
         return {"connections": engine.connections(limit)}
 
     @app.get("/api/v1/sources", response_model=SourceList)
     def sources() -> dict[str, Any]:
-        """Each source with its position, lag, lines, unparsed lines, rotations, last error."""
+        """Each source with its position, lag, lines, unparsed lines, rotations, last error;
+        and the checkpoints (positions saved?)."""
+        health = engine.health
+        # A file's position is not saved while checkpoints fail: its last error says so.
+        unsaved = (f"checkpoint failing: {health.checkpoint_error}"
+                   if health.checkpoint_error is not None else None)
         out = []
         for info, stats in engine.source_stats():
             out.append({
@@ -219,8 +338,18 @@ def create_app(engine: Engine, notifier: Notifier | None = None) -> FastAPI:
                 "lines_unparsed": stats.lines_unparsed,
                 "unparsed_by_reason": dict(stats.unparsed), "rotations": info.rotations,
                 "last_error": info.last_error, "open": info.open, "caught_up": info.caught_up,
+                "syslog": info.extra.get("syslog"),
             })
-        return {"sources": out}
+            if out[-1]["last_error"] is None and info.kind == "file":
+                out[-1]["last_error"] = unsaved
+        checkpoint = None
+        if health.checkpoints:
+            at = health.checkpoint_last_success
+            checkpoint = {"last_success": None if at is None else
+                          datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds"),
+                          "failures": health.checkpoint_failures,
+                          "last_error": health.checkpoint_error}
+        return {"sources": out, "checkpoint": checkpoint}
 
     return app
 
@@ -242,52 +371,341 @@ def _after(iso: str, since: datetime) -> bool:
     return when >= since
 
 
-async def _events(engine: Engine) -> AsyncIterator[bytes]:
-    """Each change as an event. ``updated`` changes are coalesced per alert (a storm
-    updates every firing alert on every chunk read); ``fired`` and ``resolved`` always
-    go out, and a client that falls ``STREAM_QUEUE`` of them behind is told how many it
-    missed (the newest are the ones dropped)."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[AlertChange] = asyncio.Queue(STREAM_QUEUE)
-    updates: dict[str, AlertChange] = {}  # the latest update of each alert, not yet sent
-    ready = asyncio.Event()
-    dropped = 0
+class _App(FastAPI):
+    """The FastAPI app, with what must happen before routing: the bearer token checked,
+    and the connection's transport noted (a stream client that falls behind is cut)."""
 
-    def offer(change: AlertChange) -> None:
-        nonlocal dropped
-        if change.kind == "updated":
-            updates[change.alert.id] = change
-        elif queue.full():
-            dropped += 1
-        else:
-            updates.pop(change.alert.id, None)
-            queue.put_nowait(change)
-        ready.set()
+    api_token: bytes | None = None
 
-    def on_change(change: AlertChange) -> None:  # the engine's thread
-        with contextlib.suppress(RuntimeError):  # the loop closed under us
-            loop.call_soon_threadsafe(offer, change)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            # uvicorn's send is a method of its request cycle, which holds the transport.
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            if transport is not None and hasattr(transport, "abort"):
+                scope[_TRANSPORT] = transport
+            if (self.api_token is not None and scope["path"] not in OPEN_PATHS
+                    and not _authorized(scope, self.api_token)):
+                await JSONResponse(
+                    {"detail": "a bearer token is required (Authorization: Bearer TOKEN)"},
+                    status_code=401, headers={"WWW-Authenticate": 'Bearer realm="retrywatch"'},
+                )(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
-    unsubscribe = engine.subscribe(on_change)
-    try:
-        yield b": retrywatch alert stream\n\n"
-        while True:  # the response is cancelled when the client goes away
+
+def ingest_behind(engine: Engine) -> bool:
+    """A file source has more than ``BEHIND_BYTES`` not read yet: ingest is catching up on
+    a backlog (a storm), and readers give it the processor first."""
+    return any(info.open and (info.lag_bytes or 0) > BEHIND_BYTES
+               for info in list(engine.info.values()))
+
+
+def _yield_to_ingest(engine: Engine) -> None:
+    """Wait while ingest is behind, ``READER_PAUSE`` seconds at most (a list request's
+    thread, never the event loop)."""
+    waited = 0.0
+    while waited < READER_PAUSE and ingest_behind(engine):
+        time.sleep(STREAM_INTERVAL)
+        waited += STREAM_INTERVAL
+
+
+def _document_bearer(app: FastAPI) -> None:
+    """The OpenAPI schema says that every operation but the probes needs the token."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()  # kept by FastAPI as app.openapi_schema
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "The api_token setting."}}
+        schema["security"] = [{"bearer": []}]
+        for path in OPEN_PATHS:
+            for operation in schema["paths"].get(path, {}).values():
+                operation["security"] = []
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _authorized(scope: Scope, token: bytes) -> bool:
+    """An ``Authorization: Bearer TOKEN`` header with the token (compared in constant
+    time)."""
+    for name, value in scope.get("headers") or ():
+        if name == b"authorization":
+            scheme, _, given = value.partition(b" ")
+            return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token)
+    return False
+
+
+class _Client:
+    """One event-stream client: the pieces of events not written to it yet."""
+
+    __slots__ = ("abort", "closed", "pieces", "queued", "ready", "writing_since")
+
+    def __init__(self, abort: Callable[[], None] | None) -> None:
+        self.pieces: deque[bytes] = deque()
+        self.queued = 0  # bytes in pieces
+        self.ready = asyncio.Event()
+        self.closed = False
+        self.abort = abort  # cuts the connection (None: not under uvicorn)
+        #: when the write in progress began: a write waits only while the client's socket
+        #: is full (it does not read); None between writes
+        self.writing_since: float | None = None
+
+
+class StreamHub:
+    """The event stream's one engine subscriber, for every client.
+
+    Under the engine's lock, a change is only noted (O(1)) and the event loop woken once.
+    There, the changes noted are serialized once and the same bytes queued for every
+    client (shared: memory does not grow with clients). Changes noted together are
+    coalesced, per alert: its ``updated`` changes are one event (its newest figures), none
+    at all when another of its events goes out (each event carries the figures of when it
+    is written), and ``confirmed`` is left out when its ``fired`` is there (which then
+    says ``confirmed``), as deliveries coalesce them.
+
+    Readers never take the processor from ingest: while ingest is behind (a backlog, see
+    :func:`ingest_behind`) nothing is written (``MAX_PAUSE`` at most), and writes to all
+    clients together are paced to ``fanout_rate`` bytes a second: with many clients in a
+    storm, events arrive later, and ingest keeps its pace.
+
+    A client whose write has waited ``SLOW_AFTER`` seconds (its socket is full: it does
+    not read) with more than ``backlog`` bytes still queued is disconnected and counted.
+    At most ``max_clients`` at once: more are refused (503) and counted.
+    """
+
+    def __init__(self, engine: Engine, max_clients: int, *, backlog: int = STREAM_BACKLOG,
+                 interval: float = STREAM_INTERVAL, fanout_rate: float = FANOUT_RATE) -> None:
+        self.engine = engine
+        self.max_clients = max_clients
+        self.backlog = backlog
+        self.interval = interval
+        self.fanout_rate = fanout_rate
+        self.clients: set[_Client] = set()
+        self.dropped = 0  # clients cut for falling behind
+        self.refused = 0  # clients refused at max_clients
+        self._mutex = threading.Lock()  # the engine's thread notes, the loop takes
+        self._ordered: list[AlertChange] = []  # fired, confirmed, resolved, in order
+        self._listed: dict[str, str] = {}  # alert id -> the first kind it has in _ordered
+        self._updates: dict[str, AlertChange] = {}  # the newest update of the others
+        self._woken = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._owed = 0.0  # bytes written beyond the pace (a token bucket, in debt)
+        self._owed_at = 0.0
+        self._drops_unlogged = 0
+        self._drop_logged_at = -DROP_LOG_EVERY
+
+    @property
+    def connected(self) -> int:
+        return len(self.clients)
+
+    # -- clients (the event loop) ------------------------------------------------------
+    def join(self, abort: Callable[[], None] | None) -> _Client | None:
+        """A new client, subscribed from now on; None at ``max_clients``."""
+        if len(self.clients) >= self.max_clients:
+            self.refused += 1
+            return None
+        client = _Client(abort)
+        self.clients.add(client)
+        if self._unsubscribe is None:
+            self._loop = asyncio.get_running_loop()
+            self._wake = asyncio.Event()
+            self._task = self._loop.create_task(self._run(self._wake))
+            self._unsubscribe = self.engine.subscribe(self._note)
+        return client
+
+    def leave(self, client: _Client) -> None:
+        """The client is gone: the last one out unsubscribes."""
+        client.closed = True
+        self.clients.discard(client)
+        if not self.clients and self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+            if self._task is not None:
+                self._task.cancel()
+                self._task = None
+            self._take()
+
+    async def pace(self, size: int) -> None:
+        """Wait for the turn of ``size`` bytes to one client: while ingest is behind
+        (``MAX_PAUSE`` at most), and until the writes to all clients together are back
+        within ``fanout_rate`` (a burst of ``PACE_BURST`` seconds' worth goes at once)."""
+        waited = 0.0
+        while waited < MAX_PAUSE and ingest_behind(self.engine):
+            await asyncio.sleep(self.interval)
+            waited += self.interval
+        now = time.monotonic()
+        self._owed = max(0.0, self._owed - (now - self._owed_at) * self.fanout_rate) + size
+        self._owed_at = now
+        delay = self._owed / self.fanout_rate - PACE_BURST
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def sweep(self) -> None:
+        """Disconnect the clients that do not read: a write waiting ``SLOW_AFTER`` seconds
+        with more than ``backlog`` bytes still queued behind it."""
+        now = time.monotonic()
+        for client in [c for c in self.clients if c.writing_since is not None
+                       and now - c.writing_since > SLOW_AFTER and c.queued > self.backlog]:
+            self._drop(client)
+
+    def _drop(self, client: _Client) -> None:
+        self.dropped += 1
+        self.clients.discard(client)
+        client.closed = True
+        client.pieces.clear()
+        client.queued = 0
+        client.ready.set()
+        if client.abort is not None:
+            client.abort()  # what its socket holds is thrown away with it
+        self._drops_unlogged += 1
+        now = time.monotonic()
+        if now - self._drop_logged_at >= DROP_LOG_EVERY:
+            log.warning("event stream: %d client(s) disconnected for not reading (more than "
+                        "%d bytes behind; %d in all)", self._drops_unlogged, self.backlog,
+                        self.dropped)
+            self._drops_unlogged = 0
+            self._drop_logged_at = now
+
+    # -- the engine's thread (under its lock: quick) ----------------------------------------
+    def _note(self, change: AlertChange) -> None:
+        aid, kind = change.alert.id, change.kind
+        with self._mutex:
+            listed = self._listed.get(aid)
+            if kind == "updated":
+                if listed is None:
+                    self._updates[aid] = change
+            elif not (kind == "confirmed" and listed == "fired"):
+                self._updates.pop(aid, None)
+                self._ordered.append(change)
+                self._listed.setdefault(aid, kind)
+            if self._woken:
+                return
+            self._woken = True
+            loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed under us
+                loop.call_soon_threadsafe(wake.set)
+
+    # -- the event loop: serialize once, queue for each -------------------------------------
+    async def _run(self, wake: asyncio.Event) -> None:
+        while True:
+            with anyio.move_on_after(SLOW_AFTER / 2):
+                await wake.wait()
             try:
-                await asyncio.wait_for(ready.wait(), timeout=5)
-            except TimeoutError:
-                yield b": keep-alive\n\n"
+                self.sweep()
+                if not wake.is_set():
+                    continue
+                # The changes of one interval go together; first, the poll that made them
+                # tells its lag. While ingest is catching up on a backlog the changes wait
+                # (MAX_PAUSE at most) and are coalesced meanwhile.
+                paused = 0.0
+                while True:
+                    await asyncio.sleep(self.interval)
+                    paused += self.interval
+                    if paused >= MAX_PAUSE or not ingest_behind(self.engine):
+                        break
+                wake.clear()
+                self.flush()
+            except Exception:  # a bug must not silence every stream
+                log.exception("event stream")
+
+    def _take(self) -> list[AlertChange]:
+        with self._mutex:
+            changes = [*self._ordered, *self._updates.values()]
+            self._ordered, self._listed, self._updates, self._woken = [], {}, {}, False
+        return changes
+
+    def flush(self) -> None:
+        """The changes noted, as events, queued for every client."""
+        changes = self._take()
+        if not changes or not self.clients:
+            return
+        pieces = list(_pieces(_event(change) for change in changes))
+        size = sum(map(len, pieces))
+        for client in self.clients:
+            client.pieces.extend(pieces)
+            client.queued += size
+            client.ready.set()
+
+
+def _pieces(events: Iterable[bytes]) -> Iterable[bytes]:
+    """Events joined into pieces of about ``STREAM_PIECE`` bytes (an event is never cut)."""
+    batch: list[bytes] = []
+    size = 0
+    for event in events:
+        if batch and size + len(event) > STREAM_PIECE:
+            yield b"".join(batch)
+            batch, size = [], 0
+        batch.append(event)
+        size += len(event)
+    if batch:
+        yield b"".join(batch)
+
+
+class _EventStream(Response):
+    """``/api/v1/alerts/stream`` for one client: joins the hub (or answers 503), writes
+    what is queued for it, and leaves when the client goes, falls behind, or the server
+    stops."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, hub: StreamHub) -> None:
+        super().__init__(media_type=self.media_type)
+        self.hub = hub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        transport = scope.get(_TRANSPORT)
+        client = self.hub.join(transport.abort if transport is not None else None)
+        if client is None:
+            await JSONResponse(
+                {"detail": f"{self.hub.max_clients} event-stream clients are connected, the "
+                           "most allowed (max_stream_clients): retry later"},
+                status_code=503, headers={"Retry-After": "5"})(scope, receive, send)
+            return
+        try:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream; charset=utf-8"),
+                                    (b"cache-control", b"no-cache")]})
+            async with anyio.create_task_group() as group:
+                async def gone() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    group.cancel_scope.cancel()
+
+                group.start_soon(gone)
+                await self._pump(client, send)
+                group.cancel_scope.cancel()
+        finally:
+            self.hub.leave(client)
+
+    async def _pump(self, client: _Client, send: Send) -> None:
+        await send({"type": "http.response.body", "body": b": retrywatch alert stream\n\n",
+                    "more_body": True})
+        while not client.closed:
+            if not client.pieces:
+                client.ready.clear()
+                with anyio.move_on_after(KEEPALIVE) as waited:
+                    await client.ready.wait()
+                if waited.cancelled_caught:
+                    await send({"type": "http.response.body", "body": b": keep-alive\n\n",
+                                "more_body": True})
                 continue
-            ready.clear()
-            if dropped:
-                yield b"event: dropped\ndata: " + str(dropped).encode() + b"\n\n"
-                dropped = 0
-            while not queue.empty():
-                yield _event(queue.get_nowait())
-            pending, updates = list(updates.values()), {}
-            for change in pending:
-                yield _event(change)
-    finally:
-        unsubscribe()
+            await self.hub.pace(len(client.pieces[0]))
+            if client.closed or not client.pieces:
+                continue
+            piece = client.pieces.popleft()
+            client.writing_since = time.monotonic()
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            client.writing_since = None
+            client.queued -= len(piece)
+        if client.abort is None:  # dropped, but no transport to cut: end the response
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _event(change: AlertChange) -> bytes:

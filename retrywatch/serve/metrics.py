@@ -9,6 +9,7 @@ is a label. Label values are bounded everywhere else: source, reason, kind, subs
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -19,7 +20,7 @@ from retrywatch.delivery import Notifier
 from retrywatch.detect.engine import Engine
 
 __all__ = ["CONTENT_TYPE", "DELIVERY_METRIC_NAMES", "METRIC_NAMES", "DeliveryCollector",
-           "EngineCollector", "new_registry", "render"]
+           "EngineCollector", "StreamCollector", "StreamFigures", "new_registry", "render"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -33,6 +34,11 @@ METRIC_NAMES = (
     "retrywatch_source_lag_seconds",
     "retrywatch_source_rotations_total",
     "retrywatch_syslog_receive_drops_total",
+    "retrywatch_syslog_clients",
+    "retrywatch_syslog_clients_refused_total",
+    "retrywatch_syslog_clients_timed_out_total",
+    "retrywatch_syslog_frames_too_long_total",
+    "retrywatch_syslog_accept_errors_total",
     "retrywatch_tracked_connections",
     "retrywatch_evictions_total",
     "retrywatch_upstream_connect_failures_total",
@@ -42,6 +48,13 @@ METRIC_NAMES = (
     "retrywatch_alerts_fired_total",
     "retrywatch_alerts_resolved_total",
     "retrywatch_runaway_connection_failures",
+    "retrywatch_stream_clients",
+    "retrywatch_stream_clients_dropped_total",
+    "retrywatch_stream_clients_refused_total",
+    "retrywatch_checkpoint_failures_total",
+    "retrywatch_checkpoint_last_success_timestamp_seconds",
+    "retrywatch_state_moved_aside_total",
+    "retrywatch_http_connections_closed_total",
 )
 
 #: The delivery metrics, exported when receivers are configured (series per receiver).
@@ -96,6 +109,8 @@ class EngineCollector(Collector):
             if info.kind == "syslog":
                 drops.add_metric([info.name], int(info.extra.get("drops", 0)))
         yield from (lines, bytes_, unparsed, lag_bytes, lag_seconds, rotations, drops)
+        yield from _syslog_families(engine)
+        yield from _health_families(engine)
 
         with engine.lock:
             d = engine.detector_stats()
@@ -142,6 +157,100 @@ class EngineCollector(Collector):
                      alert.diagnosis.code if alert.diagnosis else "", alert.confidence],
                     snap.get("failures", 0))
             yield per_alert
+
+
+class StreamFigures(Protocol):
+    """The event stream's own counts (api.py's hub)."""
+
+    @property
+    def connected(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def refused(self) -> int: ...
+
+
+class StreamCollector(Collector):
+    """Event-stream clients: connected now, dropped for falling behind, refused (cap)."""
+
+    def __init__(self, figures: StreamFigures) -> None:
+        self.figures = figures
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        f = self.figures
+        yield GaugeMetricFamily("retrywatch_stream_clients",
+                                "Clients of /api/v1/alerts/stream connected now.",
+                                value=f.connected)
+        yield CounterMetricFamily(
+            "retrywatch_stream_clients_dropped",
+            "Event-stream clients disconnected for falling too far behind (slow readers).",
+            value=f.dropped)
+        yield CounterMetricFamily(
+            "retrywatch_stream_clients_refused",
+            "Event-stream clients refused (503) at the maximum (max_stream_clients).",
+            value=f.refused)
+
+
+def _health_families(engine: Engine) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """The service's own health (serve/health.py): checkpoints, the state database at
+    start, the HTTP connections its bounds closed."""
+    health = engine.health
+    yield CounterMetricFamily(
+        "retrywatch_checkpoint_failures",
+        "Checkpoints (positions, alerts, deliveries) that could not be written.",
+        value=health.checkpoint_failures)
+    yield GaugeMetricFamily(
+        "retrywatch_checkpoint_last_success_timestamp_seconds",
+        "When the last checkpoint was written (POSIX seconds; 0: none, or no --state-dir).",
+        value=health.checkpoint_last_success or 0.0)
+    yield CounterMetricFamily(
+        "retrywatch_state_moved_aside",
+        "State databases that could not be read at start, moved aside (.corrupt-TIMESTAMP).",
+        value=health.state_moved_aside)
+    closed = CounterMetricFamily(
+        "retrywatch_http_connections_closed",
+        "HTTP connections the server closed itself, by reason: evicted (over "
+        "http_max_connections, the oldest without a request), header_timeout, "
+        "out_of_descriptors.", labels=["reason"])
+    figures = health.http_closed() if health.http_closed is not None else {}
+    for reason in ("evicted", "header_timeout", "out_of_descriptors"):
+        closed.add_metric([reason], figures.get(reason, 0))
+    yield closed
+
+
+def _syslog_families(engine: Engine) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """The syslog listeners' own figures (SourceInfo.extra["syslog"], set by the service):
+    TCP clients now, refused at max_clients, closed when idle, over-long records skipped
+    (UDP and TCP), accept() failures (out of descriptors)."""
+    clients = GaugeMetricFamily("retrywatch_syslog_clients",
+                                "TCP syslog clients connected now.", labels=["source"])
+    refused = CounterMetricFamily(
+        "retrywatch_syslog_clients_refused",
+        "TCP syslog clients closed at once because max_clients were connected.",
+        labels=["source"])
+    timed_out = CounterMetricFamily(
+        "retrywatch_syslog_clients_timed_out",
+        "TCP syslog clients closed after syslog_idle_timeout seconds without a byte.",
+        labels=["source"])
+    too_long = CounterMetricFamily(
+        "retrywatch_syslog_frames_too_long",
+        "Syslog records (UDP datagrams, TCP frames) over syslog_max_frame bytes, skipped.",
+        labels=["source"])
+    accept_errors = CounterMetricFamily(
+        "retrywatch_syslog_accept_errors",
+        "TCP accept() failures (out of descriptors or memory): accepting paused a while.",
+        labels=["source"])
+    for info, _ in engine.source_stats():
+        figures = info.extra.get("syslog") if info.kind == "syslog" else None
+        if not figures:
+            continue
+        too_long.add_metric([info.name], figures.get("frames_too_long", 0))
+        if figures.get("transport") == "tcp":
+            clients.add_metric([info.name], figures.get("clients", 0))
+            refused.add_metric([info.name], figures.get("refused", 0))
+            timed_out.add_metric([info.name], figures.get("timed_out", 0))
+            accept_errors.add_metric([info.name], figures.get("accept_errors", 0))
+    yield from (clients, refused, timed_out, too_long, accept_errors)
 
 
 class DeliveryCollector(Collector):

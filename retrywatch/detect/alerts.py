@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
+
 from retrywatch.detect.core import Conn
 from retrywatch.detect.diagnosis import Diagnosis, diagnose
 from retrywatch.detect.judge import Judgement, judge
@@ -60,6 +62,8 @@ class Alert:
     #: "confirmed" or "suspected" (judge.py); a confirmed alert stays confirmed
     confidence: str = "suspected"
     evidence: dict[str, Any] = field(default_factory=dict)
+    #: :meth:`to_dict` as JSON, made once per change (cleared by every change)
+    _json: bytes | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def fire(cls, st: Conn, now: datetime, judgement: Judgement | None = None, *,
@@ -79,6 +83,7 @@ class Alert:
         ``redact``: query values of the request and of the sample line (its request,
         upstream URL and referrer) replaced (:func:`redact_query`)."""
         judgement = judgement or judge(st)
+        self._json = None
         became = judgement.confidence == "confirmed" and not self.confirmed
         if judgement.confidence == "confirmed" or not self.confirmed:
             self.confidence = "confirmed" if judgement.confidence == "confirmed" else "suspected"
@@ -110,10 +115,12 @@ class Alert:
         """Query values of the request and sample replaced (an alert kept from before)."""
         snap = self.snapshot
         if any(isinstance(snap.get(k), str) and "?" in snap[k] for k in ("request", "sample")):
+            self._json = None
             self.snapshot = {**snap, "request": _text(snap.get("request"), True),
                              "sample": _text(snap.get("sample"), True)}
 
     def resolve(self, when: datetime, reason: str) -> None:
+        self._json = None
         self.state = "resolved"
         self.resolved_at = when
         self.resolved_reason = reason
@@ -149,6 +156,18 @@ class Alert:
             confidence="confirmed" if d.get("confidence") == "confirmed" else "suspected",
             evidence=dict(d.get("evidence") or {}),
         )
+
+    def to_json(self) -> bytes:
+        """:meth:`to_dict` as JSON, made once per change: a resolved alert, never again.
+        The caller holds the engine's lock (a change clears it: nothing stale is kept)."""
+        if self._json is None:
+            self._json = orjson.dumps(self.to_dict())
+        return self._json
+
+    @property
+    def json_made(self) -> bytes | None:
+        """What :meth:`to_json` made, if anything (for a reader without the lock)."""
+        return self._json
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -165,6 +165,9 @@ class Engine:
         # A plain dict (in resolve order): copying its 10,000 values under the lock takes
         # a tenth of an OrderedDict's time.
         self.resolved: dict[str, Alert] = {}
+        #: bytes of the feed in progress (0 between feeds): a big one is a backlog being
+        #: read, and the API's readers give it the processor (serve/api.py)
+        self.feeding = 0
         #: every alert kept, oldest fired first (the API's list, without a sort per read)
         self._order: list[Alert] = []
         self.subscribers: list[Subscriber] = []
@@ -202,7 +205,11 @@ class Engine:
         with self._lock:
             self._fed_at[source] = self._clock()
             self._pending.add(source)
-            return self._apply(self.core.feed(source, data))
+            self.feeding = len(data)
+            try:
+                return self._apply(self.core.feed(source, data))
+            finally:
+                self.feeding = 0
 
     def feed_records(self, source: str, records: list[bytes]) -> list[AlertChange]:
         """Datagrams of a record source (syslog): each one line."""
@@ -408,6 +415,12 @@ class Engine:
         under the lock (a refresh replaces several fields)."""
         with self._lock:
             return [a.to_dict() for a in alerts]
+
+    def alert_json(self, alerts: Iterable[Alert]) -> list[bytes]:
+        """The API objects of ``alerts`` as JSON, under the lock: made once per change and
+        kept (the thousands of resolved alerts kept cost a page nothing more)."""
+        with self._lock:
+            return [a.to_json() for a in alerts]
 
     def alert(self, alert_id: str) -> dict[str, Any] | None:
         with self._lock:

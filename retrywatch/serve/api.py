@@ -18,6 +18,7 @@ import hmac
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -60,16 +61,20 @@ PACE_BURST = 0.02
 #: Seconds the streams wait, at most, while ingest is behind (events keep coming in a
 #: storm that lasts).
 MAX_PAUSE = 2.0
+#: Changes serialized between two turns of the event loop.
+SERIALIZE_BATCH = 64
 #: One write to a client, at most (what a slow client's socket buffer may hold).
 STREAM_PIECE = 64 * 1024
 #: Seconds of silence after which a stream gets a comment (proxies keep it open).
 KEEPALIVE = 5.0
 #: Bytes a file source may have unread before ingest counts as behind (a 16th of what one
 #: poll reads; a writer at 10 MB/s that is kept up with stays below): then event streams
-#: wait for it (``MAX_PAUSE`` at most) and list requests too (``READER_PAUSE`` at most).
+#: wait for it (``MAX_PAUSE`` at most). List requests wait while anything is left to read
+#: (``READER_PAUSE`` at most).
 BEHIND_BYTES = 256 * 1024
-#: Seconds a list request waits, at most, while ingest is behind.
-READER_PAUSE = 0.5
+#: Seconds a list request waits, at most, while ingest is behind (one at a time: list
+#: requests are answered ten a second at most then).
+READER_PAUSE = 0.1
 #: Seconds between two log lines about dropped stream clients.
 DROP_LOG_EVERY = 10.0
 #: Where the app's ``__call__`` leaves the connection's transport in the scope (uvicorn).
@@ -265,7 +270,7 @@ def create_app(engine: Engine, notifier: Notifier | None = None, *,
         return Response(render(registry), media_type=CONTENT_TYPE)
 
     @app.get("/api/v1/alerts", response_model=AlertList)
-    def alerts(
+    async def alerts(
         state: Literal["firing", "resolved", "all"] = "all",
         since: Annotated[str | None, AfterValidator(_iso_datetime), Query(
             json_schema_extra={"format": "date-time"},
@@ -276,22 +281,27 @@ def create_app(engine: Engine, notifier: Notifier | None = None, *,
         confidence: Literal["confirmed", "suspected", "all"] = "all",
     ) -> Response:
         """Alerts, newest first (firing and resolved)."""
-        _yield_to_ingest(engine)  # a loop of these cannot take the processor from ingest
-        # The alerts are copied (references, in order) under the engine's lock and filtered
-        # without it; only the page is read as API objects (under the lock, briefly).
-        items = engine.alert_list()
-        if state != "all":
-            items = [a for a in items if a.state == state]
-        if confidence != "all":
-            items = [a for a in items if a.confidence == confidence]
-        if since is not None:
-            when = datetime.fromisoformat(since)
-            items = [a for a in items if _after(a.snapshot["last_seen"], when)]
-        page = engine.alert_dicts(items[offset:offset + limit])
-        # The API objects match AlertOut (tests check it): no second validation per request.
-        # (the offset by hand: any integer is valid, and orjson stops at 64 bits)
-        body = b'{"alerts":%b,"total":%d,"limit":%d,"offset":%d}' % (
-            orjson.dumps(page), len(items), limit, offset)
+
+        def page() -> bytes:
+            _yield_to_ingest(engine)  # at most 1 / READER_PAUSE a second while it is behind
+            # The alerts are copied (references, in order) under the engine's lock and
+            # filtered without it; only the page is read (JSON made once per change).
+            items = engine.alert_list()
+            if state != "all":
+                items = [a for a in items if a.state == state]
+            if confidence != "all":
+                items = [a for a in items if a.confidence == confidence]
+            if since is not None:
+                when = datetime.fromisoformat(since)
+                items = [a for a in items if _after(a.snapshot["last_seen"], when)]
+            alerts = engine.alert_json(items[offset:offset + limit])
+            # The API objects match AlertOut (tests check it): no second validation. The
+            # offset by hand: any integer is valid, and orjson stops at 64 bits.
+            return b'{"alerts":[%b],"total":%d,"limit":%d,"offset":%d}' % (
+                b",".join(alerts), len(items), limit, offset)
+
+        # One list read at a time: however many poll, one thread competes with ingest.
+        body = await anyio.to_thread.run_sync(page, limiter=_one_at_a_time())
         return Response(body, media_type="application/json")
 
     @app.get("/api/v1/alerts/stream", response_class=Response,
@@ -316,10 +326,16 @@ def create_app(engine: Engine, notifier: Notifier | None = None, *,
         return found
 
     @app.get("/api/v1/connections", response_model=ConnectionList)
-    def connections(limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
+    async def connections(
+            limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
         """The hottest tracked connections now (those past their first few failures)."""
-        _yield_to_ingest(engine)
-        return {"connections": engine.connections(limit)}
+
+        def hottest() -> list[dict[str, Any]]:
+            _yield_to_ingest(engine)
+            return engine.connections(limit)
+
+        return {"connections": await anyio.to_thread.run_sync(hottest,
+                                                              limiter=_one_at_a_time())}
 
     @app.get("/api/v1/sources", response_model=SourceList)
     def sources() -> dict[str, Any]:
@@ -393,20 +409,35 @@ class _App(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def ingest_behind(engine: Engine) -> bool:
-    """A file source has more than ``BEHIND_BYTES`` not read yet: ingest is catching up on
-    a backlog (a storm), and readers give it the processor first."""
-    return any(info.open and (info.lag_bytes or 0) > BEHIND_BYTES
-               for info in list(engine.info.values()))
+def ingest_behind(engine: Engine, margin: int = BEHIND_BYTES) -> bool:
+    """A file source has more than ``margin`` bytes not read yet, or a feed of more is
+    under way (what a poll has read before it tells its lag): ingest is catching up on a
+    backlog (a storm), and readers give it the processor first."""
+    return engine.feeding > margin or any(info.open and (info.lag_bytes or 0) > margin
+                                          for info in list(engine.info.values()))
+
+
+_LIST_LIMITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary())
+
+
+def _one_at_a_time() -> anyio.CapacityLimiter:
+    """The list requests' limiter of this event loop (one thread)."""
+    loop = asyncio.get_running_loop()
+    limiter = _LIST_LIMITERS.get(loop)
+    if limiter is None:
+        limiter = _LIST_LIMITERS[loop] = anyio.CapacityLimiter(1)
+    return limiter
 
 
 def _yield_to_ingest(engine: Engine) -> None:
-    """Wait while ingest is behind, ``READER_PAUSE`` seconds at most (a list request's
-    thread, never the event loop)."""
+    """Wait while ingest has anything left to read, ``READER_PAUSE`` seconds at most: in
+    the one thread of the list requests (:func:`_one_at_a_time`), so that while ingest is
+    behind they are answered ``1 / READER_PAUSE`` a second at most, all together."""
     waited = 0.0
-    while waited < READER_PAUSE and ingest_behind(engine):
-        time.sleep(STREAM_INTERVAL)
-        waited += STREAM_INTERVAL
+    while waited < READER_PAUSE and ingest_behind(engine, 0):
+        time.sleep(READER_PAUSE / 5)
+        waited += READER_PAUSE / 5
 
 
 def _document_bearer(app: FastAPI) -> None:
@@ -611,7 +642,7 @@ class StreamHub:
                     if paused >= MAX_PAUSE or not ingest_behind(self.engine):
                         break
                 wake.clear()
-                self.flush()
+                await self.flush()
             except Exception:  # a bug must not silence every stream
                 log.exception("event stream")
 
@@ -621,12 +652,19 @@ class StreamHub:
             self._ordered, self._listed, self._updates, self._woken = [], {}, {}, False
         return changes
 
-    def flush(self) -> None:
-        """The changes noted, as events, queued for every client."""
+    async def flush(self) -> None:
+        """The changes noted, as events, queued for every client. Serialized a batch at a
+        time: the event loop answers other requests in between (a storm's thousands of
+        alerts take tens of milliseconds)."""
         changes = self._take()
         if not changes or not self.clients:
             return
-        pieces = list(_pieces(_event(change) for change in changes))
+        events: list[bytes] = []
+        for i in range(0, len(changes), SERIALIZE_BATCH):
+            if i:
+                await asyncio.sleep(0)
+            events += [_event(change) for change in changes[i:i + SERIALIZE_BATCH]]
+        pieces = list(_pieces(events))
         size = sum(map(len, pieces))
         for client in self.clients:
             client.pieces.extend(pieces)
@@ -709,8 +747,12 @@ class _EventStream(Response):
 
 
 def _event(change: AlertChange) -> bytes:
-    return (b"event: " + change.kind.encode() + b"\nid: " + change.alert.id.encode()
-            + b"\ndata: " + orjson.dumps(change.alert.to_dict()) + b"\n\n")
+    """The event of a change. Written without the engine's lock, as the figures are then
+    (the JSON a list request made under it, when the alert has not changed since)."""
+    alert = change.alert
+    data = alert.json_made or orjson.dumps(alert.to_dict())
+    return (b"event: " + change.kind.encode() + b"\nid: " + alert.id.encode()
+            + b"\ndata: " + data + b"\n\n")
 
 
 _LANDING = """<!doctype html>

@@ -13,6 +13,8 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -913,21 +915,37 @@ def test_broken_input_is_one_lint_input_error(tmp_path: Path, name: str, content
     assert cli("--fail-on", "never", str(path)).exit_code == 2
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode; the "
-                    "unreadable cases are covered by a missing file and a folder")
-def test_unreadable_files_when_not_root(tmp_path: Path) -> None:
+def _lint_unprivileged(root: Path, *args: str) -> tuple[int, list[Row]]:
+    """``retrywatch lint --format json`` in a child that file modes bind: as root, without
+    the capabilities that read any file (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), dropped
+    by util-linux's setpriv; otherwise as we are."""
+    command = [sys.executable, "-m", "retrywatch", "lint", "--format", "json", *args]
+    if os.geteuid() == 0:
+        caps = "-dac_override,-dac_read_search"
+        command = [shutil.which("setpriv") or "setpriv", f"--bounding-set={caps}",
+                   f"--inh-caps={caps}", *command]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    report = json.loads(done.stdout)
+    return done.returncode, sorted(
+        (f["code"], f["severity"], os.path.relpath(f["file"], root), f["line"])
+        for f in report["findings"])
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
     write(tmp_path, {"main.conf": http(ONE_ROUTE + "\n"),
                      "inc.conf": http("    include part.conf;  #! lint_input error\n"),
                      "part.conf": "server { listen 81; }\n",
                      "lua.conf": http(ROUTE % "note", FILE_UP % "b.lua"),
                      "b.lua": "require('ngx.balancer').set_more_tries(1)\n"})
+    want = marked(tmp_path, ["inc.conf", "lua.conf"])
     for name in ("main.conf", "part.conf", "b.lua"):
         (tmp_path / name).chmod(0)
-    result = lint([str(tmp_path / "main.conf")])
-    assert rows(result, tmp_path) == [("lint_input", "error", "main.conf", None)]
-    assert cli(str(tmp_path / "main.conf")).exit_code == 2
-    result = lint([str(tmp_path / "inc.conf"), str(tmp_path / "lua.conf")], prefix=str(tmp_path))
-    assert rows(result, tmp_path) == marked(tmp_path, ["inc.conf", "lua.conf"])
+    assert _lint_unprivileged(tmp_path, str(tmp_path / "main.conf")) == (
+        2, [("lint_input", "error", "main.conf", None)])
+    code, found = _lint_unprivileged(tmp_path, "--prefix", str(tmp_path),
+                                     str(tmp_path / "inc.conf"), str(tmp_path / "lua.conf"))
+    assert found == want
+    assert code == 2
 
 
 def test_folder_without_configurations_is_an_error(tmp_path: Path) -> None:

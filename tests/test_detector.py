@@ -71,6 +71,13 @@ def scenarios(draw: st.DrawFn) -> tuple[DetectorConfig, list[Step], list[int]]:
         resolve_after=draw(st.integers(1, 10)),
         max_tracked=10_000,  # no eviction here: see the flood tests
     )
+    # Event time stepping back, as several workers write it: each worker's lines carry its
+    # own cached time, which never goes back but may lag the newest line by a few
+    # seconds. Less than the window (a worker a whole window behind would have its lines
+    # idle as they come, and identical ones counted together would differ from the same
+    # one by one) and less than resolve_after (it could start a new alert in the second
+    # the last one started, under the same id): seconds, against 60 by default.
+    lag = draw(st.integers(0, min(4, config.window - 1, config.resolve_after - 1)))
     raw = draw(st.lists(
         st.tuples(
             st.sampled_from([0, 0, 0, 0, 1, 1, 2, 3, 5, 8, 12]),  # gaps; some exceed
@@ -78,14 +85,19 @@ def scenarios(draw: st.DrawFn) -> tuple[DetectorConfig, list[Step], list[int]]:
             st.integers(0, len(UPSTREAMS) - 1),
             st.integers(1, 4),
             st.sampled_from(KINDS),
+            st.integers(0, lag),  # how far this line's worker is behind
         ),
         min_size=1, max_size=70,
     ))
     steps: list[Step] = []
-    ts = 0
-    for gap, k, u, n, kind in raw:
-        ts += gap
-        steps.append(Step(ts, KEYS[k], UPSTREAMS[u], n, kind))
+    clock = 0
+    worker_clock: dict[tuple[str, int], int] = {}
+    for gap, k, u, n, kind, behind in raw:
+        clock += gap
+        source, pid, _ = key = KEYS[k]
+        ts = max(worker_clock.get((source, pid), 0), clock - behind)
+        worker_clock[source, pid] = ts
+        steps.append(Step(ts, key, UPSTREAMS[u], n, kind))
     cuts = draw(st.lists(st.integers(0, len(steps)), max_size=6))
     return config, steps, sorted(set(cuts))
 
@@ -94,61 +106,70 @@ def scenarios(draw: st.DrawFn) -> tuple[DetectorConfig, list[Step], list[int]]:
 class Session:
     first: int
     last: int
-    events: list[tuple[int, int]] = field(default_factory=list)  # (second, n)
+    id_first: int  # the first second when it fired: the alert's id
+    events: list[tuple[int, int]] = field(default_factory=list)  # (second, n), as they came
     upstreams: Counter[str] = field(default_factory=Counter)
+    peak: int = 0
     firing: bool = False
 
 
 def model(config: DetectorConfig, steps: list[Step]) -> list[dict[str, Any]]:
     """The alerts the detector should raise, computed per key from scratch.
 
-    Exact model of the state lifetime (not a simplified input): a key's state is a
-    *session* of failures. A session that has not fired ends when the key's next failure
-    comes ``window`` or more seconds after its last one (the detector drops idle keys
-    after the window); a firing session ends when it comes ``resolve_after`` or more
-    seconds later (the alert resolves "quiet"). A new failure after that starts a fresh
-    session (fresh window, fresh per-upstream counts). A session fires at the first
-    failure at which its failures in (t - window, t] reach ``threshold`` and its most
-    failures against one upstream reach ``min_repeat``. Keys never interact (the cap is
-    large), and other keys' events cannot end a session earlier, because event time is
-    nondecreasing.
+    Exact model of the state lifetime (not a simplified input). Event time is the
+    *watermark*: the newest second of any line so far (read timeouts included); a line
+    may be older than it (several workers, one file). A key's state is a *session* of
+    failures. A session that has not fired ends when the watermark is ``window`` or more
+    seconds past its newest failure (the detector drops idle keys); a firing session
+    ends when it is ``resolve_after`` or more past it (the alert resolves "quiet", at
+    newest + resolve_after). The key's next failure then starts a fresh session (fresh
+    window, fresh per-upstream counts). A session fires at the first failure at which
+    its failures in (newest - window, newest] reach ``threshold`` and its most failures
+    against one upstream reach ``min_repeat``. A failure already older than the window
+    (of its session's newest second) counts in the totals, not in the window. The peak
+    second is the most failures counted in one second of the window as they came.
     """
     sessions: dict[tuple[str, int, int], Session] = {}
     fired_sessions: list[tuple[tuple[str, int, int], Session]] = []
-    watermark = max(s.ts for s in steps)
+    watermark: int | None = None
     for step in steps:
+        watermark = step.ts if watermark is None else max(watermark, step.ts)
         if step.kind == "noise":
             continue
         s = sessions.get(step.key)
         if s is not None:
             limit = config.resolve_after if s.firing else config.window
-            if step.ts - s.last >= limit:
+            if watermark - s.last >= limit:
                 s = None
         if s is None:
-            s = sessions[step.key] = Session(step.ts, step.ts)
+            s = sessions[step.key] = Session(step.ts, step.ts, step.ts)
+        if step.ts > s.last - config.window:  # a second the window still keeps
+            in_second = step.n + sum(n for t, n in s.events if t == step.ts)
+        else:
+            in_second = step.n
+        s.peak = max(s.peak, in_second)
         s.events.append((step.ts, step.n))
         s.upstreams[step.upstream] += step.n
-        s.last = step.ts
+        s.first, s.last = min(s.first, step.ts), max(s.last, step.ts)
         if not s.firing:
-            in_window = sum(n for t, n in s.events if t > step.ts - config.window)
+            in_window = sum(n for t, n in s.events if t > s.last - config.window)
             if (in_window >= config.threshold
                     and max(s.upstreams.values()) >= config.min_repeat):
                 s.firing = True
+                s.id_first = s.first
                 fired_sessions.append((step.key, s))
+    assert watermark is not None
     out = []
     for (source, pid, cid), s in fired_sessions:
-        per_second: Counter[int] = Counter()
-        for t, n in s.events:
-            per_second[t] += n
         resolved = watermark - s.last >= config.resolve_after
         out.append({
-            "id": alert_id(source, pid, cid, BASE_TS + s.first),
+            "id": alert_id(source, pid, cid, BASE_TS + s.id_first),
             "source": source, "pid": pid, "cid": cid,
             "failures": sum(n for _, n in s.events),
             "failures_in_window": sum(n for t, n in s.events if t > s.last - config.window),
             "first_seen": when(s.first).isoformat(),
             "last_seen": when(s.last).isoformat(),
-            "peak_per_second": max(per_second.values()),
+            "peak_per_second": s.peak,
             "upstreams": dict(s.upstreams),
             "state": "resolved" if resolved else "firing",
             "resolved_reason": "quiet" if resolved else None,
@@ -506,6 +527,39 @@ def test_idle_key_starts_fresh_after_the_window() -> None:
     assert [c.kind for c in changes] == ["fired"]
     assert changes[0].alert.to_dict()["failures"] == 10
     assert changes[0].alert.to_dict()["first_seen"] == when(60).isoformat()
+
+
+def test_a_late_line_does_not_revive_an_idle_key() -> None:
+    """Idle is measured on event time (the newest line of any worker), not on the late
+    line's own time: nine failures a window (60 s) ago and one now, in a line that worker
+    wrote with its time 3 s behind, are one failure, not a runaway. The key sits behind a fresher
+    one (not swept): only the check on its own next failure drops it."""
+    detector = Detector()  # window 60, threshold 10
+    assert detector.process(ones([http_refused(5, 8, pid=2)])) == []  # the fresher key, first
+    assert detector.process(ones([http_refused(0, 7, pid=1)] * 9)) == []  # pid 1 behind
+    read_timeout = http_timeout(60, 9, pid=3, action="reading response header from upstream")
+    assert detector.process(ones([read_timeout])) == []  # not a failure; event time: 60
+    assert detector.tracked_keys == 2  # the sweep stopped at the fresher key
+    assert detector.process(ones([http_refused(57, 7, pid=1)])) == []  # no false alert
+    assert detector.stats.expired == 1  # pid 1's old failures dropped
+    changes = detector.process(ones([http_refused(57, 7, pid=1)] * 9))
+    assert [c.kind for c in changes] == ["fired"]  # ten failures in the window: it fires
+    assert changes[0].alert.to_dict()["failures"] == 10
+    assert changes[0].alert.to_dict()["first_seen"] == when(57).isoformat()
+
+
+def test_confirmed_in_the_batch_it_fired_in_is_one_change() -> None:
+    """One stream session retrying one peer ten times in one batch: it fires suspected at
+    the second line and is confirmed by the tenth. One ``fired`` change, confirmed (a
+    ``fired`` then a ``confirmed`` could page twice), as when the ten identical lines
+    come counted together."""
+    config = DetectorConfig(window=2, threshold=2, min_repeat=1, resolve_after=1)
+    line = stream_refused(0, 7, upstream="10.0.0.2:5555")
+    for batch in (ones([line] * 10), [(head(line), 10)]):
+        changes = Detector(config).process(batch)
+        assert [c.kind for c in changes if c.kind != "updated"] == ["fired"]
+        assert changes[0].alert.confirmed
+        assert changes[0].alert.to_dict()["failures"] == 10
 
 
 # ---------------------------------------------------------------------------

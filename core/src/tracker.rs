@@ -848,8 +848,11 @@ impl Detector {
         let cfg = self.config;
         let mut entry = found;
         if let Some(slot) = entry {
-            if self.nodes[slot as usize].state.last() <= inp.ts - cfg.window {
-                // Idle for a whole window: a fresh start, whether or not the sweep got to it.
+            // Idle for a whole window of event time (the watermark, not this line's time: a
+            // worker's line a few seconds late must not revive a key the sweep would have
+            // dropped): a fresh start, whether or not the sweep got to it.
+            let now = self.watermark.unwrap_or(inp.ts);
+            if self.nodes[slot as usize].state.last() <= now - cfg.window {
                 self.remove(slot);
                 self.stats.expired += 1;
                 entry = None;

@@ -91,10 +91,14 @@ def apply_changes(raw: Iterable[RawChange], by_key: dict[tuple[str, int, int], A
 
     Each change is judged (judge.py): a connection whose route the configuration bounds
     gets no alert (it is counted in ``ruled_out``); a suspected alert whose evidence becomes
-    strong is ``confirmed``; one alert per connection, fired once.
+    strong is ``confirmed``; one alert per connection, fired once. An alert that fired in
+    these changes (one batch) and became confirmed by the end of them is one ``fired``
+    change, confirmed: not a ``fired`` and a ``confirmed`` that could page twice (and
+    the same whether identical lines came one by one or counted together).
     """
     ruled_out = ruled_out if ruled_out is not None else RuledOut()
     out: list[AlertChange] = []
+    fired_now: set[tuple[str, int, int]] = set()
     for kind, at, reason, figures in raw:
         conn = Conn.of(figures, tz)
         alert = by_key.get(conn.key)
@@ -114,10 +118,12 @@ def apply_changes(raw: Iterable[RawChange], by_key: dict[tuple[str, int, int], A
             ruled_out.alerted(conn.key)
             alert = Alert.fire(conn, localize(at, tz), judgement, redact=redact)
             by_key[conn.key] = alert
+            fired_now.add(conn.key)
             out.append(AlertChange("fired", alert))
             continue
         became = alert.refresh(conn, judgement, redact=redact)
-        out.append(AlertChange("confirmed" if became else "updated", alert))
+        confirmed = became and conn.key not in fired_now
+        out.append(AlertChange("confirmed" if confirmed else "updated", alert))
     return out
 
 

@@ -78,6 +78,7 @@ class Detector:
         """Apply a batch of ``(event, times)``; identical events may come counted."""
         changes: list[AlertChange] = []
         touched: dict[ConnKey, tuple[ConnState, Alert]] = {}
+        fired_now: set[ConnKey] = set()  # confirmed in the batch it fired in: one change
         cfg = self.config
         tracked = self.tracked
         firing = self.firing
@@ -106,6 +107,7 @@ class Detector:
                     del tracked[key]
                     alert = Alert.fire(st, head.time)
                     firing[key] = (st, alert)
+                    fired_now.add(key)
                     stats.fired += 1
                     changes.append(AlertChange("fired", alert))
             elif head.ended_hint:
@@ -123,7 +125,8 @@ class Detector:
         for key, hit in touched.items():
             if firing.get(key) is hit:  # still the same firing alert (not resolved since)
                 became = hit[1].refresh(hit[0])  # the alert lifecycle is shared: judge.py
-                changes.append(AlertChange("confirmed" if became else "updated", hit[1]))
+                confirmed = became and key not in fired_now
+                changes.append(AlertChange("confirmed" if confirmed else "updated", hit[1]))
         return changes
 
     def advance(self, ts: int, when: datetime) -> list[AlertChange]:
@@ -181,8 +184,11 @@ class Detector:
         (or no slot was free)."""
         cfg = self.config
         entry = self.tracked.get(key)
-        if entry is not None and entry.last <= head.ts - cfg.window:
-            # Idle for a whole window: a fresh start, whether or not the sweep got to it.
+        now = head.ts if self.watermark is None else self.watermark
+        if entry is not None and entry.last <= now - cfg.window:
+            # Idle for a whole window of event time (the watermark, not this line's time: a
+            # worker's line a few seconds late must not revive a key the sweep would have
+            # dropped): a fresh start, whether or not the sweep got to it.
             del self.tracked[key]
             self.stats.expired += 1
             entry = None

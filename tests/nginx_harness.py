@@ -41,7 +41,22 @@ __all__ = [
     "wait_quiet",
 ]
 
-NGINX_MODULES = Path("/usr/lib/nginx/modules")
+
+def _modules_path() -> Path:
+    """Where the nginx on PATH loads dynamic modules from (``nginx -V``: its
+    ``--modules-path``); Debian's folder when it says none or there is no nginx."""
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if nginx is not None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            built = subprocess.run([nginx, "-V"], capture_output=True, text=True, timeout=10,
+                                   check=False)
+            for arg in (built.stderr + built.stdout).split():
+                if arg.startswith("--modules-path="):
+                    return Path(arg.partition("=")[2])
+    return Path("/usr/lib/nginx/modules")
+
+
+NGINX_MODULES = _modules_path()
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0
 _STEP = 0.02

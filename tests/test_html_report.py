@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -14,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from chromium_harness import headless, needs_chromium
 
 from retrywatch.forensics.analysis import Analysis, analyze
 from retrywatch.forensics.discover import discover
@@ -21,7 +19,6 @@ from retrywatch.forensics.html_report import DIAGNOSIS_COLORS, KIND_COLORS, PEER
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_logs"
-CHROMIUM = Path("/usr/bin/chromium")
 UTC = ZoneInfo("UTC")
 
 #: The runaway connections of sample_logs (scenario-http-lua-storm, see its README).
@@ -255,30 +252,14 @@ def _near(pixels: np.ndarray[Any, Any], color: str, tolerance: int = 10) -> int:
     return int((np.abs(pixels.astype(np.int16) - target) <= tolerance).all(axis=2).sum())
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(),
-                    reason="needs Debian's chromium at /usr/bin/chromium "
-                           "(apt-get install chromium fonts-dejavu-core fonts-liberation)")
+@needs_chromium
 def test_report_renders_in_headless_chromium(sample_report: tuple[Path, str],
                                              tmp_path: Path) -> None:
     report, _html = sample_report
     shot = tmp_path / "shot.png"
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars",
-           f"--user-data-dir={tmp_path / 'profile'}",
-           "--window-size=1400,3000", f"--screenshot={shot}", report.as_uri()]
-    # A session of its own, so that on a timeout the browser and its helpers all stop.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    try:
-        _out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("headless chromium did not finish its screenshot within 60 s")
-    tail = err.decode(errors="replace")[-2000:]
-    assert proc.returncode == 0, tail
-    assert shot.is_file() and shot.stat().st_size > 0, tail
+    headless(["--window-size=1400,3000", f"--screenshot={shot}", report.as_uri()],
+             tmp_path / "profile", timeout=60, doing="finish its screenshot")
+    assert shot.is_file() and shot.stat().st_size > 0
 
     pixels = _rgb(shot)
     assert pixels.shape == (3000, 1400, 3)

@@ -14,7 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from test_real_nginx import SAMPLE_LOGS
+from test_recorded_nginx_logs import SAMPLE_LOGS
 
 from retrywatch.detect.core import Conn
 from retrywatch.detect.judge import judge

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from test_lint_real_nginx import nginx_t
-from test_real_nginx import SAMPLE_LOGS, truth
+from test_recorded_nginx_logs import SAMPLE_LOGS, truth
 
 from retrywatch.lint import Severity, lint
 

@@ -1,4 +1,5 @@
-"""Replay the real nginx logs in sample_logs/ and check the alerts against their ground truth.
+"""Replay the logs a real nginx recorded (sample_logs/; no nginx is started here: see
+test_e2e_nginx.py and test_busy_or_runaway.py for that) against their ground truth.
 
 The logs were written by a real nginx 1.22.1 with lua-nginx-module 0.10.23 (see
 sample_logs/README.md). The truth files were built from the scenario design and nginx's

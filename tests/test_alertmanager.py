@@ -1,20 +1,29 @@
 """A real Alertmanager on 127.0.0.1 receives retrywatch's alerts for a replayed real-nginx
 storm, keeps the runaway one active while it fires (re-sent well within resolve_timeout),
 resolves it after the storm ends, and its own webhook delivers both to a local receiver:
-end to end through Alertmanager's routing."""
+end to end through Alertmanager's routing.
+
+With the rule alerts too, the inhibit rule of dashboards/README.md ("Rules and pushed
+alerts: which to use") makes one incident page once: the pushed alert of an instance
+suppresses that instance's rule alert of the same confidence, and the rule pages again
+once retrywatch stops pushing."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from service_harness import (
     STORM_FIRING_CID,
     FakeClock,
@@ -28,10 +37,12 @@ from webhook_receiver import WebhookReceiver, receiving
 
 from retrywatch.delivery import Notifier, Receiver
 
-ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+# On PATH; the name alone when missing (a skip).
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or "prometheus-alertmanager"
 WAIT = 30.0  # seconds: the bound on Alertmanager starting, routing and notifying
 POLL = 0.1
 RESOLVE_TIMEOUT = 3  # seconds: short, so a lapse in re-sending would show within the test
+README = Path(__file__).parent.parent / "dashboards" / "README.md"
 
 pytestmark = pytest.mark.skipif(
     shutil.which(ALERTMANAGER) is None,
@@ -68,23 +79,20 @@ def hook() -> Iterator[WebhookReceiver]:
         yield receiver
 
 
-@pytest.fixture
-def alertmanager(tmp_path: Path, hook: WebhookReceiver) -> Iterator[Alertmanager]:
+@contextmanager
+def running(tmp_path: Path, hook: WebhookReceiver, *,
+            group_by: Sequence[str] = ("alertname", "alert_id"),
+            inhibit_rules: list[dict[str, Any]] | None = None) -> Iterator[Alertmanager]:
+    """A real Alertmanager routing everything to ``hook`` (1 s group wait and interval)."""
     config = tmp_path / "alertmanager.yml"
-    config.write_text(
-        "global:\n"
-        f"  resolve_timeout: {RESOLVE_TIMEOUT}s\n"
-        "route:\n"
-        "  receiver: test\n"
-        "  group_by: ['alertname', 'alert_id']\n"
-        "  group_wait: 1s\n"
-        "  group_interval: 1s\n"
-        "  repeat_interval: 1h\n"
-        "receivers:\n"
-        "  - name: test\n"
-        "    webhook_configs:\n"
-        f"      - url: '{hook.url}/alertmanager'\n"
-        "        send_resolved: true\n")
+    config.write_text(yaml.safe_dump({
+        "global": {"resolve_timeout": f"{RESOLVE_TIMEOUT}s"},
+        "route": {"receiver": "test", "group_by": list(group_by), "group_wait": "1s",
+                  "group_interval": "1s", "repeat_interval": "1h"},
+        "receivers": [{"name": "test", "webhook_configs": [
+            {"url": f"{hook.url}/alertmanager", "send_resolved": True}]}],
+        "inhibit_rules": inhibit_rules or [],
+    }))
     port = free_port()
     log = tmp_path / "alertmanager.log"
     with log.open("wb") as out:
@@ -100,6 +108,12 @@ def alertmanager(tmp_path: Path, hook: WebhookReceiver) -> Iterator[Alertmanager
         yield am
     finally:
         stop_process(process)
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path, hook: WebhookReceiver) -> Iterator[Alertmanager]:
+    with running(tmp_path, hook) as am:
+        yield am
 
 
 def webhook_alerts(hook: WebhookReceiver, status: str) -> list[dict[str, Any]]:
@@ -134,7 +148,8 @@ def test_storm_alert_through_alertmanager(alertmanager: Alertmanager,
         assert f"pid={firing.pid}" in notes["description"]
         assert "unix:" in notes["description"]
         assert firing.diagnosis is not None and firing.diagnosis.code in notes["description"]
-        assert notes["summary"] and notes["runbook_url"]
+        assert notes["summary"]
+        assert notes["runbook_url"].endswith(f"docs/runbook.md#{firing.diagnosis.code}")
         assert alert["generatorURL"] == f"http://retrywatch.test:8734/api/v1/alerts/{firing.id}"
         assert alert["status"]["state"] == "active"
 
@@ -164,3 +179,89 @@ def test_storm_alert_through_alertmanager(alertmanager: Alertmanager,
         assert stats.deliveries["dropped"] == 0 and stats.deliveries["success"] >= 3
     finally:
         notifier.stop()
+
+
+# -- rules and pushed alerts together: one incident pages once --------------------------
+def documented_inhibit_rules() -> list[dict[str, Any]]:
+    """The inhibit_rules of dashboards/README.md, as the user copies them."""
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S)
+    (block,) = [b for b in blocks if "inhibit_rules:" in b]
+    rules: list[dict[str, Any]] = yaml.safe_load(block)["inhibit_rules"]
+    return rules
+
+
+def rule_alert(name: str, instance: str, confidence: str, severity: str) -> dict[str, Any]:
+    """An alert as Prometheus sends it for a rule of dashboards/rules.yml (its endsAt
+    a while ahead: Prometheus re-sends it every evaluation)."""
+    now = datetime.now(UTC)
+    return {"labels": {"alertname": name, "job": "retrywatch", "instance": instance,
+                       "severity": severity, "confidence": confidence},
+            "annotations": {"summary": f"{name} on {instance}"},
+            "startsAt": now.isoformat(), "endsAt": (now + timedelta(minutes=10)).isoformat(),
+            "generatorURL": "http://prometheus.test/graph"}
+
+
+def notified(hook: WebhookReceiver, name: str, instance: str) -> bool:
+    return any(a["labels"]["alertname"] == name and a["labels"]["instance"] == instance
+               and a["status"] == "firing" for r in hook.ok for a in r.json()["alerts"])
+
+
+def test_the_pushed_alert_inhibits_the_rule_alert_of_its_instance(
+        tmp_path: Path, hook: WebhookReceiver) -> None:
+    rules = documented_inhibit_rules()
+    receiver = Receiver(name="am", url="http://127.0.0.1:9", format="alertmanager",
+                        group_wait=0.2, resend_interval=0.5, instance="edge-1:8734",
+                        backoff_initial=0.05, backoff_max=0.5, timeout=5)
+    with running(tmp_path, hook, group_by=("alertname", "instance", "alert_id"),
+                 inhibit_rules=rules) as am:
+        engine = new_engine(clock=FakeClock())
+        notifier = Notifier([receiver.model_copy(update={"url": am.url})])
+        engine.subscribe(notifier.offer)
+        notifier.start()
+        try:
+            feed_storm(engine)  # the pushed alert first, as Alertmanager's group_wait lets it
+            am.until("the pushed alert active", lambda: [
+                a["status"]["state"] for a in am.ours()
+                if a["labels"]["alertname"] == "RetrywatchRunawayConnection"] == ["active"])
+            response = httpx.post(f"{am.url}/api/v2/alerts", timeout=5, json=[
+                rule_alert("RetrywatchRunawayConnections", "edge-1:8734", "confirmed",
+                           "critical"),
+                rule_alert("RetrywatchRunawayConnections", "edge-2:8734", "confirmed",
+                           "critical"),
+                rule_alert("RetrywatchSuspectedRunawayConnections", "edge-1:8734",
+                           "suspected", "warning")])
+            response.raise_for_status()
+
+            def state(name: str, instance: str) -> str:
+                found = [a["status"]["state"] for a in am.alerts()
+                         if a["labels"]["alertname"] == name
+                         and a["labels"]["instance"] == instance]
+                return found[0] if len(found) == 1 else f"{len(found)} alerts"
+
+            am.until("the rule alert of edge-1 suppressed",
+                     lambda: state("RetrywatchRunawayConnections", "edge-1:8734")
+                     == "suppressed")
+            (page,) = [a for a in am.alerts()
+                       if a["labels"]["alertname"] == "RetrywatchRunawayConnections"
+                       and a["labels"]["instance"] == "edge-1:8734"]
+            (pushed,) = [a for a in am.ours() if a["status"]["state"] == "active"]
+            assert page["status"]["inhibitedBy"] == [pushed["fingerprint"]]
+            # another instance, and another confidence, are not this incident
+            assert state("RetrywatchRunawayConnections", "edge-2:8734") == "active"
+            assert state("RetrywatchSuspectedRunawayConnections", "edge-1:8734") == "active"
+
+            # What pages: the pushed alert, and the alerts nothing pushed stands for.
+            hook.wait_for("the notifications", lambda: all((
+                notified(hook, "RetrywatchRunawayConnection", "edge-1:8734"),
+                notified(hook, "RetrywatchRunawayConnections", "edge-2:8734"),
+                notified(hook, "RetrywatchSuspectedRunawayConnections", "edge-1:8734"))),
+                timeout=WAIT)
+            assert not notified(hook, "RetrywatchRunawayConnections", "edge-1:8734")
+        finally:
+            notifier.stop()
+
+        # retrywatch stops pushing: its alert ends after resolve_timeout, the rule pages.
+        hook.wait_for("the rule alert of edge-1 paged once the push stopped",
+                      lambda: notified(hook, "RetrywatchRunawayConnections", "edge-1:8734"),
+                      timeout=WAIT)
+        assert state("RetrywatchRunawayConnections", "edge-1:8734") == "active"

@@ -23,6 +23,8 @@ from test_rules import (
 
 DASHBOARD = Path(__file__).parent.parent / "dashboards" / "retrywatch.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+#: dashboards/mixin.py's default selector (tests/test_mixin.py renders others).
+SELECTOR = 'job="retrywatch"'
 PANEL_TYPES = {"row", "stat", "table", "timeseries", "bargauge", "gauge", "text"}
 #: Grafana's built-in variables and ours, replaced by valid PromQL for promtool.
 SUBSTITUTIONS = {
@@ -103,6 +105,8 @@ def test_template_variables(dashboard: dict[str, Any]) -> None:
         assert var["includeAll"] is True and var["multi"] is True
         assert var["allValue"] == ".+"
     assert "$job" in variables["instance"]["query"]["query"]  # instance follows job
+    for selector in variable_selectors(dashboard):
+        assert selector.startswith(f"retrywatch_build_info{{{SELECTOR}"), selector
 
 
 def test_panels(dashboard: dict[str, Any]) -> None:
@@ -127,7 +131,8 @@ def test_panels(dashboard: dict[str, Any]) -> None:
         assert len(refs) == len(set(refs)), panel["title"]
         for target in panel["targets"]:
             assert target["datasource"] == DATASOURCE, panel["title"]
-            assert 'job=~"$job"' in target["expr"], target["expr"]
+            # the selector first: "All" (.+) in a variable stays within it
+            assert f'{SELECTOR}, job=~"$job"' in target["expr"], target["expr"]
             assert 'instance=~"$instance"' in target["expr"], target["expr"]
 
 

@@ -1,8 +1,10 @@
 """/metrics: every declared metric reaches the endpoint, the per-alert series lives only
-while its alert fires, connection ids are labels nowhere else, and promtool agrees."""
+while its alert fires, connection ids are labels nowhere else, the process and runtime
+families of prometheus_client's standard collectors are there, and promtool agrees."""
 
 from __future__ import annotations
 
+import platform
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ from service_harness import STORM_FIRING_CID, FakeClock, feed_storm, new_engine
 
 from retrywatch.detect.engine import Engine
 from retrywatch.serve.api import create_app
-from retrywatch.serve.metrics import METRIC_NAMES
+from retrywatch.serve.metrics import METRIC_NAMES, RUNTIME_METRIC_NAMES
 
 HTTPX_WARNING = ("ignore:Using `httpx` with `starlette.testclient` is deprecated"
                  ":starlette.exceptions.StarletteDeprecationWarning")
@@ -25,7 +27,7 @@ PER_ALERT = "retrywatch_runaway_connection_failures"
 CONNECTION_LABELS = {"cid", "pid", "upstream"}
 SYSLOG = "udp://127.0.0.1:5514"
 SYSLOG_TCP = "tcp://127.0.0.1:5514"
-PROMTOOL = "/usr/bin/promtool"
+PROMTOOL = shutil.which("promtool") or "promtool"  # the name alone when missing: a skip
 
 
 
@@ -82,7 +84,34 @@ def test_every_declared_metric_is_on_the_endpoint(text: str, name: str) -> None:
 
 def test_nothing_undeclared_is_exported(text: str) -> None:
     exported = {s.name for s in samples(text)}
-    assert exported <= set(METRIC_NAMES), exported - set(METRIC_NAMES)
+    declared = set(METRIC_NAMES) | set(RUNTIME_METRIC_NAMES)
+    assert exported <= declared, exported - declared
+
+
+@pytest.mark.parametrize("name", RUNTIME_METRIC_NAMES)
+def test_process_and_runtime_metrics_are_on_the_endpoint(text: str, name: str) -> None:
+    assert f"# TYPE {name} " in text
+    assert any(s.name == name for s in samples(text)), f"{name} has no series"
+
+
+def test_process_and_runtime_values(text: str) -> None:
+    (info,) = values(text, "python_info")
+    assert dict(info)["implementation"] == platform.python_implementation()
+    assert dict(info)["version"] == platform.python_version()
+    assert values(text, "process_resident_memory_bytes")[()] > 1_000_000
+    assert 0 < values(text, "process_open_fds")[()] <= values(text, "process_max_fds")[()]
+    assert values(text, "process_start_time_seconds")[()] > 1_600_000_000
+    assert values(text, "process_cpu_seconds_total")[()] > 0
+    assert {dict(k)["generation"] for k in values(text, "python_gc_collections_total")} == {
+        "0", "1", "2"}
+
+
+def test_each_registry_has_its_own_runtime_collectors() -> None:
+    """Two services in one process (the tests do it) each export the families once."""
+    first, second = scrape(new_engine()), scrape(new_engine())
+    for text in (first, second):
+        assert text.count("# TYPE process_cpu_seconds_total ") == 1
+        assert text.count("# TYPE python_info ") == 1
 
 
 def test_values_after_the_storm(text: str) -> None:

@@ -1,5 +1,5 @@
 """A real Prometheus scrapes the service's /metrics and answers queries on the firing
-gauge and the per-alert series (all on 127.0.0.1)."""
+gauge, the per-alert series and the process's own families (all on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from service_harness import (
 
 from retrywatch.detect.engine import Engine
 
-PROMETHEUS = "/usr/bin/prometheus"
+PROMETHEUS = shutil.which("prometheus") or "prometheus"  # the name alone when missing: a skip
 WAIT = 60.0  # seconds: the bound on Prometheus starting and scraping (1 s interval)
 POLL = 0.2  # seconds between two questions to Prometheus
 
@@ -121,6 +121,12 @@ def test_prometheus_scrapes_the_firing_alert(prometheus: Prometheus, engine: Eng
     prometheus.until("prometheus ready", prometheus.ready)
     prometheus.until("target up", lambda: value(prometheus.query('up{job="retrywatch"}')) == 1)
     assert value(prometheus.query("retrywatch_runaway_connections")) == 0
+    # the process and runtime families any exporter has (process_*, python_*)
+    memory = value(prometheus.query('process_resident_memory_bytes{job="retrywatch"}'))
+    assert memory is not None and memory > 1_000_000
+    assert value(prometheus.query('count(python_info{job="retrywatch"})')) == 1
+    assert value(prometheus.query(
+        'count(python_gc_collections_total{job="retrywatch"})')) == 3
 
     feed_storm(engine)  # *49447's storm is still firing at the end of the sample
     prometheus.until("retrywatch_runaway_connections == 1",

@@ -1,7 +1,7 @@
 """dashboards/rules.yml: promtool checks it and runs its unit tests (dashboards/rules_test.yml),
-every metric it names is exported by a running retrywatch after a storm, and a real
-Prometheus evaluating it against a retrywatch that read the real storm fires the runaway
-alert.
+every metric it names is exported by a running retrywatch after a storm, recording rules
+are named level:metric:operations, and a real Prometheus evaluating it against a
+retrywatch that read the real storm fires the runaway alert.
 
 The PromQL helpers here are shared with test_dashboards.py.
 """
@@ -37,8 +37,8 @@ ROOT = Path(__file__).parent.parent
 DASHBOARDS = ROOT / "dashboards"
 RULES = DASHBOARDS / "rules.yml"
 RULES_TEST = DASHBOARDS / "rules_test.yml"
-PROMTOOL = "/usr/bin/promtool"
-PROMETHEUS = "/usr/bin/prometheus"
+PROMTOOL = shutil.which("promtool") or "promtool"  # the name alone when missing: a skip
+PROMETHEUS = shutil.which("prometheus") or "prometheus"  # the name alone when missing: a skip
 WAIT = 60.0  # seconds: the bound on Prometheus starting, scraping and evaluating (1 s)
 POLL = 0.2
 #: Series that Prometheus makes itself, not retrywatch.
@@ -164,7 +164,7 @@ def test_promtool_unit_tests() -> None:
     assert "SUCCESS" in done.stdout
 
 
-def test_every_alert_has_runbook_and_unit_tests() -> None:
+def test_every_alert_has_a_runbook_url_and_unit_tests() -> None:
     tests = yaml.safe_load(RULES_TEST.read_text())["tests"]
     expected: dict[str, list[bool]] = {}
     for test in tests:
@@ -174,10 +174,35 @@ def test_every_alert_has_runbook_and_unit_tests() -> None:
     assert len(alerts) >= 6
     for rule in alerts:
         name = rule["alert"]
-        assert {"summary", "description", "runbook"} <= rule["annotations"].keys(), name
+        assert {"summary", "description", "runbook_url"} == rule["annotations"].keys(), name
+        assert rule["annotations"]["runbook_url"].startswith("https://"), name
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
         assert set(expected.get(name, [])) == {True, False}, (
             f"{name}: needs unit tests both firing and not firing")
+
+
+def test_recording_rules_are_named_level_metric_operations() -> None:
+    """Prometheus' practice: the level is the labels kept (besides the target's), the
+    metric its name (``_total`` stripped under rate), the operations newest first."""
+    records = [rule for rule in rules() if "record" in rule]
+    assert len(records) >= 4
+    for rule in records:
+        name, expr = rule["record"], " ".join(rule["expr"].split())
+        level, metric, operations = name.split(":")
+        labels = set(level.split("_"))
+        assert labels <= {"instance", "source", "kind", "subsystem"}, name
+        assert "instance" in labels, name
+        assert metric.startswith("retrywatch_") and not metric.endswith("_total"), name
+        assert metric.split("_per_")[0] in expr, name
+        assert re.fullmatch(r"(ratio_)?rate\d+m", operations), name
+        window = operations.rsplit("rate", 1)[1]
+        if operations.startswith("ratio_"):
+            assert " / " in expr, name
+        else:
+            assert f"[{window}])" in expr, name
+        for dropped in re.findall(r"without \(([^)]*)\)", expr):
+            assert not labels & {x.strip() for x in dropped.split(",")}, name
+        assert " by (" not in expr, f"{name}: aggregate without, keeping target labels"
 
 
 def test_rules_use_only_exported_metrics(scraped: set[str]) -> None:
@@ -248,13 +273,16 @@ def test_real_prometheus_fires_the_runaway_alert(prometheus_with_rules: Promethe
         return [r["value"][1] for r in result] == ["1"]
 
     _until("target up", process, log, up)
-    assert _alerts(url, "RetrywatchRunawayConnection") == []
+    assert _alerts(url, "RetrywatchRunawayConnections") == []
 
     feed_storm(engine)  # *49447's storm is still firing at the end of the sample
-    _until("RetrywatchRunawayConnection firing", process, log, lambda: any(
-        a["state"] == "firing" for a in _alerts(url, "RetrywatchRunawayConnection")))
-    (alert,) = _alerts(url, "RetrywatchRunawayConnection")
+    _until("RetrywatchRunawayConnections firing", process, log, lambda: any(
+        a["state"] == "firing" for a in _alerts(url, "RetrywatchRunawayConnections")))
+    (alert,) = _alerts(url, "RetrywatchRunawayConnections")
     assert alert["labels"]["severity"] == "critical"
+    assert alert["labels"]["confidence"] == "confirmed"
+    assert alert["annotations"]["runbook_url"].endswith(
+        "docs/runbook.md#retrywatchrunawayconnections")
     assert alert["labels"]["job"] == "retrywatch"
     assert float(alert["value"]) == 1
     description = alert["annotations"]["description"]

@@ -1,8 +1,10 @@
 """A real HTTP receiver on 127.0.0.1 in a thread, scripted to fail and recover.
 
 Each request takes the next action of ``script`` (then ``default``): an HTTP status to
-answer, or ``"hang"`` (answer nothing until the test ends: the client times out). What
-was received is kept; ``wait_for`` blocks on a condition with a deadline, no sleeping.
+answer, a status with response headers (``(429, {"Retry-After": "2"})``), or ``"hang"``
+(answer nothing until the test ends: the client times out). What was received is kept,
+stamped with ``clock`` (a test's fake clock, or ``time.monotonic``); ``wait_for`` blocks
+on a condition with a deadline, no sleeping.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Action = int | str
+Action = int | str | tuple[int, dict[str, str]]
 
 __all__ = ["Received", "WebhookReceiver", "closed_port", "receiving"]
 
@@ -28,6 +30,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int
+    at: float = 0.0  #: the receiver's clock when the request arrived
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -40,6 +43,7 @@ class WebhookReceiver:
     requests: list[Received] = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
     release: threading.Event = field(default_factory=threading.Event)
+    clock: Callable[[], float] = time.monotonic
     url: str = ""
 
     def next_action(self) -> Action:
@@ -72,13 +76,16 @@ def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             action = receiver.next_action()
+            at = receiver.clock()
             if action == "hang":
-                receiver.record(Received(self.path, dict(self.headers), body, 0))
+                receiver.record(Received(self.path, dict(self.headers), body, 0, at))
                 receiver.release.wait(30)
                 return
-            status = int(action)
-            receiver.record(Received(self.path, dict(self.headers), body, status))
+            status, headers = action if isinstance(action, tuple) else (int(action), {})
+            receiver.record(Received(self.path, dict(self.headers), body, status, at))
             self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", "0")
             self.end_headers()
 

@@ -4,35 +4,63 @@
 the worker. The worker gathers changes for ``group_wait`` seconds into one message, adds
 the repeats that are due (json, slack: ``repeat_interval``; alertmanager: every firing
 alert each ``resend_interval``), and sends it with exponential backoff and jitter until it
-succeeds, ``max_attempts`` is reached or the message is ``max_age`` old. What is given up
-is counted and logged, never retried forever.
+succeeds, ``max_attempts`` is reached or the message is ``max_age`` old; a 429 or 503 with
+``Retry-After`` waits that long instead (at least the backoff, at most
+``RETRY_AFTER_MAX``). What is given up is counted and logged, never retried forever. The
+message is built once: every attempt sends the same body and delivery id, signed afresh.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from email.utils import parsedate_to_datetime
+from typing import Literal
 
 import httpx
 
-from retrywatch.delivery.formats import Entry, build, signature_headers
+from retrywatch.delivery.formats import DELIVERY_HEADER, Entry, build, signature_headers
 from retrywatch.delivery.receivers import Receiver
 from retrywatch.delivery.state import ReceiverState
+from retrywatch.detect.schema import AlertData
 
-__all__ = ["Channel", "ChannelStats", "Result"]
+__all__ = ["RETRY_AFTER_MAX", "Channel", "ChannelStats", "Result", "retry_after"]
 
 log = logging.getLogger("retrywatch.delivery")
 
 Clock = Callable[[], float]
+#: Waits out a retry's delay (seconds); the default waits on the channel's stop event.
+Wait = Callable[[float], None]
 Outcome = Literal["ok", "retry", "rejected"]
 IDLE = 60.0  # seconds the worker sleeps when nothing is due
+#: The longest a receiver's Retry-After is followed (seconds): a larger one is cut to it.
+RETRY_AFTER_MAX = 300.0
+#: The answers whose Retry-After is followed (RFC 9110: 503; RFC 6585: 429).
+_RETRY_AFTER_STATUSES = (429, 503)
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait that a ``Retry-After`` value asks for: delay-seconds or an
+    HTTP-date (``now``: POSIX seconds); None when absent or malformed; 0 for a date past."""
+    if value is None:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"[0-9]+", value):
+        return float(value) if len(value) <= 12 else 1e12  # more is cut all the same
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, said to be of unknown origin
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
 
 
 @dataclass(slots=True)
@@ -55,11 +83,12 @@ class Result:
 class Channel:
     def __init__(self, receiver: Receiver, client: httpx.Client, *, instance: str,
                  clock: Clock, wall: Clock, rng: random.Random,
-                 state: ReceiverState | None = None) -> None:
+                 state: ReceiverState | None = None, wait: Wait | None = None) -> None:
         self.receiver = receiver
         self.client = client
         self.instance = instance
         self._clock, self._wall, self._rng = clock, wall, rng
+        self._wait = wait
         self._cond = threading.Condition(threading.Lock())
         self._stop = threading.Event()
         self._draining = False  # stopping: what is queued goes out now (drain)
@@ -79,8 +108,8 @@ class Channel:
         self._thread: threading.Thread | None = None
 
     # -- the engine's side (under its lock: O(1), never blocks on I/O) ---------------------
-    def offer(self, kind: str, alert: dict[str, Any]) -> bool:
-        aid = str(alert["id"])
+    def offer(self, kind: str, alert: AlertData) -> bool:
+        aid = alert["id"]
         with self._cond:
             queued = self._queue.get(aid)
             if queued is not None:  # coalesce: the newest figures, a resolve wins
@@ -111,7 +140,7 @@ class Channel:
                 self._cond.notify()
             return True
 
-    def _track(self, kind: str, aid: str, alert: dict[str, Any]) -> None:
+    def _track(self, kind: str, aid: str, alert: AlertData) -> None:
         if kind == "resolved":
             self._firing.pop(aid, None)
         else:
@@ -160,7 +189,7 @@ class Channel:
             for entry in self._queue.values():
                 pending[entry.id] = entry
             return ReceiverState(dict(self._notified), dict(self._firing),
-                                 [Entry(e.kind, e.alert) for e in pending.values()])
+                                 [Entry(e.kind, e.alert, e.key) for e in pending.values()])
 
     def queue_depth(self) -> int:
         return len(self._queue)
@@ -230,7 +259,8 @@ class Channel:
 
     # -- sending ---------------------------------------------------------------------------
     def deliver(self, batch: list[Entry], max_attempts: int) -> Result:
-        """Send one message, retrying within the receiver's bounds."""
+        """Send one message, retrying within the receiver's bounds: the same body and
+        delivery id on every attempt, signed afresh."""
         r = self.receiver
         url, body, headers = build(r, batch, self.instance, datetime.now(UTC))
         created = self._clock()
@@ -239,13 +269,12 @@ class Channel:
             attempt += 1
             sent = {**{k: v.get_secret_value() for k, v in r.headers.items()}, **headers,
                     **signature_headers(r, body, int(self._wall()))}
-            outcome, detail = self._attempt(url, body, sent)
+            outcome, detail, asked = self._attempt(url, body, sent)
             if outcome == "ok":
                 self._delivered(batch)
                 return Result(True, attempt, detail)
             self.stats.attempts_failed += 1
-            delay = min(r.backoff_max, r.backoff_initial * 2 ** (attempt - 1))
-            delay = self._rng.uniform(delay / 2, delay)  # jitter: receivers see no herd
+            delay = self._delay(attempt, asked)
             reason = ("rejected" if outcome == "rejected" else
                       "max_attempts" if attempt >= max_attempts else
                       "max_age" if self._clock() - created + delay > r.max_age else None)
@@ -253,28 +282,50 @@ class Channel:
                 self._dropped(batch, reason, attempt, detail)
                 return Result(False, attempt, f"{reason}: {detail}")
             self.stats.retries += 1
-            log.info("receiver %s: attempt %d failed (%s), retrying in %.2fs",
-                     r.name, attempt, detail, delay)
-            if self._stop.wait(delay):  # stopping: the message stays pending in the state
+            log.info("receiver %s: attempt %d of delivery %s failed (%s), retrying in %.2fs",
+                     r.name, attempt, headers[DELIVERY_HEADER], detail, delay)
+            if self._pause(delay):  # stopping: the message stays pending in the state
                 return Result(False, attempt, f"stopped: {detail}")
 
-    def _attempt(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[Outcome, str]:
+    def _delay(self, attempt: int, asked: float | None) -> float:
+        """Exponential backoff with jitter (receivers see no herd); a receiver's
+        Retry-After (``asked``) lengthens it, up to ``RETRY_AFTER_MAX``."""
+        r = self.receiver
+        delay = min(r.backoff_max, r.backoff_initial * 2 ** (attempt - 1))
+        delay = self._rng.uniform(delay / 2, delay)
+        if asked is not None:
+            delay = max(delay, min(asked, RETRY_AFTER_MAX))
+        return delay
+
+    def _pause(self, delay: float) -> bool:
+        """Wait ``delay`` seconds before the next attempt; True when stopping."""
+        if self._wait is None:
+            return self._stop.wait(delay)
+        self._wait(delay)
+        return self._stop.is_set()
+
+    def _attempt(self, url: str, body: bytes,
+                 headers: dict[str, str]) -> tuple[Outcome, str, float | None]:
+        """The outcome, a detail for the log, and the Retry-After asked for (seconds)."""
         try:
             response = self.client.post(url, content=body, headers=headers)
         except httpx.HTTPError as e:
-            return "retry", f"{type(e).__name__}: {e}"
+            return "retry", f"{type(e).__name__}: {e}", None
         status = response.status_code
         if 200 <= status < 300:
-            return "ok", f"HTTP {status}"
+            return "ok", f"HTTP {status}", None
         if status in (408, 425, 429) or status >= 500:
-            return "retry", f"HTTP {status}"
-        return "rejected", f"HTTP {status}: {response.text[:200]}"
+            asked = (retry_after(response.headers.get("Retry-After"), self._wall())
+                     if status in _RETRY_AFTER_STATUSES else None)
+            return "retry", (f"HTTP {status}" if asked is None else
+                             f"HTTP {status}, Retry-After {asked:.0f}s"), asked
+        return "rejected", f"HTTP {status}: {response.text[:200]}", None
 
     def _delivered(self, batch: list[Entry]) -> None:
         wall = self._wall()
         with self._cond:
             for entry in batch:
-                if entry.alert.get("state") == "resolved":
+                if entry.alert["state"] == "resolved":
                     self._notified.pop(entry.id, None)
                 elif entry.id in self._firing:
                     self._notified[entry.id] = wall
@@ -284,7 +335,7 @@ class Channel:
     def _dropped(self, batch: list[Entry], reason: str, attempts: int, detail: str) -> None:
         with self._cond:
             for entry in batch:
-                if entry.alert.get("state") == "resolved":
+                if entry.alert["state"] == "resolved":
                     self._notified.pop(entry.id, None)  # given up: forget it
             self._inflight, self._sending = [], set()
             self.stats.deliveries["dropped"] += 1

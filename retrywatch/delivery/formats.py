@@ -2,6 +2,12 @@
 
 Each builder takes the message's entries (an alert change: ``kind`` and the API's alert
 object) and returns the request body and headers; nothing here does I/O.
+
+Every message has a delivery id (:func:`delivery_id`), made from the receiver's name and
+the keys of its entries: each entry gets its key once, when the change is queued, and
+keeps it in the saved delivery state, so every attempt of a message, and the same
+message sent again after a restart, carry the same id (in ``X-Retrywatch-Delivery``
+and, for ``json``, in the body).
 """
 
 from __future__ import annotations
@@ -9,22 +15,28 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from retrywatch.delivery.receivers import Receiver
+from retrywatch.detect.schema import AlertData
 
 __all__ = [
     "ALERTNAME",
+    "DELIVERY_HEADER",
     "SCHEMA_VERSION",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "Entry",
     "alertmanager_alert",
     "build",
+    "delivery_id",
     "json_body",
+    "runbook_url",
     "sign",
     "slack_message",
 ]
@@ -32,7 +44,13 @@ __all__ = [
 SCHEMA_VERSION = "1"
 TIMESTAMP_HEADER = "X-Retrywatch-Timestamp"
 SIGNATURE_HEADER = "X-Retrywatch-Signature"
+DELIVERY_HEADER = "X-Retrywatch-Delivery"
+#: The pushed alert: one per connection. The Prometheus rule that counts such
+#: connections per instance is ``RetrywatchRunawayConnections`` (dashboards/README.md:
+#: "Rules and pushed alerts: which to use").
 ALERTNAME = "RetrywatchRunawayConnection"
+#: Delivery ids are UUIDs in this namespace (uuid5 of receiver and entry keys).
+_DELIVERY_NAMESPACE = uuid.UUID("6f1d3c52-3b0e-4c8e-9a59-4f7e0d1b2a10")
 #: Slack shows at most 50 blocks; a storm lists this many alerts and counts the rest.
 SLACK_LISTED = 10
 
@@ -42,14 +60,23 @@ class Entry:
     """One alert in a message: what happened to it (fired, updated, resolved, repeat)."""
 
     kind: str
-    alert: dict[str, Any]
+    alert: AlertData
+    #: This change's own id, made once when it is queued and saved with it.
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def id(self) -> str:
-        return str(self.alert["id"])
+        return self.alert["id"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "alert": self.alert}
+        return {"kind": self.kind, "alert": self.alert, "key": self.key}
+
+
+def delivery_id(receiver: str, entries: Sequence[Entry]) -> str:
+    """The id of one message: the same for the same receiver and entries, whatever the
+    attempt (and across a restart, the entries' keys being saved)."""
+    return str(uuid.uuid5(_DELIVERY_NAMESPACE,
+                          "\n".join([receiver, *(e.key for e in entries)])))
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -59,12 +86,14 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def _status(entries: Sequence[Entry]) -> str:
-    return "resolved" if all(e.alert.get("state") == "resolved" for e in entries) else "firing"
+    return "resolved" if all(e.alert["state"] == "resolved" for e in entries) else "firing"
 
 
-def json_body(receiver: str, entries: Sequence[Entry], now: datetime) -> bytes:
+def json_body(receiver: str, entries: Sequence[Entry], now: datetime,
+              delivery: str | None = None) -> bytes:
     payload = {
         "version": SCHEMA_VERSION,
+        "delivery_id": delivery or delivery_id(receiver, entries),
         "receiver": receiver,
         "status": _status(entries),
         "sent_at": now.isoformat(),
@@ -82,68 +111,79 @@ def _rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _severity(alert: dict[str, Any]) -> str:
+def _severity(alert: AlertData) -> str:
     """Only a confirmed loop pages; a suspected one (a busy connection to a dead upstream
     looks the same in the log) is a warning."""
-    return "critical" if alert.get("confidence") == "confirmed" else "warning"
+    return "critical" if alert["confidence"] == "confirmed" else "warning"
 
 
-def _upstreams(alert: dict[str, Any], limit: int = 3) -> str:
-    ups = alert.get("upstreams") or {}
+def _upstreams(alert: AlertData, limit: int = 3) -> str:
+    ups = alert["upstreams"]
     text = ", ".join(f"{addr} ({n:,})" for addr, n in list(ups.items())[:limit])
     return text + (f" and {len(ups) - limit} more" if len(ups) > limit else "")
 
 
-def summary(alert: dict[str, Any]) -> str:
-    if alert.get("confidence") == "confirmed":
+def summary(alert: AlertData) -> str:
+    if alert["confidence"] == "confirmed":
         return (f"nginx connection *{alert['cid']} (pid {alert['pid']}) on {alert['source']} "
                 f"is in a connect() retry loop")
     return (f"nginx connection *{alert['cid']} (pid {alert['pid']}) on {alert['source']} "
             f"keeps failing upstream connects (suspected retry loop)")
 
 
-def description(alert: dict[str, Any]) -> str:
-    diagnosis = alert.get("diagnosis") or {}
+def description(alert: AlertData) -> str:
+    diagnosis = alert["diagnosis"]
     return (f"cid={alert['cid']} pid={alert['pid']} source={alert['source']} "
-            f"subsystem={alert.get('subsystem')}\n"
+            f"subsystem={alert['subsystem']}\n"
             f"upstreams: {_upstreams(alert)}\n"
-            f"failures: {alert.get('failures', 0):,}, peak {alert.get('peak_per_second', 0):,}/s, "
-            f"since {alert.get('first_seen')}\n"
-            f"confidence: {alert.get('confidence', '?')}: "
-            f"{'; '.join(alert.get('evidence') or [])}\n"
-            f"diagnosis: {diagnosis.get('code', '?')}: {diagnosis.get('cause', '')}\n"
-            f"fix: {diagnosis.get('fix', '')}")
+            f"failures: {alert['failures']:,}, peak {alert['peak_per_second']:,}/s, "
+            f"since {alert['first_seen']}\n"
+            f"confidence: {alert['confidence']}: {'; '.join(alert['evidence'])}\n"
+            f"diagnosis: {diagnosis['code'] if diagnosis else '?'}: "
+            f"{diagnosis['cause'] if diagnosis else ''}\n"
+            f"fix: {diagnosis['fix'] if diagnosis else ''}")
 
 
-def alertmanager_alert(alert: dict[str, Any], receiver: Receiver, instance: str,
+def runbook_url(base: str, alert: AlertData) -> str:
+    """``base`` with the anchor of the alert's diagnosis in docs/runbook.md (a section per
+    diagnosis code), or of the alert itself without one; ``base`` with a ``#`` already
+    is taken as it is (one page of your own for every alert)."""
+    if "#" in base:
+        return base
+    code = alert["diagnosis"]["code"] if alert["diagnosis"] else ""
+    anchor = code if re.fullmatch(r"[a-z][a-z0-9_]*", code) else ALERTNAME.lower()
+    return f"{base}#{anchor}"
+
+
+def alertmanager_alert(alert: AlertData, receiver: Receiver, instance: str,
                        now: datetime) -> dict[str, Any]:
     """One alert of ``POST /api/v2/alerts``. Labels have bounded values, except
     ``alert_id``: Alertmanager identifies an alert by its label set, and without it two
     runaway connections of one source would be one alert (one resolve ending both)."""
-    starts = _iso(alert.get("fired_at")) or now
+    starts = _iso(alert["fired_at"]) or now
     starts = min(starts, now)  # log time ahead of ours (skew) must not delay the alert
     out: dict[str, Any] = {
         "labels": {
             "alertname": ALERTNAME,
             "severity": _severity(alert),
             "instance": instance,
-            "source": str(alert["source"]),
-            "subsystem": str(alert.get("subsystem") or "unknown"),
-            "confidence": str(alert.get("confidence") or "suspected"),
-            "alert_id": str(alert["id"]),
+            "source": alert["source"],
+            "subsystem": alert["subsystem"] or "unknown",
+            "confidence": alert["confidence"],
+            "alert_id": alert["id"],
         },
         "annotations": {
             "summary": summary(alert),
             "description": description(alert),
-            "runbook_url": receiver.runbook_url,
+            "runbook_url": runbook_url(receiver.runbook_url, alert),
             "cid": str(alert["cid"]),
             "pid": str(alert["pid"]),
         },
         "startsAt": _rfc3339(starts),
         "generatorURL": f"{receiver.external_url.rstrip('/')}/api/v1/alerts/{alert['id']}",
     }
-    if alert.get("state") == "resolved":
-        ends = _iso(alert.get("resolved_at")) or now
+    if alert["state"] == "resolved":
+        ends = _iso(alert["resolved_at"]) or now
         out["endsAt"] = _rfc3339(max(starts, min(ends, now)))
     return out
 
@@ -151,23 +191,23 @@ def alertmanager_alert(alert: dict[str, Any], receiver: Receiver, instance: str,
 # -- Slack ---------------------------------------------------------------------------------
 def _slack_line(entry: Entry) -> str:
     a = entry.alert
-    diagnosis = a.get("diagnosis") or {}
-    if a.get("state") == "resolved":
+    diagnosis = a["diagnosis"]
+    if a["state"] == "resolved":
         icon = ":white_check_mark:"
     else:
-        icon = ":rotating_light:" if a.get("confidence") == "confirmed" else ":warning:"
+        icon = ":rotating_light:" if a["confidence"] == "confirmed" else ":warning:"
     head = (f"{icon} *cid {a['cid']}* (pid {a['pid']}) on `{a['source']}` "
-            f"{a.get('subsystem') or ''} ({a.get('confidence') or 'suspected'})")
-    rate = (f"{a.get('failures', 0):,} failures, peak {a.get('peak_per_second', 0):,}/s, "
-            f"since {a.get('first_seen', '?')}")
-    if a.get("state") == "resolved":
-        rate += f"; resolved {a.get('resolved_at')} ({a.get('resolved_reason')})"
+            f"{a['subsystem'] or ''} ({a['confidence']})")
+    rate = (f"{a['failures']:,} failures, peak {a['peak_per_second']:,}/s, "
+            f"since {a['first_seen']}")
+    if a["state"] == "resolved":
+        rate += f"; resolved {a['resolved_at']} ({a['resolved_reason']})"
     return (f"{head}\n{rate}\nupstream: {_upstreams(a, 1)}\n"
-            f"*Fix:* {diagnosis.get('fix', 'cap the retries')}")
+            f"*Fix:* {diagnosis['fix'] if diagnosis else 'cap the retries'}")
 
 
 def slack_message(entries: Sequence[Entry], receiver: Receiver) -> dict[str, Any]:
-    firing = sum(e.alert.get("state") != "resolved" for e in entries)
+    firing = sum(e.alert["state"] != "resolved" for e in entries)
     resolved = len(entries) - firing
     parts = [f"{n} {what}" for n, what in ((firing, "firing"), (resolved, "resolved")) if n]
     title = f"retrywatch: {len(entries)} runaway nginx connection(s): {', '.join(parts)}"
@@ -186,8 +226,14 @@ def slack_message(entries: Sequence[Entry], receiver: Receiver) -> dict[str, Any
 # -- one entry point -------------------------------------------------------------------------
 def build(receiver: Receiver, entries: Sequence[Entry], instance: str,
           now: datetime) -> tuple[str, bytes, dict[str, str]]:
-    """The URL, body and content headers of one message (signature headers: at send)."""
-    headers = {"Content-Type": "application/json", "User-Agent": "retrywatch"}
+    """The URL, body and content headers of one message (signature headers: at send).
+
+    The delivery id is in ``X-Retrywatch-Delivery`` for every format, and in the body
+    for ``json``; Alertmanager's and Slack's bodies have shapes of their own (Alertmanager
+    tells alerts apart by their labels, so a repeated message changes nothing there)."""
+    delivery = delivery_id(receiver.name, entries)
+    headers = {"Content-Type": "application/json", "User-Agent": "retrywatch",
+               DELIVERY_HEADER: delivery}
     if receiver.format == "alertmanager":
         url = receiver.url.rstrip("/") + "/api/v2/alerts"
         alerts = []
@@ -203,7 +249,7 @@ def build(receiver: Receiver, entries: Sequence[Entry], instance: str,
     elif receiver.format == "slack":
         url, body = receiver.url, json.dumps(slack_message(entries, receiver)).encode()
     else:
-        url, body = receiver.url, json_body(receiver.name, entries, now)
+        url, body = receiver.url, json_body(receiver.name, entries, now, delivery)
         headers["X-Retrywatch-Schema"] = SCHEMA_VERSION
     return url, body, headers
 

@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 
 import httpx
 
-from retrywatch.delivery.channel import Channel, ChannelStats, Result
+from retrywatch.delivery.channel import Channel, ChannelStats, Result, Wait
 from retrywatch.delivery.formats import Entry
 from retrywatch.delivery.receivers import Receiver
 from retrywatch.delivery.state import DeliveryState
 from retrywatch.detect.alerts import AlertChange
+from retrywatch.detect.schema import AlertData
 
 __all__ = ["Notifier", "sample_alert"]
 
@@ -31,7 +32,10 @@ class Notifier:
     def __init__(self, receivers: Sequence[Receiver], *,
                  transport: httpx.BaseTransport | None = None,
                  state: DeliveryState | None = None, clock: Clock = time.monotonic,
-                 wall: Clock = time.time, rng: random.Random | None = None) -> None:
+                 wall: Clock = time.time, rng: random.Random | None = None,
+                 wait: Wait | None = None) -> None:
+        """``clock``, ``wall``, ``rng`` and ``wait`` (waits out a retry's delay; by
+        default on the channel's stop event) are seams for tests."""
         names = [r.name for r in receivers]
         if len(set(names)) != len(names):
             raise ValueError(f"receiver names must be unique: {names}")
@@ -45,7 +49,7 @@ class Notifier:
                 timeout=httpx.Timeout(r.timeout, connect=min(r.timeout, 3.0)))
             self.channels[r.name] = Channel(
                 r, client, instance=r.instance or host, clock=clock, wall=wall, rng=rng,
-                state=state.receivers.get(r.name))
+                state=state.receivers.get(r.name), wait=wait)
 
     def offer(self, change: AlertChange) -> None:
         """The engine's subscriber: quick, never blocks on a receiver."""
@@ -94,7 +98,7 @@ class Notifier:
         return channel.deliver([Entry("fired", sample_alert())], attempts)
 
 
-def sample_alert() -> dict[str, object]:
+def sample_alert() -> AlertData:
     """An alert shaped like the API's, marked as a test."""
     now = datetime.now(UTC).replace(microsecond=0).isoformat()
     return {

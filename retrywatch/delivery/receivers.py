@@ -6,9 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-__all__ = ["Format", "Receiver"]
+__all__ = ["RUNBOOK", "Format", "Receiver"]
 
 Format = Literal["json", "alertmanager", "slack"]
+#: docs/runbook.md, where every alert has a section (dashboards/mixin.py's default too).
+RUNBOOK = "https://github.com/retrywatch/retrywatch/blob/main/docs/runbook.md"
 
 
 class Receiver(BaseModel):
@@ -40,7 +42,9 @@ class Receiver(BaseModel):
         "retrywatch's own URL, for links to /api/v1/alerts/{id}."))
     instance: str | None = Field(default=None,
                                  description="The 'instance' label (default: host name).")
-    runbook_url: str = "https://github.com/retrywatch/retrywatch/blob/main/docs/runbook.md"
+    runbook_url: str = Field(default=RUNBOOK, description=(
+        "alertmanager: the runbook page; each alert links to its diagnosis' section "
+        "(#synchronous_loop, …) unless the URL has a '#' already."))
 
     @field_validator("url", "external_url")
     @classmethod

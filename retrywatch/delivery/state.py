@@ -2,8 +2,9 @@
 
 Per receiver: when each firing alert was last notified (wall-clock seconds), the firing
 alerts themselves (for repeats and Alertmanager re-sends), and the changes accepted but
-not delivered yet (a pending resolve among them). After a restart an alert already
-notified is not notified again, and what was pending is sent.
+not delivered yet (a pending resolve among them), each with its key. After a restart an
+alert already notified is not notified again, and what was pending is sent, with the
+same delivery id as before the restart when it goes out as the same message.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from retrywatch.delivery.formats import Entry
+from retrywatch.detect.schema import AlertData, saved_alert
 
 __all__ = ["DeliveryState", "ReceiverState"]
 
@@ -22,7 +24,7 @@ STATE_VERSION = 1
 @dataclass(slots=True)
 class ReceiverState:
     notified: dict[str, float] = field(default_factory=dict)
-    firing: dict[str, dict[str, Any]] = field(default_factory=dict)
+    firing: dict[str, AlertData] = field(default_factory=dict)
     pending: list[Entry] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -32,8 +34,15 @@ class ReceiverState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReceiverState:
         return cls(notified={k: float(v) for k, v in data.get("notified", {}).items()},
-                   firing=dict(data.get("firing", {})),
-                   pending=[Entry(p["kind"], p["alert"]) for p in data.get("pending", [])])
+                   firing={k: saved_alert(v) for k, v in data.get("firing", {}).items()},
+                   pending=[_entry(p) for p in data.get("pending", [])])
+
+
+def _entry(data: dict[str, Any]) -> Entry:
+    """A pending change with its key (saved before keys existed: a new one)."""
+    key = data.get("key")
+    alert = saved_alert(data["alert"])
+    return Entry(data["kind"], alert, str(key)) if key else Entry(data["kind"], alert)
 
 
 @dataclass(slots=True)

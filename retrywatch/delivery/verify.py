@@ -4,6 +4,11 @@ The signature is ``sha256=`` + hex HMAC-SHA256(secret, timestamp + "." + body), 
 timestamp (Unix seconds) in ``X-Retrywatch-Timestamp``. A message older (or newer) than
 ``tolerance`` seconds is rejected, and a :class:`ReplayGuard` rejects a signature seen
 before within that window: together no captured request can be played again.
+
+A retry is no replay: a new request (timestamp, signature) of the same message, with the
+same delivery id (``X-Retrywatch-Delivery``, and ``delivery_id`` in the body, which the
+signature covers). A receiver that must act on each message once dedupes on that id,
+after verifying.
 """
 
 from __future__ import annotations

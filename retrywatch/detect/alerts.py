@@ -6,13 +6,14 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 
 from retrywatch.detect.core import Conn
 from retrywatch.detect.diagnosis import Diagnosis, diagnose
 from retrywatch.detect.judge import Judgement, judge
+from retrywatch.detect.schema import AlertData, ConfigurationData, SnapshotData
 
 __all__ = ["REDACTED", "Alert", "AlertChange", "ChangeKind", "alert_id", "redact_query"]
 
@@ -58,9 +59,9 @@ class Alert:
     resolved_reason: str | None = None
     failures_in_window: int = 0
     diagnosis: Diagnosis | None = None
-    snapshot: dict[str, Any] = field(default_factory=dict)
+    snapshot: SnapshotData = field(default_factory=lambda: cast(SnapshotData, {}))
     #: "confirmed" or "suspected" (judge.py); a confirmed alert stays confirmed
-    confidence: str = "suspected"
+    confidence: Literal["confirmed", "suspected"] = "suspected"
     evidence: dict[str, Any] = field(default_factory=dict)
     #: :meth:`to_dict` as JSON, made once per change (cleared by every change)
     _json: bytes | None = field(default=None, repr=False, compare=False)
@@ -114,10 +115,10 @@ class Alert:
     def redact(self) -> None:
         """Query values of the request and sample replaced (an alert kept from before)."""
         snap = self.snapshot
-        if any(isinstance(snap.get(k), str) and "?" in snap[k] for k in ("request", "sample")):
+        if any(isinstance(v, str) and "?" in v for v in (snap.get("request"), snap.get("sample"))):
             self._json = None
-            self.snapshot = {**snap, "request": _text(snap.get("request"), True),
-                             "sample": _text(snap.get("sample"), True)}
+            self.snapshot = {**snap, "request": _text(snap["request"], True),
+                             "sample": _text(snap["sample"], True)}
 
     def resolve(self, when: datetime, reason: str) -> None:
         self._json = None
@@ -151,7 +152,7 @@ class Alert:
             failures_in_window=int(d.get("failures_in_window", 0)),
             diagnosis=Diagnosis(str(diagnosis["code"]), str(diagnosis["cause"]),
                                 str(diagnosis["fix"])) if diagnosis else None,
-            snapshot=dict(d.get("snapshot") or {}),
+            snapshot=cast(SnapshotData, dict(d.get("snapshot") or {})),
             # an alert saved before confidence existed fired on the count alone
             confidence="confirmed" if d.get("confidence") == "confirmed" else "suspected",
             evidence=dict(d.get("evidence") or {}),
@@ -169,24 +170,24 @@ class Alert:
         """What :meth:`to_json` made, if anything (for a reader without the lock)."""
         return self._json
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_dict(self) -> AlertData:
+        """The alert as the API, the events and the deliveries carry it (detect/schema.py)."""
+        return {
             "id": self.id,
             "state": self.state,
             "source": self.source,
             "pid": self.pid,
             "cid": self.cid,
+            **self.snapshot,
+            "failures_in_window": self.failures_in_window,
+            "fired_at": self.fired_at.isoformat(),
+            "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
+            "resolved_reason": self.resolved_reason,
+            "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
+            "confidence": self.confidence,
+            "evidence": list(self.evidence.get("evidence", [])),
+            "configuration": cast(ConfigurationData | None, self.evidence.get("configuration")),
         }
-        out.update(self.snapshot)
-        out["failures_in_window"] = self.failures_in_window
-        out["fired_at"] = self.fired_at.isoformat()
-        out["resolved_at"] = self.resolved_at.isoformat() if self.resolved_at else None
-        out["resolved_reason"] = self.resolved_reason
-        out["diagnosis"] = self.diagnosis.to_dict() if self.diagnosis else None
-        out["confidence"] = self.confidence
-        out["evidence"] = self.evidence.get("evidence", [])
-        out["configuration"] = self.evidence.get("configuration")
-        return out
 
 
 @dataclass(slots=True, frozen=True)

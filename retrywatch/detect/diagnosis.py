@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from retrywatch.detect.core import Conn
 from retrywatch.detect.judge import Judgement, judge
 from retrywatch.detect.remedies import doc_page, fix, module_of_scheme
+from retrywatch.detect.schema import DiagnosisData
 
 __all__ = ["Diagnosis", "diagnose"]
 
@@ -24,7 +25,7 @@ class Diagnosis:
     cause: str
     fix: str
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> DiagnosisData:
         return {"code": self.code, "cause": self.cause, "fix": self.fix,
                 "docs": doc_page(self.code)}
 

@@ -28,6 +28,7 @@ from retrywatch.detect.alerts import Alert, AlertChange
 from retrywatch.detect.core import Conn, Core, DetectorConfig, localize, new_core, restore_core
 from retrywatch.detect.judge import judge
 from retrywatch.detect.knowledge import Knowledge, Verdict
+from retrywatch.detect.schema import AlertData, ConnectionData
 from retrywatch.detect.stats import SourceStats
 from retrywatch.serve.health import ServiceHealth
 
@@ -390,7 +391,7 @@ class Engine:
 
         return unsubscribe
 
-    def alerts(self) -> list[dict[str, Any]]:
+    def alerts(self) -> list[AlertData]:
         """Every alert kept, newest first, as the API shows them."""
         return self.alert_dicts(self.alert_list())
 
@@ -416,7 +417,7 @@ class Engine:
         if i < len(self._order):
             del self._order[i]
 
-    def alert_dicts(self, alerts: Iterable[Alert]) -> list[dict[str, Any]]:
+    def alert_dicts(self, alerts: Iterable[Alert]) -> list[AlertData]:
         """The API objects of ``alerts`` (a page of :meth:`alert_list`), each read whole
         under the lock (a refresh replaces several fields)."""
         with self._lock:
@@ -428,12 +429,12 @@ class Engine:
         with self._lock:
             return [a.to_json() for a in alerts]
 
-    def alert(self, alert_id: str) -> dict[str, Any] | None:
+    def alert(self, alert_id: str) -> AlertData | None:
         with self._lock:
             alert = self.firing.get(alert_id) or self.resolved.get(alert_id)
             return alert.to_dict() if alert is not None else None
 
-    def connections(self, limit: int) -> list[dict[str, Any]]:
+    def connections(self, limit: int) -> list[ConnectionData]:
         """The hottest tracked connections now (their figures copied under the lock, made
         into the API's objects without it)."""
         with self._lock:
@@ -450,7 +451,7 @@ class Engine:
 _FIRED_AT = attrgetter("fired_at", "id")
 
 
-def _connection(st: Conn, window: int) -> dict[str, Any]:
+def _connection(st: Conn, window: int) -> ConnectionData:
     in_window = st.failures_in_window
     source, pid, cid = st.key
     return {

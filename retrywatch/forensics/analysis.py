@@ -52,6 +52,8 @@ class Analysis:
     by_upstream: pd.DataFrame  # long: time, peer, failures
     by_server: pd.DataFrame  # long: time, server, failures
     files: list[LogFile] = field(default_factory=list)
+    #: The files read of which no line is an nginx error log line (ReplayResult's).
+    not_nginx_logs: list[str] = field(default_factory=list)
 
     def connections(self) -> pd.DataFrame:
         """One row per runaway connection (alert)."""
@@ -66,8 +68,9 @@ class Analysis:
                 "mean_per_second": d["mean_per_second"],
                 "upstreams": ", ".join(f"{a} ({n})" for a, n in d["upstreams"].items()),
                 "client": d["client"], "server": d["server"], "request": d["request"],
-                "subsystem": d["subsystem"], "diagnosis": (d["diagnosis"] or {}).get("code"),
-                "fix": (d["diagnosis"] or {}).get("fix"),
+                "subsystem": d["subsystem"],
+                "diagnosis": d["diagnosis"]["code"] if d["diagnosis"] else None,
+                "fix": d["diagnosis"]["fix"] if d["diagnosis"] else None,
             })
         return pd.DataFrame(rows, columns=CONNECTION_COLUMNS)
 
@@ -184,4 +187,5 @@ def analyze(
         "storm_failures": sum(a.to_dict()["failures"] for a in result.alerts),
         "event_rows": export.rows if export is not None else 0,
     }
-    return Analysis(summary, result.alerts, timeline, by_kind, by_upstream, by_server, files)
+    return Analysis(summary, result.alerts, timeline, by_kind, by_upstream, by_server, files,
+                    result.not_nginx_logs())

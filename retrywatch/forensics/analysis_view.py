@@ -53,7 +53,7 @@ def render_analysis(analysis: Analysis, out: TextIO) -> None:
                 f"{d['duration_seconds']:,} s", f"{d['failures']:,}",
                 f"{d['peak_per_second']:,}", f"{d['mean_per_second']:,}",
                 upstreams_cell(d), f"{d['client']} -> {target}",
-                (d["diagnosis"] or {}).get("code", ""),
+                d["diagnosis"]["code"] if d["diagnosis"] else "",
             )
         console.print(storms)
 

@@ -534,21 +534,22 @@ def _totals_table(frame: pd.DataFrame, column: str) -> list[dict[str, Any]]:
 
 
 def _connection_rows(analysis: Analysis) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for alert in analysis.alerts:
-        d = alert.to_dict()
-        diag = d.get("diagnosis") or {}
-        d["diagnosis_code"] = diag.get("code") or _DASH
-        d["cause"] = diag.get("cause") or ""
-        d["fix"] = diag.get("fix") or ""
-        d["start"] = _clock(d.get("first_seen"))
-        d["end"] = _clock(d.get("last_seen"))
-        if d["end"][:10] == d["start"][:10]:
-            d["end"] = d["end"][11:]
-        d["duration"] = _duration(float(d.get("duration_seconds") or 0))
-        d["upstream_list"] = list((d.get("upstreams") or {}).items())
-        rows.append(d)
-    rows.sort(key=lambda d: (str(d.get("first_seen")), -int(d["failures"])))
+        a = alert.to_dict()
+        diag = a["diagnosis"]
+        start, end = _clock(a["first_seen"]), _clock(a["last_seen"])
+        rows.append({
+            **a,
+            "diagnosis_code": diag["code"] if diag else _DASH,
+            "cause": diag["cause"] if diag else "",
+            "fix": diag["fix"] if diag else "",
+            "start": start,
+            "end": end[11:] if end[:10] == start[:10] else end,
+            "duration": _duration(float(a["duration_seconds"])),
+            "upstream_list": list(a["upstreams"].items()),
+        })
+    rows.sort(key=lambda d: (str(d["first_seen"]), -int(d["failures"])))
     return rows
 
 

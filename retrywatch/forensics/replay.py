@@ -44,6 +44,18 @@ class ReplayResult:
     changes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     ruled_out: int = 0  # connections past the threshold that the configuration bounds
+    paths: list[str] = field(default_factory=list)  # each source's file, as given
+
+    @property
+    def found(self) -> bool:
+        """Whether a runaway connection was found (``replay --exit-code``: exit 1)."""
+        return bool(self.alerts)
+
+    def not_nginx_logs(self) -> list[str]:
+        """The files of which lines were read but none is an nginx error log line: given
+        by mistake, most likely (a ``*.gz`` that takes the ground truth beside the logs)."""
+        return [path for path, s in zip(self.paths, self.sources, strict=True)
+                if s.lines_read and not s.lines_parsed]
 
     def stats(self) -> dict[str, Any]:
         """Totals over all sources, then each source."""
@@ -210,4 +222,4 @@ def replay(
                for name, stream in zip(names, streams, strict=True)]
     return ReplayResult(ordered, sources, DetectorStats.of(core),
                         tracked_at_end=core.tracked_keys, changes=n_changes,
-                        ruled_out=ruled_out.total)
+                        ruled_out=ruled_out.total, paths=list(paths))

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from retrywatch.detect.alerts import Alert
+from retrywatch.detect.schema import AlertData
 
 __all__ = ["render_json", "render_jsonl", "render_table", "upstreams_cell"]
 
@@ -27,7 +28,7 @@ def render_jsonl(alerts: list[Alert], stats: dict[str, Any], out: TextIO) -> Non
     out.write("\n")
 
 
-def upstreams_cell(d: dict[str, Any]) -> str:
+def upstreams_cell(d: AlertData) -> str:
     items = list(d["upstreams"].items())
     text = "\n".join(f"{addr} x{count:,}" for addr, count in items[:3])
     if len(items) > 3:
@@ -63,19 +64,19 @@ def render_table(alerts: list[Alert], stats: dict[str, Any], out: TextIO) -> Non
                 f"{d['peak_per_second']:,}",
                 f"{d['first_seen'][:10]}\n{_clock(d['first_seen'])} -> "
                 f"{_clock(d['last_seen'])}\n({d['duration_seconds']:,} s)",
-                f"{(d['diagnosis'] or {}).get('code', '')}\n"
+                f"{d['diagnosis']['code'] if d['diagnosis'] else ''}\n"
                 + ("[red]confirmed[/red]" if d["confidence"] == "confirmed" else "suspected"),
             )
         console.print(table)
         for alert in alerts:
             d = alert.to_dict()
-            diag = d["diagnosis"] or {}
+            diag = d["diagnosis"]
             console.print(f"\n[b]*{d['cid']}[/b] (pid {d['pid']}, {d['source']}): "
-                          f"{diag.get('cause', '')}")
+                          f"{diag['cause'] if diag else ''}")
             console.print(f"  [b]{d['confidence'].capitalize()}:[/b] "
                           + "; ".join(d["evidence"]))
-            console.print(f"  [b]Fix:[/b] {diag.get('fix', '')}")
-            if diag.get("code"):
+            console.print(f"  [b]Fix:[/b] {diag['fix'] if diag else ''}")
+            if diag:
                 console.print(f"  [b]More:[/b] retrywatch lint --explain {diag['code']} "
                               "(find it in the configuration: retrywatch lint nginx.conf)")
     else:

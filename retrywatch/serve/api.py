@@ -35,6 +35,7 @@ from retrywatch import __version__
 from retrywatch.delivery import Notifier
 from retrywatch.detect.alerts import AlertChange
 from retrywatch.detect.engine import Engine
+from retrywatch.detect.schema import AlertData, ConnectionData
 from retrywatch.serve.metrics import CONTENT_TYPE, StreamCollector, new_registry, render
 
 __all__ = ["OPEN_PATHS", "StreamHub", "create_app", "ingest_behind"]
@@ -319,7 +320,7 @@ def create_app(engine: Engine, notifier: Notifier | None = None, *,
 
     @app.get("/api/v1/alerts/{alert_id}", response_model=AlertOut,
              responses={404: {"description": "no such alert"}})
-    def alert(alert_id: str) -> dict[str, Any]:
+    def alert(alert_id: str) -> AlertData:
         found = engine.alert(alert_id)
         if found is None:
             raise HTTPException(404, f"no alert {alert_id}")
@@ -330,7 +331,7 @@ def create_app(engine: Engine, notifier: Notifier | None = None, *,
             limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
         """The hottest tracked connections now (those past their first few failures)."""
 
-        def hottest() -> list[dict[str, Any]]:
+        def hottest() -> list[ConnectionData]:
             _yield_to_ingest(engine)
             return engine.connections(limit)
 

@@ -76,7 +76,7 @@ def _printer(console: Console) -> object:
 
     def show(change: AlertChange) -> None:
         d = change.alert.to_dict()
-        code = (d["diagnosis"] or {}).get("code", "")
+        code = d["diagnosis"]["code"] if d["diagnosis"] else ""
         ups = ", ".join(list(d["upstreams"])[:2])
         head = f"*{d['cid']} pid {d['pid']}"
         if change.kind == "fired":
@@ -98,7 +98,7 @@ def _printer(console: Console) -> object:
 def _summary(console: Console, engine: Engine) -> None:
     """Every alert's final state, one line each."""
     for d in sorted(engine.alerts(), key=lambda a: a["fired_at"]):
-        code = (d["diagnosis"] or {}).get("code", "")
+        code = d["diagnosis"]["code"] if d["diagnosis"] else ""
         console.print(f"  *{d['cid']:<6} {d['state']:<8} {d['confidence']:<9} {code:<18} "
                       f"{d['failures']:>7,} failures, peak {d['peak_per_second']:,}/s")
 

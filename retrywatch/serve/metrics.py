@@ -4,6 +4,8 @@ Everything is read from the engine at scrape time by one collector (the counters
 the core's own stats objects), so there is no second set of books to drift apart, and
 the per-alert series exist only while their alert fires: the one place a connection id
 is a label. Label values are bounded everywhere else: source, reason, kind, subsystem.
+The process's own figures (``process_*``, ``python_info``, ``python_gc_*``) come from
+prometheus_client's standard collectors, registered in the same registry.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
@@ -19,8 +27,9 @@ from retrywatch import __version__
 from retrywatch.delivery import Notifier
 from retrywatch.detect.engine import Engine
 
-__all__ = ["CONTENT_TYPE", "DELIVERY_METRIC_NAMES", "METRIC_NAMES", "DeliveryCollector",
-           "EngineCollector", "StreamCollector", "StreamFigures", "new_registry", "render"]
+__all__ = ["CONTENT_TYPE", "DELIVERY_METRIC_NAMES", "METRIC_NAMES", "RUNTIME_METRIC_NAMES",
+           "DeliveryCollector", "EngineCollector", "StreamCollector", "StreamFigures",
+           "new_registry", "render"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -65,6 +74,22 @@ DELIVERY_METRIC_NAMES = (
     "retrywatch_notification_drops_total",
     "retrywatch_notification_alerts_dropped_total",
     "retrywatch_notification_queue_depth",
+)
+
+
+#: The process and runtime families of prometheus_client's standard collectors
+#: (ProcessCollector: Linux, read from /proc; PlatformCollector; GCCollector: CPython).
+RUNTIME_METRIC_NAMES = (
+    "process_virtual_memory_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "python_info",
+    "python_gc_objects_collected_total",
+    "python_gc_objects_uncollectable_total",
+    "python_gc_collections_total",
 )
 
 
@@ -290,10 +315,13 @@ class DeliveryCollector(Collector):
 
 
 def new_registry(engine: Engine, notifier: Notifier | None = None) -> CollectorRegistry:
-    """A registry of our own (never the global one) with the engine's collector, and the
-    notifier's when there is one."""
+    """A registry of our own (never the global one) with the engine's collector, the
+    notifier's when there is one, and the process, platform and GC collectors."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(engine))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     if notifier is not None and notifier.channels:
         registry.register(DeliveryCollector(notifier))
     return registry

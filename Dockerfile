@@ -3,8 +3,11 @@
 #   docker run -p 8734:8734 -p 5514:5514/udp retrywatch            # syslog from nginx
 #   docker run -v /var/log/nginx:/var/log/nginx:ro retrywatch run --log /var/log/nginx/error.log
 # Configuration is the RETRYWATCH_* environment (lists as JSON), flags, or --config FILE.
+# The image is the live service only: `pip install retrywatch`, without the analyze extra
+# (pandas, pyarrow, matplotlib, jinja2: about 430 MB), so `retrywatch analyze` is not in it.
 
 # -- builder: the compiled core (Rust, maturin) and one wheel for every dependency --------
+# (of the live service: no extra is asked for, so the analyze extra's are not built)
 # Debian bookworm's python3 is 3.11, the version the final image runs; the wheel is abi3.
 FROM rust:1.85-slim-bookworm AS builder
 # Debian's own python3 for the build only; its version moves with bookworm's point releases.
@@ -36,8 +39,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     RETRYWATCH_LISTEN=0.0.0.0:8734 \
     RETRYWATCH_STATE_DIR=/var/lib/retrywatch \
     RETRYWATCH_SYSLOG='["udp://0.0.0.0:5514"]' \
-    RETRYWATCH_LOG_FORMAT=json \
-    MPLCONFIGDIR=/tmp/matplotlib
+    RETRYWATCH_LOG_FORMAT=json
 RUN groupadd --system --gid 10001 retrywatch \
     && useradd --system --uid 10001 --gid retrywatch --no-create-home \
        --home-dir /var/lib/retrywatch --shell /usr/sbin/nologin retrywatch \

@@ -28,12 +28,15 @@ from retrywatch.cli import main
 
 TOKEN = "s3cret-t0ken"
 SECRET = "hunter2"  # a query value that must not leave the service
-PROMETHEUS = "/usr/bin/prometheus"
+PROMETHEUS = shutil.which("prometheus") or "prometheus"  # the name alone when missing: a skip
 OPENSSL = shutil.which("openssl")
-#: Every endpoint but the probes, and the landing page and schema.
+#: Every endpoint but the probes and the documentation, and the landing page.
 PROTECTED = ["/", "/metrics", "/api/v1/alerts", "/api/v1/alerts/stream",
-             "/api/v1/alerts/0000000000000000", "/api/v1/connections", "/api/v1/sources",
-             "/openapi.json", "/docs"]
+             "/api/v1/alerts/0000000000000000", "/api/v1/connections", "/api/v1/sources"]
+#: Open: the probes carry no token, nor does a browser loading the documentation (its
+#: Authorize button takes the token for the requests it makes).
+OPEN = ["/healthz", "/readyz", "/docs", "/redoc", "/openapi.json",
+        "/docs/assets/swagger-ui-bundle.js"]
 
 
 def follow(tmp_path: Path, data: bytes = b"") -> list[str]:
@@ -76,11 +79,13 @@ def test_401_says_how_to_authenticate(guarded: Run) -> None:
     r = httpx.get(f"{guarded.url}/api/v1/alerts", timeout=5.0)
     assert r.status_code == 401
     assert r.headers["www-authenticate"].startswith("Bearer")
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["status"] == 401
     assert TOKEN not in r.text
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
-def test_the_probes_need_no_token(guarded: Run, path: str) -> None:
+@pytest.mark.parametrize("path", OPEN)
+def test_the_probes_and_the_documentation_need_no_token(guarded: Run, path: str) -> None:
     assert status(guarded.url, path) == 200
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +262,138 @@ def test_help() -> None:
     assert result.exit_code == 0
     assert "replay" in result.stdout
     assert "parse" in result.stdout
+
+
+# -- help -----------------------------------------------------------------------------------------
+COMMANDS = sorted(main.commands)
+
+
+def help_of(*command: str) -> str:
+    result = CliRunner().invoke(main, [*command, "--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_the_command_list_is_whole_and_plain() -> None:
+    """Each command's summary whole on its line at 80 columns (click cut them with
+    "..."), without markup."""
+    text = help_of()
+    listed = text.split("Commands:\n")[1].split("\n\n")[0].splitlines()
+    assert [line.split()[0] for line in listed] == COMMANDS
+    for line in listed:
+        assert len(line) <= 80 and not line.endswith("...") and "``" not in line, line
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_is_plain_text_within_80_columns(command: str) -> None:
+    text = help_of(command)
+    assert "``" not in text and ":class:" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "INTEGER RANGE" not in text  # a metavar that says what the number is
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_has_help(command: str) -> None:
+    import click
+
+    for param in main.commands[command].params:
+        if isinstance(param, click.Option):
+            assert param.help, f"{command} {param.opts[0]} has no help"
+
+
+def test_detector_flags_say_what_they_are_and_their_defaults() -> None:
+    text = " ".join(help_of("replay").split())
+    assert "--window SECONDS How far back a connection's connect failures are counted" in text
+    assert "[default: 60; x>=1]" in text
+    assert "--threshold N Connect failures of one connection within the window" in text
+    assert "[default: 100000; x>=1]" in text
+    text = " ".join(help_of("run").split())
+    assert "--window SECONDS How far back" in text
+    assert "[env var: RETRYWATCH_WINDOW; default: 60; x>=1]" in text
+
+
+def setting_options() -> list[Any]:
+    from retrywatch.cli import _SettingOption
+
+    return [p for p in main.commands["run"].params
+            if isinstance(p, _SettingOption)]
+
+
+def test_each_setting_flag_shows_the_variable_the_settings_read() -> None:
+    """The variable shown is RETRYWATCH_ and the name `retrywatch config` prints (the
+    alias: from), and a flag's default shown is the settings' own."""
+    from retrywatch.serve.settings import Settings
+
+    text = " ".join(help_of("run").split())
+    dumped = Settings.model_validate({}).model_dump(by_alias=True)
+    for option in setting_options():
+        if option.name == "config_file":
+            assert "[env var: RETRYWATCH_CONFIG]" in text
+            continue
+        key = Settings.model_fields[option.name].alias or option.name
+        assert key in dumped
+        assert f"[env var: RETRYWATCH_{key.upper()}" in text, option.name
+    assert "[env var: RETRYWATCH_FROM; default: end]" in text
+    assert "[env var: RETRYWATCH_LISTEN; default: 127.0.0.1:8734]" in text
+    assert "default: 300; x>0]" in text  # --syslog-idle-timeout: 300, not 300.0
+    assert "default: redact-query-strings]" in text
+
+
+@pytest.mark.parametrize(("variable", "value", "key", "expected"), [
+    ("RETRYWATCH_FROM", "beginning", "from", "beginning"),
+    ("RETRYWATCH_WINDOW", "45", "window", 45),
+    ("RETRYWATCH_LOG", '["/var/log/nginx/error.log"]', "log", ["/var/log/nginx/error.log"]),
+    ("RETRYWATCH_SYSLOG_IDLE_TIMEOUT", "12.5", "syslog_idle_timeout", 12.5),
+    ("RETRYWATCH_KEEP_QUERY_STRINGS", "true", "keep_query_strings", True),
+])
+def test_the_variables_shown_are_read(monkeypatch: pytest.MonkeyPatch, variable: str,
+                                      value: str, key: str, expected: Any) -> None:
+    for name in [k for k in os.environ if k.startswith("RETRYWATCH_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv(variable, value)
+    result = invoke(["config"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[key] == expected
+
+
+def test_a_variable_is_not_read_by_click(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings read RETRYWATCH_LOG as JSON; click would have split it on spaces."""
+    monkeypatch.setenv("RETRYWATCH_LOG", '["/var/log/a b.log"]')
+    result = invoke(["config"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["log"] == ["/var/log/a b.log"]
+
+
+@pytest.mark.parametrize(("shell", "mark"), [
+    ("bash", "complete -o nosort -F"), ("zsh", "compdef"),
+    ("fish", "complete --no-files --command retrywatch")])
+def test_shell_completion_script(shell: str, mark: str) -> None:
+    """README, Shell completion: eval "$(_RETRYWATCH_COMPLETE=bash_source retrywatch)"."""
+    env = {**os.environ, "_RETRYWATCH_COMPLETE": f"{shell}_source"}
+    done = subprocess.run([sys.executable, "-c", "from retrywatch.cli import main; "
+                           "main(prog_name='retrywatch')"], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert mark in done.stdout and "_RETRYWATCH_COMPLETE" in done.stdout
+
+
+def test_shell_completion_of_a_command_and_a_flag() -> None:
+    def complete(words: str) -> list[str]:
+        env = {**os.environ, "_RETRYWATCH_COMPLETE": "bash_complete", "COMP_WORDS": words,
+               "COMP_CWORD": str(len(words.split()) - 1)}
+        done = subprocess.run([sys.executable, "-c", "from retrywatch.cli import main; "
+                               "main(prog_name='retrywatch')"], env=env, capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    assert complete("retrywatch re") == ["plain,replay"]
+    assert complete("retrywatch run --thr") == ["plain,--threshold"]
+
+
+# -- replay --exit-code -------------------------------------------------------------------------
+def test_replay_exit_code_in_process(tmp_path: Path) -> None:
+    assert invoke(["replay", "--timezone", "UTC", "--exit-code", str(STORM)]).exit_code == 1
+    log = tmp_path / "error.log"
+    log.write_text(NOTICE + "\n")
+    assert invoke(["replay", "--timezone", "UTC", "--exit-code", str(log)]).exit_code == 0

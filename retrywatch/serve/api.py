@@ -1,11 +1,17 @@
 """The HTTP service: REST alerts, connections, sources, an event stream, health, metrics.
 
 Read-only. With ``api_token`` set, every endpoint but ``/healthz`` and ``/readyz`` (the
-probes carry no token) requires ``Authorization: Bearer TOKEN``, compared in constant
-time: ``/metrics`` too (Prometheus sends it: ``authorization: {credentials: ...}``).
+probes carry no token) and the documentation (``/docs``, ``/redoc``, the schema and their
+assets: a browser cannot send the token to load them) requires ``Authorization: Bearer
+TOKEN``, compared in constant time: ``/metrics`` too (Prometheus sends it:
+``authorization: {credentials: ...}``).
+
+Every error is a problem document (RFC 9457, serve/problems.py), declared in the schema.
+The documentation pages are served with their own assets (Swagger UI and ReDoc, from the
+``fastapi-offline`` package): they work without internet access.
 
 Readers cannot starve ingest: the event stream has one engine subscriber for all its
-clients (:class:`StreamHub`: each change serialized once, bounded and paced fan-out, a
+clients (serve/events.py: each change serialized once, bounded and paced fan-out, a
 client that does not read disconnected, at most ``max_stream_clients``), and the list
 endpoints copy references under the engine's lock and read only their page.
 """
@@ -13,151 +19,65 @@ endpoints copy references under the engine's lock and read only their page.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
-import logging
-import threading
 import time
 import weakref
-from collections import deque
-from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import anyio
-import orjson
-from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import AfterValidator, BaseModel, Field
 from starlette.types import Receive, Scope, Send
 
 from retrywatch import __version__
 from retrywatch.delivery import Notifier
-from retrywatch.detect.alerts import AlertChange
 from retrywatch.detect.engine import Engine
 from retrywatch.detect.schema import AlertData, ConnectionData
+from retrywatch.serve import problems
+from retrywatch.serve.events import (
+    MAX_STREAM_CLIENTS,
+    TRANSPORT,
+    EventStream,
+    StreamHub,
+    ingest_behind,
+)
 from retrywatch.serve.metrics import CONTENT_TYPE, StreamCollector, new_registry, render
 
-__all__ = ["OPEN_PATHS", "StreamHub", "create_app", "ingest_behind"]
-
-log = logging.getLogger("retrywatch")
+__all__ = ["DOCS_PATHS", "OPEN_PATHS", "StreamHub", "create_app", "ingest_behind"]
 
 #: Answered without the API token: a liveness or readiness probe carries none.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-#: Event-stream clients at once, by default (``max_stream_clients``).
-MAX_STREAM_CLIENTS = 500
-#: Bytes of events a stream client may have queued while its socket is full (it does not
-#: read) for ``SLOW_AFTER`` seconds before it is disconnected and counted
-#: (``retrywatch_stream_clients_dropped_total``).
-STREAM_BACKLOG = 1 << 20
-SLOW_AFTER = 2.0
-#: Seconds between two batches of changes to the streams: the changes in between go out
-#: together, each ``updated`` alert once (its newest figures), serialized once for all.
-STREAM_INTERVAL = 0.05
-#: Bytes a second written to the event streams, all clients together: past it, writes
-#: wait their turn rather than take the processor from ingest (on 2 cores, a few tenths
-#: of one). ``PACE_BURST`` seconds' worth go at once (a change to 500 clients does).
-FANOUT_RATE = 64 * (1 << 20)
-PACE_BURST = 0.02
-#: Seconds the streams wait, at most, while ingest is behind (events keep coming in a
-#: storm that lasts).
-MAX_PAUSE = 2.0
-#: Changes serialized between two turns of the event loop.
-SERIALIZE_BATCH = 64
-#: One write to a client, at most (what a slow client's socket buffer may hold).
-STREAM_PIECE = 64 * 1024
-#: Seconds of silence after which a stream gets a comment (proxies keep it open).
-KEEPALIVE = 5.0
-#: Bytes a file source may have unread before ingest counts as behind (a 16th of what one
-#: poll reads; a writer at 10 MB/s that is kept up with stays below): then event streams
-#: wait for it (``MAX_PAUSE`` at most). List requests wait while anything is left to read
-#: (``READER_PAUSE`` at most).
-BEHIND_BYTES = 256 * 1024
+#: The interactive documentation, its assets and the schema it reads: open without the
+#: token too (a browser cannot send it to load them; Swagger UI's Authorize button then
+#: sends it with every request it makes).
+DOCS_PATHS = frozenset({"/docs", "/redoc", "/openapi.json"})
+DOCS_ASSETS = "/docs/assets"
 #: Seconds a list request waits, at most, while ingest is behind (one at a time: list
 #: requests are answered ten a second at most then).
 READER_PAUSE = 0.1
-#: Seconds between two log lines about dropped stream clients.
-DROP_LOG_EVERY = 10.0
-#: Where the app's ``__call__`` leaves the connection's transport in the scope (uvicorn).
-_TRANSPORT = "retrywatch.transport"
-
-
-class Diagnosis(BaseModel):
-    code: str
-    cause: str
-    fix: str
-    docs: str = Field("", description="The page on this failure mode, relative to the "
-                      "project's root (`retrywatch lint --explain CODE` prints it).")
-
-
-class Configuration(BaseModel):
-    """What the nginx configuration given (--nginx-config) allows the alert's route."""
-
-    loop: bool
-    bound: int | None
-    why: str
-
-
-class AlertOut(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-    state: Literal["firing", "resolved"]
-    source: str
-    pid: int
-    cid: int
-    subsystem: str | None
-    client: str | None
-    server: str | None
-    request: str | None
-    host: str | None
-    upstreams: dict[str, int]
-    failures: int
-    failures_in_window: int
-    first_seen: str
-    last_seen: str
-    duration_seconds: int
-    peak_per_second: int
-    mean_per_second: float
-    errnos: dict[str, int]
-    kinds: dict[str, int]
-    distinct_requests: int
-    sample: str
-    fired_at: str
-    resolved_at: str | None
-    resolved_reason: str | None
-    diagnosis: Diagnosis | None
-    confidence: Literal["confirmed", "suspected"] = Field(
-        description="confirmed: the log (or the configuration given) shows one request or "
-                    "session retrying without end; suspected: the count crossed the threshold "
-                    "but many bounded requests would look the same. Only confirmed alerts page.")
-    evidence: list[str] = Field(description="What the confidence rests on, plainly.")
-    configuration: Configuration | None = None
+TAGS = [
+    {"name": "alerts", "description": "Runaway connections found: the list, one alert, "
+                                      "and their changes as Server-Sent Events."},
+    {"name": "connections", "description": "The connections tracked now."},
+    {"name": "sources", "description": "What is read: positions, lag, errors, checkpoints."},
+    {"name": "health", "description": "Liveness and readiness probes (no token needed)."},
+    {"name": "metrics", "description": "Prometheus metrics."},
+]
 
 
 class AlertList(BaseModel):
-    alerts: list[AlertOut]
+    alerts: list[AlertData]
     total: int
     limit: int
     offset: int
 
 
-class Connection(BaseModel):
-    source: str
-    pid: int
-    cid: int
-    failures_in_window: int
-    rate_per_second: float
-    failures: int
-    upstreams: dict[str, int]
-    client: str | None
-    server: str | None
-    first_seen: str
-    last_seen: str
-
-
 class ConnectionList(BaseModel):
-    connections: list[Connection]
+    connections: list[ConnectionData]
 
 
 class SyslogFigures(BaseModel):
@@ -221,23 +141,26 @@ class Health(BaseModel):
 def create_app(engine: Engine, notifier: Notifier | None = None, *,
                api_token: str | None = None,
                max_stream_clients: int = MAX_STREAM_CLIENTS) -> FastAPI:
-    """The API over ``engine``. ``api_token``: every endpoint but ``OPEN_PATHS`` requires
-    ``Authorization: Bearer TOKEN``."""
-    app = _App(title="retrywatch", version=__version__,
-               description="nginx connections stuck in connect() retry loops.")
+    """The API over ``engine``. ``api_token``: every endpoint but ``OPEN_PATHS`` and the
+    documentation (``DOCS_PATHS``, its assets) requires ``Authorization: Bearer TOKEN``."""
+    app = _App(title="retrywatch", version=__version__, openapi_tags=TAGS,
+               description="nginx connections stuck in connect() retry loops.",
+               docs_url=None, redoc_url=None)
     app.api_token = api_token.encode() if api_token else None
     hub = StreamHub(engine, max_stream_clients)
     app.state.stream_hub = hub
     registry = new_registry(engine, notifier)
     registry.register(StreamCollector(hub))
-    if api_token:
-        _document_bearer(app)
+    problems.install(app)
+    _add_docs(app)
+    _complete_openapi(app, bearer=bool(api_token))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
         return _LANDING.format(version=__version__, firing=len(engine.firing))
 
-    @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+    @app.get("/healthz", response_model=Health, tags=["health"], operation_id="getLiveness",
+             responses={503: {"model": Health, "description": _PROBE_503}, **_FAILED})
     def healthz() -> Response:
         """Alive: the ingest loop has turned within ``stall_timeout`` seconds."""
         stalled = engine.health.stalled_for()
@@ -246,31 +169,33 @@ def create_app(engine: Engine, notifier: Notifier | None = None, *,
         return Response(body.model_dump_json(), status_code=200 if stalled is None else 503,
                         media_type="application/json")
 
-    @app.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+    @app.get("/readyz", response_model=Health, tags=["health"], operation_id="getReadiness",
+             responses={503: {"model": Health, "description": _PROBE_503}, **_FAILED})
     def readyz() -> Response:
         """Ready: every source open and caught up. A path skipped (a FIFO under a glob) is
         told in ``detail``; neither it nor a file gone (deleted, until it is forgotten)
         makes the service unready."""
         stats = engine.source_stats()
-        problems = [f"{info.name}: {'not open' if not info.open else 'lagging'}"
-                    for info, _ in stats
-                    if (not info.open or not info.caught_up)
-                    and not info.extra.get("skipped") and not info.extra.get("gone_since")]
+        failing = [f"{info.name}: {'not open' if not info.open else 'lagging'}"
+                   for info, _ in stats
+                   if (not info.open or not info.caught_up)
+                   and not info.extra.get("skipped") and not info.extra.get("gone_since")]
         notes = [f"{info.name}: skipped ({info.extra['skipped']})"
                  for info, _ in stats if info.extra.get("skipped")]
-        problems += engine.health.problems()  # checkpoints failing, stalled, stopping
-        body = Health(status="ready" if not problems else "not ready",
-                      detail=problems + notes)
-        return Response(body.model_dump_json(), status_code=503 if problems else 200,
+        failing += engine.health.problems()  # checkpoints failing, stalled, stopping
+        body = Health(status="ready" if not failing else "not ready",
+                      detail=failing + notes)
+        return Response(body.model_dump_json(), status_code=503 if failing else 200,
                         media_type="application/json")
 
-    @app.get("/metrics", response_class=Response,
-             responses={200: {"content": {CONTENT_TYPE: {}}}})
+    @app.get("/metrics", response_class=Response, tags=["metrics"], operation_id="getMetrics",
+             responses={200: {"content": {CONTENT_TYPE: {}}}, **_FAILED})
     def metrics() -> Response:
         """Prometheus metrics."""
         return Response(render(registry), media_type=CONTENT_TYPE)
 
-    @app.get("/api/v1/alerts", response_model=AlertList)
+    @app.get("/api/v1/alerts", response_model=AlertList, tags=["alerts"],
+             operation_id="listAlerts", responses=problems.declared(422, 500))
     async def alerts(
         state: Literal["firing", "resolved", "all"] = "all",
         since: Annotated[str | None, AfterValidator(_iso_datetime), Query(
@@ -296,7 +221,7 @@ def create_app(engine: Engine, notifier: Notifier | None = None, *,
                 when = datetime.fromisoformat(since)
                 items = [a for a in items if _after(a.snapshot["last_seen"], when)]
             alerts = engine.alert_json(items[offset:offset + limit])
-            # The API objects match AlertOut (tests check it): no second validation. The
+            # The API objects are AlertData (tests check it): no second validation. The
             # offset by hand: any integer is valid, and orjson stops at 64 bits.
             return b'{"alerts":[%b],"total":%d,"limit":%d,"offset":%d}' % (
                 b",".join(alerts), len(items), limit, offset)
@@ -305,28 +230,46 @@ def create_app(engine: Engine, notifier: Notifier | None = None, *,
         body = await anyio.to_thread.run_sync(page, limiter=_one_at_a_time())
         return Response(body, media_type="application/json")
 
-    @app.get("/api/v1/alerts/stream", response_class=Response,
-             responses={200: {"content": {"text/event-stream": {}}},
-                        503: {"description": "as many stream clients as max_stream_clients "
-                                             "are connected: retry later (Retry-After)"}})
-    async def stream() -> Response:
+    @app.get("/api/v1/alerts/stream", response_class=Response, tags=["alerts"],
+             operation_id="streamAlerts", responses=_STREAM_RESPONSES)
+    async def stream(
+        last_event_id_header: Annotated[str | None, Header(
+            alias="Last-Event-ID", description="The id of the last event received: the "
+            "events after it come first (a browser's EventSource sends it when it "
+            "reconnects).")] = None,
+        last_event_id: Annotated[str | None, Query(
+            description="The same, for a client that cannot set the header (the header "
+                        "wins).")] = None,
+    ) -> Response:
         """Server-Sent Events: ``fired``, ``updated``, ``confirmed`` (a suspected alert's
-        evidence became strong) and ``resolved``, with the alert. Changes are coalesced per
-        alert (its newest figures; a ``confirmed`` right after its ``fired`` is the fired
-        event) and paced behind ingest in a storm; a client that does not read (its socket
-        full for 2 s, 1 MiB of events queued) is disconnected and counted in
-        ``retrywatch_stream_clients_dropped_total``: reconnect and read the alerts."""
-        return _EventStream(hub)
+        evidence became strong) and ``resolved``, the alert as JSON in ``data`` (its id
+        there). Changes are coalesced per alert (its newest figures; a ``confirmed`` right
+        after its ``fired`` is the fired event) and paced behind ingest in a storm.
 
-    @app.get("/api/v1/alerts/{alert_id}", response_model=AlertOut,
-             responses={404: {"description": "no such alert"}})
+        Each event's ``id`` is a number, increasing (this run's: the first is its start
+        time in microseconds). Given the last one received (``Last-Event-ID``), the
+        stream sends the events after it first (the last 10,000 are kept); when they are
+        not all kept, or the id is not of this run, a ``reset`` event comes first instead:
+        read ``GET /api/v1/alerts`` again. The greeting comment (``: retrywatch alert
+        stream``) comes with ``retry:`` and, for a new client, the last id so far; a
+        comment (``: keep-alive``) after 5 s of silence.
+
+        A client that does not read (its socket full for 2 s, 1 MiB of events queued) is
+        disconnected and counted in ``retrywatch_stream_clients_dropped_total``: it
+        reconnects with its last id."""
+        return EventStream(hub, last_event_id_header or last_event_id)
+
+    @app.get("/api/v1/alerts/{alert_id}", response_model=AlertData, tags=["alerts"],
+             operation_id="getAlert", responses=problems.declared(404, 422, 500))
     def alert(alert_id: str) -> AlertData:
+        """One alert, firing or resolved (404: none by that id, or forgotten)."""
         found = engine.alert(alert_id)
         if found is None:
             raise HTTPException(404, f"no alert {alert_id}")
         return found
 
-    @app.get("/api/v1/connections", response_model=ConnectionList)
+    @app.get("/api/v1/connections", response_model=ConnectionList, tags=["connections"],
+             operation_id="listConnections", responses=problems.declared(422, 500))
     async def connections(
             limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
         """The hottest tracked connections now (those past their first few failures)."""
@@ -338,7 +281,8 @@ def create_app(engine: Engine, notifier: Notifier | None = None, *,
         return {"connections": await anyio.to_thread.run_sync(hottest,
                                                               limiter=_one_at_a_time())}
 
-    @app.get("/api/v1/sources", response_model=SourceList)
+    @app.get("/api/v1/sources", response_model=SourceList, tags=["sources"],
+             operation_id="listSources", responses=_FAILED)
     def sources() -> dict[str, Any]:
         """Each source with its position, lag, lines, unparsed lines, rotations, last error;
         and the checkpoints (positions saved?)."""
@@ -371,6 +315,20 @@ def create_app(engine: Engine, notifier: Notifier | None = None, *,
     return app
 
 
+_FAILED = problems.declared(500)
+_PROBE_503 = ("Not alive, or not ready: the report says why (the probe's answer, not a "
+              "problem document).")
+_STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The events, until the client goes.",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+    **problems.declared(422, 500),
+    503: {**problems.declared(503)[503],
+          "description": "As many stream clients as max_stream_clients are connected: "
+                         "retry later.",
+          "headers": {"Retry-After": {"description": "Seconds to wait.",
+                                      "schema": {"type": "integer"}}}}}
+
+
 def _iso_datetime(text: str | None) -> str | None:
     """An ISO 8601 date and time, not a bare date or a number (a 422 otherwise)."""
     if text is None:
@@ -399,23 +357,15 @@ class _App(FastAPI):
             # uvicorn's send is a method of its request cycle, which holds the transport.
             transport = getattr(getattr(send, "__self__", None), "transport", None)
             if transport is not None and hasattr(transport, "abort"):
-                scope[_TRANSPORT] = transport
-            if (self.api_token is not None and scope["path"] not in OPEN_PATHS
+                scope[TRANSPORT] = transport
+            if (self.api_token is not None and not _open(scope["path"])
                     and not _authorized(scope, self.api_token)):
-                await JSONResponse(
-                    {"detail": "a bearer token is required (Authorization: Bearer TOKEN)"},
-                    status_code=401, headers={"WWW-Authenticate": 'Bearer realm="retrywatch"'},
+                await problems.problem_response(
+                    401, "a bearer token is required (Authorization: Bearer TOKEN)",
+                    scope["path"], headers={"WWW-Authenticate": 'Bearer realm="retrywatch"'},
                 )(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
-
-
-def ingest_behind(engine: Engine, margin: int = BEHIND_BYTES) -> bool:
-    """A file source has more than ``margin`` bytes not read yet, or a feed of more is
-    under way (what a poll has read before it tells its lag): ingest is catching up on a
-    backlog (a storm), and readers give it the processor first."""
-    return engine.feeding > margin or any(info.open and (info.lag_bytes or 0) > margin
-                                          for info in list(engine.info.values()))
 
 
 _LIST_LIMITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
@@ -441,21 +391,60 @@ def _yield_to_ingest(engine: Engine) -> None:
         waited += READER_PAUSE / 5
 
 
-def _document_bearer(app: FastAPI) -> None:
-    """The OpenAPI schema says that every operation but the probes needs the token."""
+def _open(path: str) -> bool:
+    """Answered without the token: the probes, the documentation and its assets."""
+    return (path in OPEN_PATHS or path in DOCS_PATHS
+            or (path.startswith(DOCS_ASSETS + "/") and "/.." not in path))
+
+
+def _add_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` with their assets served here (the package
+    ``fastapi-offline`` has them): no CDN, no font service, no validator badge."""
+    app.mount(DOCS_ASSETS, StaticFiles(packages=[("fastapi_offline", "static")]),
+              name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", oauth2_redirect_url=None,
+            swagger_ui_parameters={"validatorUrl": None})
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+
+
+def _complete_openapi(app: FastAPI, *, bearer: bool) -> None:
+    """The OpenAPI schema with the problem model; with ``bearer``, the token required by
+    every operation but the probes, and its 401."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = build()  # kept by FastAPI as app.openapi_schema
-        schema.setdefault("components", {})["securitySchemes"] = {
+        problems.add_schemas(schema)
+        if not bearer:
+            return schema
+        schema["components"]["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer",
                        "description": "The api_token setting."}}
         schema["security"] = [{"bearer": []}]
-        for path in OPEN_PATHS:
-            for operation in schema["paths"].get(path, {}).values():
-                operation["security"] = []
+        for path, operations in schema["paths"].items():
+            for operation in operations.values():
+                if path in OPEN_PATHS:
+                    operation["security"] = []
+                else:
+                    operation["responses"].update(
+                        {str(k): v for k, v in problems.declared(401).items()})
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -471,291 +460,6 @@ def _authorized(scope: Scope, token: bytes) -> bool:
     return False
 
 
-class _Client:
-    """One event-stream client: the pieces of events not written to it yet."""
-
-    __slots__ = ("abort", "closed", "pieces", "queued", "ready", "writing_since")
-
-    def __init__(self, abort: Callable[[], None] | None) -> None:
-        self.pieces: deque[bytes] = deque()
-        self.queued = 0  # bytes in pieces
-        self.ready = asyncio.Event()
-        self.closed = False
-        self.abort = abort  # cuts the connection (None: not under uvicorn)
-        #: when the write in progress began: a write waits only while the client's socket
-        #: is full (it does not read); None between writes
-        self.writing_since: float | None = None
-
-
-class StreamHub:
-    """The event stream's one engine subscriber, for every client.
-
-    Under the engine's lock, a change is only noted (O(1)) and the event loop woken once.
-    There, the changes noted are serialized once and the same bytes queued for every
-    client (shared: memory does not grow with clients). Changes noted together are
-    coalesced, per alert: its ``updated`` changes are one event (its newest figures), none
-    at all when another of its events goes out (each event carries the figures of when it
-    is written), and ``confirmed`` is left out when its ``fired`` is there (which then
-    says ``confirmed``), as deliveries coalesce them.
-
-    Readers never take the processor from ingest: while ingest is behind (a backlog, see
-    :func:`ingest_behind`) nothing is written (``MAX_PAUSE`` at most), and writes to all
-    clients together are paced to ``fanout_rate`` bytes a second: with many clients in a
-    storm, events arrive later, and ingest keeps its pace.
-
-    A client whose write has waited ``SLOW_AFTER`` seconds (its socket is full: it does
-    not read) with more than ``backlog`` bytes still queued is disconnected and counted.
-    At most ``max_clients`` at once: more are refused (503) and counted.
-    """
-
-    def __init__(self, engine: Engine, max_clients: int, *, backlog: int = STREAM_BACKLOG,
-                 interval: float = STREAM_INTERVAL, fanout_rate: float = FANOUT_RATE) -> None:
-        self.engine = engine
-        self.max_clients = max_clients
-        self.backlog = backlog
-        self.interval = interval
-        self.fanout_rate = fanout_rate
-        self.clients: set[_Client] = set()
-        self.dropped = 0  # clients cut for falling behind
-        self.refused = 0  # clients refused at max_clients
-        self._mutex = threading.Lock()  # the engine's thread notes, the loop takes
-        self._ordered: list[AlertChange] = []  # fired, confirmed, resolved, in order
-        self._listed: dict[str, str] = {}  # alert id -> the first kind it has in _ordered
-        self._updates: dict[str, AlertChange] = {}  # the newest update of the others
-        self._woken = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._unsubscribe: Callable[[], None] | None = None
-        self._owed = 0.0  # bytes written beyond the pace (a token bucket, in debt)
-        self._owed_at = 0.0
-        self._drops_unlogged = 0
-        self._drop_logged_at = -DROP_LOG_EVERY
-
-    @property
-    def connected(self) -> int:
-        return len(self.clients)
-
-    # -- clients (the event loop) ------------------------------------------------------
-    def join(self, abort: Callable[[], None] | None) -> _Client | None:
-        """A new client, subscribed from now on; None at ``max_clients``."""
-        if len(self.clients) >= self.max_clients:
-            self.refused += 1
-            return None
-        client = _Client(abort)
-        self.clients.add(client)
-        if self._unsubscribe is None:
-            self._loop = asyncio.get_running_loop()
-            self._wake = asyncio.Event()
-            self._task = self._loop.create_task(self._run(self._wake))
-            self._unsubscribe = self.engine.subscribe(self._note)
-        return client
-
-    def leave(self, client: _Client) -> None:
-        """The client is gone: the last one out unsubscribes."""
-        client.closed = True
-        self.clients.discard(client)
-        if not self.clients and self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-            if self._task is not None:
-                self._task.cancel()
-                self._task = None
-            self._take()
-
-    async def pace(self, size: int) -> None:
-        """Wait for the turn of ``size`` bytes to one client: while ingest is behind
-        (``MAX_PAUSE`` at most), and until the writes to all clients together are back
-        within ``fanout_rate`` (a burst of ``PACE_BURST`` seconds' worth goes at once)."""
-        waited = 0.0
-        while waited < MAX_PAUSE and ingest_behind(self.engine):
-            await asyncio.sleep(self.interval)
-            waited += self.interval
-        now = time.monotonic()
-        self._owed = max(0.0, self._owed - (now - self._owed_at) * self.fanout_rate) + size
-        self._owed_at = now
-        delay = self._owed / self.fanout_rate - PACE_BURST
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-    def sweep(self) -> None:
-        """Disconnect the clients that do not read: a write waiting ``SLOW_AFTER`` seconds
-        with more than ``backlog`` bytes still queued behind it."""
-        now = time.monotonic()
-        for client in [c for c in self.clients if c.writing_since is not None
-                       and now - c.writing_since > SLOW_AFTER and c.queued > self.backlog]:
-            self._drop(client)
-
-    def _drop(self, client: _Client) -> None:
-        self.dropped += 1
-        self.clients.discard(client)
-        client.closed = True
-        client.pieces.clear()
-        client.queued = 0
-        client.ready.set()
-        if client.abort is not None:
-            client.abort()  # what its socket holds is thrown away with it
-        self._drops_unlogged += 1
-        now = time.monotonic()
-        if now - self._drop_logged_at >= DROP_LOG_EVERY:
-            log.warning("event stream: %d client(s) disconnected for not reading (more than "
-                        "%d bytes behind; %d in all)", self._drops_unlogged, self.backlog,
-                        self.dropped)
-            self._drops_unlogged = 0
-            self._drop_logged_at = now
-
-    # -- the engine's thread (under its lock: quick) ----------------------------------------
-    def _note(self, change: AlertChange) -> None:
-        aid, kind = change.alert.id, change.kind
-        with self._mutex:
-            listed = self._listed.get(aid)
-            if kind == "updated":
-                if listed is None:
-                    self._updates[aid] = change
-            elif not (kind == "confirmed" and listed == "fired"):
-                self._updates.pop(aid, None)
-                self._ordered.append(change)
-                self._listed.setdefault(aid, kind)
-            if self._woken:
-                return
-            self._woken = True
-            loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed under us
-                loop.call_soon_threadsafe(wake.set)
-
-    # -- the event loop: serialize once, queue for each -------------------------------------
-    async def _run(self, wake: asyncio.Event) -> None:
-        while True:
-            with anyio.move_on_after(SLOW_AFTER / 2):
-                await wake.wait()
-            try:
-                self.sweep()
-                if not wake.is_set():
-                    continue
-                # The changes of one interval go together; first, the poll that made them
-                # tells its lag. While ingest is catching up on a backlog the changes wait
-                # (MAX_PAUSE at most) and are coalesced meanwhile.
-                paused = 0.0
-                while True:
-                    await asyncio.sleep(self.interval)
-                    paused += self.interval
-                    if paused >= MAX_PAUSE or not ingest_behind(self.engine):
-                        break
-                wake.clear()
-                await self.flush()
-            except Exception:  # a bug must not silence every stream
-                log.exception("event stream")
-
-    def _take(self) -> list[AlertChange]:
-        with self._mutex:
-            changes = [*self._ordered, *self._updates.values()]
-            self._ordered, self._listed, self._updates, self._woken = [], {}, {}, False
-        return changes
-
-    async def flush(self) -> None:
-        """The changes noted, as events, queued for every client. Serialized a batch at a
-        time: the event loop answers other requests in between (a storm's thousands of
-        alerts take tens of milliseconds)."""
-        changes = self._take()
-        if not changes or not self.clients:
-            return
-        events: list[bytes] = []
-        for i in range(0, len(changes), SERIALIZE_BATCH):
-            if i:
-                await asyncio.sleep(0)
-            events += [_event(change) for change in changes[i:i + SERIALIZE_BATCH]]
-        pieces = list(_pieces(events))
-        size = sum(map(len, pieces))
-        for client in self.clients:
-            client.pieces.extend(pieces)
-            client.queued += size
-            client.ready.set()
-
-
-def _pieces(events: Iterable[bytes]) -> Iterable[bytes]:
-    """Events joined into pieces of about ``STREAM_PIECE`` bytes (an event is never cut)."""
-    batch: list[bytes] = []
-    size = 0
-    for event in events:
-        if batch and size + len(event) > STREAM_PIECE:
-            yield b"".join(batch)
-            batch, size = [], 0
-        batch.append(event)
-        size += len(event)
-    if batch:
-        yield b"".join(batch)
-
-
-class _EventStream(Response):
-    """``/api/v1/alerts/stream`` for one client: joins the hub (or answers 503), writes
-    what is queued for it, and leaves when the client goes, falls behind, or the server
-    stops."""
-
-    media_type = "text/event-stream"
-
-    def __init__(self, hub: StreamHub) -> None:
-        super().__init__(media_type=self.media_type)
-        self.hub = hub
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        transport = scope.get(_TRANSPORT)
-        client = self.hub.join(transport.abort if transport is not None else None)
-        if client is None:
-            await JSONResponse(
-                {"detail": f"{self.hub.max_clients} event-stream clients are connected, the "
-                           "most allowed (max_stream_clients): retry later"},
-                status_code=503, headers={"Retry-After": "5"})(scope, receive, send)
-            return
-        try:
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/event-stream; charset=utf-8"),
-                                    (b"cache-control", b"no-cache")]})
-            async with anyio.create_task_group() as group:
-                async def gone() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    group.cancel_scope.cancel()
-
-                group.start_soon(gone)
-                await self._pump(client, send)
-                group.cancel_scope.cancel()
-        finally:
-            self.hub.leave(client)
-
-    async def _pump(self, client: _Client, send: Send) -> None:
-        await send({"type": "http.response.body", "body": b": retrywatch alert stream\n\n",
-                    "more_body": True})
-        while not client.closed:
-            if not client.pieces:
-                client.ready.clear()
-                with anyio.move_on_after(KEEPALIVE) as waited:
-                    await client.ready.wait()
-                if waited.cancelled_caught:
-                    await send({"type": "http.response.body", "body": b": keep-alive\n\n",
-                                "more_body": True})
-                continue
-            await self.hub.pace(len(client.pieces[0]))
-            if client.closed or not client.pieces:
-                continue
-            piece = client.pieces.popleft()
-            client.writing_since = time.monotonic()
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
-            client.writing_since = None
-            client.queued -= len(piece)
-        if client.abort is None:  # dropped, but no transport to cut: end the response
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def _event(change: AlertChange) -> bytes:
-    """The event of a change. Written without the engine's lock, as the figures are then
-    (the JSON a list request made under it, when the alert has not changed since)."""
-    alert = change.alert
-    data = alert.json_made or orjson.dumps(alert.to_dict())
-    return (b"event: " + change.kind.encode() + b"\nid: " + alert.id.encode()
-            + b"\ndata: " + data + b"\n\n")
-
-
 _LANDING = """<!doctype html>
 <html><head><meta charset="utf-8"><title>retrywatch</title></head>
 <body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
@@ -769,6 +473,7 @@ _LANDING = """<!doctype html>
 <li><a href="/api/v1/sources">/api/v1/sources</a> - sources, positions, lag</li>
 <li><a href="/metrics">/metrics</a> - Prometheus metrics</li>
 <li><a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a></li>
-<li><a href="/docs">/docs</a> - the OpenAPI schema (<a href="/openapi.json">JSON</a>)</li>
+<li><a href="/docs">/docs</a>, <a href="/redoc">/redoc</a> - the OpenAPI schema
+(<a href="/openapi.json">JSON</a>)</li>
 </ul></body></html>
 """

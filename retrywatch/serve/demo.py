@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from retrywatch.detect.alerts import AlertChange
 from retrywatch.detect.engine import Engine
 from retrywatch.serve.api import create_app
+from retrywatch.serve.http import listen_socket
 from retrywatch.serve.service import Service
 from retrywatch.serve.settings import Settings
 
@@ -123,10 +124,12 @@ def run_demo(*, listen: str, keep_serving: bool, sample: Path = SAMPLE,
         engine = service.engine
         engine.subscribe(_printer(console))  # type: ignore[arg-type]
         host, port = settings.host_port()
+        sock = listen_socket(host, port)  # ListenError now, not uvicorn's in its thread
         server = uvicorn.Server(uvicorn.Config(create_app(engine), host=host, port=port,
                                                log_level="warning",
                                                timeout_graceful_shutdown=1))
-        web = threading.Thread(target=server.run, name="http", daemon=True)
+        web = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="http",
+                               daemon=True)
         service.start()
         web.start()
         base = f"http://{host}:{port}"

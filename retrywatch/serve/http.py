@@ -17,7 +17,9 @@ loop logs a traceback per attempt and spins. Here:
 - **out of descriptors** (``EMFILE``, whatever holds them): the listening socket takes the
   waiting connection off the queue with a spare descriptor and closes it at once, so the
   event loop neither spins nor logs per attempt; one line every :data:`LOG_EVERY` seconds;
-- uvicorn's own warnings (a bad request, the concurrency limit) are rate-limited likewise.
+- uvicorn's own warnings (a bad request, the concurrency limit) are rate-limited likewise;
+  its own answers (400 to a request it cannot read, 503 past the concurrency backstop)
+  are problem documents, as the API's (serve/problems.py).
 """
 
 from __future__ import annotations
@@ -31,11 +33,16 @@ import socket
 import time
 from typing import Any
 
+import h11
 import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from retrywatch.errors import ListenError
+from retrywatch.serve.problems import MEDIA_TYPE, problem_body, problem_response
+
 __all__ = ["FD_RESERVE", "HTTP_CLOSE_REASONS", "KEEP_ALIVE", "LOG_EVERY", "MAX_HEAD",
-           "BoundedServer", "bounded_server", "connection_cap"]
+           "BoundedServer", "bounded_server", "connection_cap", "listen_socket"]
 
 log = logging.getLogger("retrywatch")
 
@@ -105,6 +112,23 @@ def _protocol(connections: _Connections) -> type[H11Protocol]:
         _armed: object = None
         _timer: asyncio.TimerHandle | None = None
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if self.limit_concurrency is not None:  # answered by _backstop instead
+                self.app = _backstop(self.app, self.connections, self.tasks,
+                                     self.limit_concurrency)
+                self.limit_concurrency = None
+
+        def send_400_response(self, msg: str) -> None:
+            """A request that cannot be read (malformed, its head over ``MAX_HEAD``)."""
+            body = problem_body(400, "the request could not be read: not HTTP/1.1, or its "
+                                     f"head over {MAX_HEAD} bytes ({msg})")
+            headers = [(b"content-type", MEDIA_TYPE.encode()), (b"connection", b"close")]
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                          h11.Data(data=body), h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event) or b"")
+            self.transport.close()
+
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._wait_for_head()
@@ -154,6 +178,22 @@ def _protocol(connections: _Connections) -> type[H11Protocol]:
     return BoundedH11
 
 
+def _backstop(app: ASGIApp, connections: set[Any], tasks: set[Any], limit: int) -> ASGIApp:
+    """``app`` behind uvicorn's ``limit_concurrency`` (connections or requests at once),
+    its 503 a problem document (the request's own task is among ``tasks`` here)."""
+
+    async def limited(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (len(connections) >= limit or len(tasks) > limit):
+            logging.getLogger("uvicorn.error").warning("Exceeded concurrency limit.")
+            await problem_response(
+                503, "too many connections at once: retry later", scope["path"],
+                headers={"Retry-After": "5", "Connection": "close"})(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return limited
+
+
 class _ListeningSocket(socket.socket):
     """A listening socket whose ``accept`` survives running out of descriptors: the
     waiting connection is taken off the queue with a spare descriptor and closed (the
@@ -199,16 +239,18 @@ class _ListeningSocket(socket.socket):
                       exc.strerror, self.refused)
 
 
-def _listen(host: str, port: int) -> _ListeningSocket:
+def listen_socket(host: str, port: int) -> _ListeningSocket:
+    """The socket bound to ``host:port``; :class:`ListenError` when it cannot be."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = _ListeningSocket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.keep_spare()
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise ListenError(f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}",
+                          exc) from exc
     sock.set_inheritable(True)
     return sock
 
@@ -258,8 +300,8 @@ class BoundedServer(uvicorn.Server):
 
 def bounded_server(app: Any, host: str, port: int, *, max_connections: int,
                    header_timeout: float, **uvicorn_options: Any) -> BoundedServer:
-    """The server for ``app`` on ``host:port`` (bound now: OSError when it cannot be);
-    ``uvicorn_options`` go to ``uvicorn.Config`` (TLS files, for one)."""
+    """The server for ``app`` on ``host:port`` (bound now: :class:`ListenError` when it
+    cannot be); ``uvicorn_options`` go to ``uvicorn.Config`` (TLS files, for one)."""
     cap = connection_cap(max_connections)
     connections = _Connections(cap, header_timeout)
     config = uvicorn.Config(
@@ -276,5 +318,5 @@ def bounded_server(app: Any, host: str, port: int, *, max_connections: int,
         logger = logging.getLogger(name)
         if not any(isinstance(f, _RateLimit) for f in logger.filters):
             logger.addFilter(_RateLimit())
-    sock = _listen(host, port)
+    sock = listen_socket(host, port)
     return BoundedServer(config, sock, connections)

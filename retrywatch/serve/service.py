@@ -14,6 +14,7 @@ last checkpoint, deliveries drained for ``shutdown_timeout`` seconds) and exits 
 
 from __future__ import annotations
 
+import glob
 import logging
 import signal
 import sqlite3
@@ -29,9 +30,11 @@ from retrywatch.delivery import DeliveryState, Notifier
 from retrywatch.detect.core import new_core
 from retrywatch.detect.engine import Engine
 from retrywatch.detect.knowledge import Knowledge
+from retrywatch.errors import ListenError
 from retrywatch.serve.health import ServiceHealth
 from retrywatch.serve.http import GRACEFUL_SHUTDOWN, bounded_server
-from retrywatch.serve.settings import Settings
+from retrywatch.serve.logs import UVICORN_CONFIG
+from retrywatch.serve.settings import Settings, mask_url
 from retrywatch.serve.state import (
     SavedEngine,
     StateStore,
@@ -50,7 +53,7 @@ log = logging.getLogger("retrywatch")
 # watchdog reports its own shutdown races as warnings; they are not ours to show.
 logging.getLogger("watchdog").setLevel(logging.ERROR)
 
-#: The exit status when the HTTP service cannot listen (uvicorn's).
+#: The exit status when an address cannot be listened on (uvicorn's, when HTTP cannot).
 STARTUP_FAILURE = 3
 #: Seconds between two log lines about checkpoints that keep failing.
 CHECKPOINT_LOG_EVERY = 60.0
@@ -358,9 +361,48 @@ class Service:
             return None
         try:
             return DeliveryState.loads(saved)
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
             log.error("the saved delivery state cannot be read (%s): starting afresh", exc)
             return None
+
+
+def announce(service: Service, url: str) -> None:
+    """The start in a few INFO lines: what is followed (a file or glob matching no file now
+    is a WARNING: it is watched all the same, and read when a file appears), where the API
+    listens (``url``), where the state is kept, and who hears of alerts (URLs masked)."""
+    settings = service.settings
+    for source in service.sources:
+        if isinstance(source, FileInput):
+            _announce_file(source.follower.pattern, source.follower.is_glob)
+        elif isinstance(source, SyslogInput):
+            log.info("following syslog: listening on %s", source.listener.name.removeprefix(
+                "syslog:"))
+        else:
+            log.info("following stdin")
+    log.info("API, metrics and health checks on %s (%s)", url,
+             "API token required" if settings.api_token else "no API token")
+    if settings.state_dir is None:
+        log.info("no state: positions and alerts are not kept across restarts (--state-dir)")
+    else:
+        log.info("state in %s: positions, alerts and deliveries are kept across restarts",
+                 settings.state_dir)
+    for r in settings.receivers:
+        log.info("receiver %s (%s): %s", r.name, r.format,
+                 mask_url(r.url, path=r.format != "alertmanager"))
+    if not settings.receivers:
+        log.info("no receivers: alerts are served by the API and /metrics only")
+
+
+def _announce_file(pattern: str, is_glob: bool) -> None:
+    found = len(glob.glob(pattern))  # a plain path: itself when it exists
+    if not found:
+        log.warning("following %s: no file matches it now; it is watched, and read when a "
+                    "file appears", pattern)
+    elif is_glob:
+        log.info("following %s: %d file%s match%s now", pattern, found,
+                 "" if found == 1 else "s", "es" if found == 1 else "")
+    else:
+        log.info("following %s", pattern)
 
 
 def _default_waker(poll_interval: float) -> Waker:
@@ -374,7 +416,9 @@ def serve(service: Service, host: str, port: int, app: Any) -> None:
     """Run the HTTP service and the ingest loop until SIGTERM or SIGINT, then stop in
     order (:meth:`Service.stop`: sources, last checkpoint, deliveries drained for
     ``shutdown_timeout``) while HTTP still answers (``/readyz``: stopping), then HTTP;
-    return (exit 0). Exit 3 when HTTP cannot listen, 1 when it stops by itself.
+    return (exit 0); exit 1 when HTTP stops by itself. :class:`ListenError` when HTTP or a
+    syslog listener cannot listen (everything stopped; the command line says it in one
+    line, exit :data:`STARTUP_FAILURE`).
 
     uvicorn runs in a thread of its own, bounded (serve/http.py): the signals are this
     thread's, so nothing skips the ordered stop."""
@@ -385,11 +429,11 @@ def serve(service: Service, host: str, port: int, app: Any) -> None:
                                 header_timeout=settings.http_header_timeout,
                                 # TLS (settings ssl_certfile, ssl_keyfile), when given
                                 ssl_certfile=settings.ssl_certfile,
-                                ssl_keyfile=settings.ssl_keyfile)
-    except OSError as exc:  # one line and exit 3, as uvicorn's own startup failure
-        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+                                ssl_keyfile=settings.ssl_keyfile,
+                                **UVICORN_CONFIG)  # its records: serve/logs.py's format
+    except ListenError:
         service.stop()
-        raise SystemExit(STARTUP_FAILURE) from None
+        raise
     service.health.http_closed = server.closed  # /metrics
     received: list[int] = []
     stop = threading.Event()
@@ -404,6 +448,9 @@ def serve(service: Service, host: str, port: int, app: Any) -> None:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         service.start()
+        scheme = "https" if settings.ssl_certfile else "http"
+        host_name = f"[{host}]" if ":" in host else host
+        announce(service, f"{scheme}://{host_name}:{server.port}")
         http = threading.Thread(target=server.run, name="http", daemon=True)
         http.start()
         while not stop.is_set() and http.is_alive():
@@ -416,6 +463,9 @@ def serve(service: Service, host: str, port: int, app: Any) -> None:
         service.stop()
         server.should_exit = True
         http.join(GRACEFUL_SHUTDOWN + 2)
+    except ListenError:  # a syslog listener (service.start)
+        service.stop()
+        raise
     finally:
         server.close()
         for sig, handler in previous.items():

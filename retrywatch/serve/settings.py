@@ -1,33 +1,43 @@
-"""One settings model for the live service: flags, environment, and a YAML or TOML file.
+"""One settings model for the live service: flags, environment, and a TOML, YAML or JSON
+file.
 
 Precedence, highest first: command-line flags, ``RETRYWATCH_*`` environment variables
-(lists as JSON, e.g. ``RETRYWATCH_LOG='["/var/log/nginx/error.log"]'``), the file given
-with ``--config`` (or ``RETRYWATCH_CONFIG``), then the defaults.
+(``RETRYWATCH_`` and the setting's name in capitals, ``RETRYWATCH_FROM`` for ``from``;
+lists as JSON, e.g. ``RETRYWATCH_LOG='["/var/log/nginx/error.log"]'``), the file given
+with ``--config`` (or ``RETRYWATCH_CONFIG``; its kind by its ending: ``.toml``, ``.yaml``
+or ``.yml``, ``.json``), then the defaults. A bad value is a :class:`SettingsError` that
+says, in one line, where it came from: the flag, the variable, or the file and its key.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import tomllib
+from collections.abc import Callable, Mapping
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+import pydantic_settings
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
-    YamlConfigSettingsSource,
 )
 
 from retrywatch.delivery.receivers import Receiver
 from retrywatch.detect.core import DEFAULT_MAX_LINE, DetectorConfig
-from retrywatch.sources.syslog import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CLIENTS
+from retrywatch.sources.syslog import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CLIENTS, parse_syslog_url
 from retrywatch.timezones import resolve_zone
 
-__all__ = ["DEFAULT_LISTEN", "MASK", "Settings", "load_settings", "mask_url"]
+__all__ = ["CONFIG_KINDS", "DEFAULT_LISTEN", "ENV_PREFIX", "MASK", "Settings", "SettingsError",
+           "env_var", "load_settings", "mask_url", "read_config_file"]
 
 #: What `retrywatch config` shows instead of a secret (pydantic's SecretStr shows the same).
 MASK = "**********"
@@ -35,12 +45,25 @@ MASK = "**********"
 #: Outside the ports of Prometheus' default port allocations (the 9xxx exporter range).
 DEFAULT_LISTEN = "127.0.0.1:8734"
 
+#: What every environment variable of a setting begins with (no nested delimiter: a list
+#: or the receivers are one variable, as JSON).
+ENV_PREFIX = "RETRYWATCH_"
+
 _DEFAULTS = DetectorConfig()
 
 
+class SettingsError(ValueError):
+    """Settings that cannot be used, in one line: where each bad value came from (a flag,
+    a ``RETRYWATCH_*`` variable, the config file and its key) and what is wrong with it."""
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RETRYWATCH_", extra="forbid",
-                                      populate_by_name=True)
+    # env_prefix_target "all": the prefix applies to the alias too (RETRYWATCH_FROM, not
+    # FROM; pydantic-settings reads an alias without the prefix by default).
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_prefix_target="all",
+                                      extra="forbid", populate_by_name=True)
+    #: The config file's settings (load_settings() makes a subclass that carries them).
+    config_file_data: ClassVar[dict[str, Any]] = {}
 
     log: list[str] = Field(default_factory=list, description=(
         "Log files or globs to follow ('-' for stdin); globs are re-evaluated."))
@@ -64,11 +87,19 @@ class Settings(BaseSettings):
         "nginx configuration files (with their includes) or ingress-nginx YAML of the nginx "
         "whose log is read: a route whose tries are bounded gets no loop alert, one that "
         "can loop is confirmed at once."))
-    window: int = Field(_DEFAULTS.window, ge=1)
-    threshold: int = Field(_DEFAULTS.threshold, ge=1)
-    min_repeat: int = Field(_DEFAULTS.min_repeat, ge=1)
-    resolve_after: int = Field(_DEFAULTS.resolve_after, ge=1)
-    max_tracked: int = Field(_DEFAULTS.max_tracked, ge=1)
+    window: int = Field(_DEFAULTS.window, ge=1, description=(
+        "Seconds of log time over which a connection's connect failures are counted."))
+    threshold: int = Field(_DEFAULTS.threshold, ge=1, description=(
+        "Connect failures of one connection within the window that make it a runaway "
+        "connection (an alert)."))
+    min_repeat: int = Field(_DEFAULTS.min_repeat, ge=1, description=(
+        "Failures against one upstream address a runaway connection needs as well: a "
+        "retry loop comes back to a peer, a request trying each server once does not."))
+    resolve_after: int = Field(_DEFAULTS.resolve_after, ge=1, description=(
+        "Seconds of log time without a failure after which an alert resolves."))
+    max_tracked: int = Field(_DEFAULTS.max_tracked, ge=1, description=(
+        "Connections followed at once (the memory bound); past it a cold one, never a "
+        "firing one, is forgotten (counted as an eviction)."))
     poll_interval: float = Field(1.0, gt=0, description=(
         "Seconds between polls of files where change notification does not work."))
     shutdown_timeout: float = Field(10.0, ge=0, description=(
@@ -134,6 +165,7 @@ class Settings(BaseSettings):
             if not url.startswith(("udp://", "tcp://")):
                 raise ValueError(f"syslog listener must be udp://HOST:PORT or tcp://HOST:PORT, "
                                  f"got {url!r}")
+            parse_syslog_url(url)  # ValueError with the reason: a port out of range, ...
         return value
 
     @field_validator("ssl_certfile", "ssl_keyfile")
@@ -146,7 +178,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
-            raise ValueError("TLS needs both ssl_certfile and ssl_keyfile")
+            raise ValueError("TLS needs both ssl_certfile and ssl_keyfile (--tls-cert and "
+                             "--tls-key)")
         return self
 
     @classmethod
@@ -158,9 +191,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file named by load_settings() (model_config yaml_file / toml_file) comes last.
-        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls),
-                TomlConfigSettingsSource(settings_cls))
+        # The file named by load_settings() comes last (read by read_config_file()).
+        data = getattr(settings_cls, "config_file_data", {})
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, dict(data)))
 
     def detector_config(self) -> DetectorConfig:
         return DetectorConfig(window=self.window, threshold=self.threshold,
@@ -211,16 +244,106 @@ def mask_url(url: str, *, path: bool) -> str:
     return urlunsplit((parts.scheme, netloc, where, query, MASK if parts.fragment else ""))
 
 
-def load_settings(config_file: str | None = None, **flags: Any) -> Settings:
+def env_var(field: str) -> str:
+    """The environment variable a setting is read from: ``RETRYWATCH_WINDOW``, and
+    ``RETRYWATCH_FROM`` for ``start_from`` (its alias)."""
+    info = Settings.model_fields[field]
+    return ENV_PREFIX + (info.alias or field).upper()
+
+
+def _yaml(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+#: The kinds of config file, by the ending of its name: (what it is, its reader).
+CONFIG_KINDS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    ".toml": ("TOML", tomllib.loads), ".yaml": ("YAML", _yaml), ".yml": ("YAML", _yaml),
+    ".json": ("JSON", json.loads)}
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The settings in a config file, read as its ending says (:data:`CONFIG_KINDS`);
+    :class:`SettingsError` when it cannot be read or is not a table of settings."""
+    kind, reader = CONFIG_KINDS.get(Path(path).suffix.lower(), (None, None))
+    if kind is None or reader is None:
+        raise SettingsError(f"{path}: a config file is TOML, YAML or JSON, by the ending of its "
+                            f"name: {', '.join(CONFIG_KINDS)}")
+    if not Path(path).is_file():
+        raise SettingsError(f"config file {path!r} does not exist")
+    try:
+        data = reader(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"{path}: {exc.strerror or exc}") from exc
+    except (ValueError, yaml.YAMLError) as exc:  # TOML, JSON: ValueError; not UTF-8 too
+        raise SettingsError(f"{path}: not {kind}: {_one_line(exc)}") from exc
+    if data is None:  # an empty YAML file
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: not a table of settings (name: value), but a "
+                            f"{type(data).__name__}")
+    return data
+
+
+def _one_line(exc: BaseException) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.MarkedYAMLError) and mark is not None:
+        return f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
+
+
+def load_settings(config_file: str | None = None, *,
+                  flag_names: Mapping[str, str] | None = None, **flags: Any) -> Settings:
     """Settings from ``flags`` (those not None), the environment, and ``config_file`` (or
-    the file named by ``RETRYWATCH_CONFIG``): YAML by its ending, otherwise TOML."""
+    the file named by ``RETRYWATCH_CONFIG``; :func:`read_config_file`).
+
+    :class:`SettingsError` names where each bad value came from: a flag (spelled as in
+    ``flag_names``, by setting; ``--name`` otherwise), a variable, or the file and key."""
     path = config_file or os.environ.get("RETRYWATCH_CONFIG")
     cls: type[Settings] = Settings
     if path:
-        if not Path(path).is_file():
-            raise ValueError(f"config file {path!r} does not exist")
-        key = "yaml_file" if path.endswith((".yaml", ".yml")) else "toml_file"
-        config: dict[str, Any] = {**Settings.model_config, key: path}
-        cls = type("FileSettings", (Settings,), {"model_config": config})
+        data = read_config_file(path)
+        cls = type("FileSettings", (Settings,), {"config_file_data": data})
     given = {k: v for k, v in flags.items() if v is not None and v != ()}
-    return cls(**given)
+    try:
+        return cls(**given)
+    except ValidationError as exc:
+        raise SettingsError("; ".join(_problem(e, given, path, flag_names or {})
+                                      for e in exc.errors())) from exc
+    except pydantic_settings.SettingsError as exc:  # a variable's value is not JSON
+        field = next((f for f in Settings.model_fields if f'"{f}"' in str(exc)), None)
+        if field is None:
+            raise SettingsError(_one_line(exc)) from exc
+        raise SettingsError(f"{field} ({env_var(field)}): not JSON "
+                            f"({_one_line(exc.__cause__ or exc)}); a list is given as JSON, "
+                            "e.g. '[\"a\", \"b\"]'") from exc
+
+
+def _field(key: str) -> str | None:
+    """The setting named ``key`` (its name or its alias), None when there is none."""
+    for name, info in Settings.model_fields.items():
+        if key in (name, info.alias):
+            return name
+    return None
+
+
+def _problem(error: ErrorDetails, given: Mapping[str, Any], path: str | None,
+             flag_names: Mapping[str, str]) -> str:
+    """One validation error, said with where its value came from."""
+    loc = [str(part) for part in error["loc"]]
+    message = error["msg"].removeprefix("Value error, ")
+    if not loc:  # a rule across settings (a TLS pair)
+        return message
+    field = _field(loc[0])
+    value = error.get("input")
+    if (len(loc) == 1 and field != "api_token" and "got " not in message
+            and isinstance(value, str | int | float) and len(str(value)) <= 80):
+        message = f"{message} (got {value!r})"
+    if field is not None and field in given:
+        where = flag_names.get(field, "--" + loc[0].replace("_", "-"))
+    elif field is not None and env_var(field) in {k.upper() for k in os.environ}:
+        where = f"{'.'.join(loc)} ({env_var(field)})"
+    elif path:
+        where = f"{path}: {'.'.join(loc)}"
+    else:
+        where = ".".join(loc)
+    return f"{where}: {message}"

@@ -51,6 +51,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from retrywatch.detect.core import DEFAULT_MAX_LINE
+from retrywatch.errors import ListenError
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -410,12 +411,16 @@ class SyslogListener:
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
-        """Bind (``OSError`` when the address is taken or not local) and start receiving."""
+        """Bind (:class:`ListenError` when the address is taken, not local or not found)
+        and start receiving."""
         if self._thread is not None:
             raise RuntimeError(f"{self.name} already started")
         kind = socket.SOCK_DGRAM if self.url.transport == "udp" else socket.SOCK_STREAM
-        family, _, _, _, addr = socket.getaddrinfo(
-            self.url.host, self.url.port, socket.AF_UNSPEC, kind, 0, socket.AI_PASSIVE)[0]
+        try:
+            family, _, _, _, addr = socket.getaddrinfo(
+                self.url.host, self.url.port, socket.AF_UNSPEC, kind, 0, socket.AI_PASSIVE)[0]
+        except OSError as exc:  # socket.gaierror: a host name that does not resolve
+            raise ListenError(str(self.url), exc) from exc
         sock = socket.socket(family, kind)
         try:
             if kind == socket.SOCK_DGRAM:
@@ -427,6 +432,9 @@ class SyslogListener:
                 sock.listen(128)
                 self._fit_descriptor_limit()
             sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise ListenError(str(self.url), exc) from exc
         except BaseException:
             sock.close()
             raise

@@ -1,0 +1,192 @@
+"""Mutation testing: how many one-change mutants of the code that decides the tests kill.
+
+    ./dev mutants                       # both parts below, then the scores
+    ./dev mutants --part rust --file src/window.rs
+    ./dev mutants --part python --jobs 2    # mutmut's processes (Rust: one at a time)
+
+A mutant is the source with one change (``>=`` to ``>``, a ``+`` to ``-``, a body replaced
+by a default, a condition negated, ...); a test suite that still passes has not looked at
+what the change breaks. The score is killed / (killed + survived): a timeout counts as
+killed (the mutant loops), a mutant that does not compile (Rust) counts for nothing.
+
+- Rust (``cargo mutants``, installed with ``cargo install --locked cargo-mutants`` when
+  missing): the core's per-line decisions (``RUST_FILES``: framing, the head parse, the
+  window, the tracker), tested by ``cargo test``. ``src/py.rs`` (the Python boundary) is
+  left out: its behaviour is tested from Python.
+- Python (``mutmut``, of the ``dev`` extra): the modules in ``[tool.mutmut] only_mutate``
+  of pyproject.toml (the detection wrapper, alerts, checkpoints and the state store, the
+  delivery channel), tested by the in-process tests listed there. mutmut switches a
+  mutant on inside the test process, so a test that runs ``retrywatch`` in a subprocess
+  cannot see one: those are not listed. A mutant no listed test reaches is "no tests"
+  and counts as survived.
+
+Prints per file: mutants, killed, survived, timeouts, unviable, the score, and every
+survivor (Rust: file, line and change; Python: mutmut's name, ``mutmut show NAME`` prints
+its diff). Exits 1 when a part's score is under ``--min-score`` (default 90). The work
+folders (core/mutants.out, mutants/) are ignored by git; mutmut resumes from its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = ROOT / "core"
+#: The core's files whose mutants count (relative to core/).
+RUST_FILES = ("src/framing.rs", "src/head.rs", "src/window.rs", "src/tracker.rs")
+#: Mutants that change no behaviour, each with why: reported apart, not in the score.
+#: Matched against cargo-mutants' description without its line and column (they move).
+RUST_EQUIVALENT = {
+    "src/head.rs: replace starts_failure -> bool with true":
+        "a prefilter only: every [kinds] pattern of parsers/nginx_error.toml begins with one "
+        "of its three prefixes, so where it says false kind_at finds nothing either",
+}
+#: cargo-mutants' outcome files (mutants.out/*.txt), one mutant per line.
+RUST_OUTCOMES = {"caught": "killed", "missed": "survived", "timeout": "timeout",
+                 "unviable": "unviable"}
+#: mutmut's statuses, as the score counts them.
+PYTHON_STATUS = {"killed": "killed", "caught by type check": "killed", "timeout": "timeout",
+                 "survived": "survived", "no tests": "survived", "suspicious": "survived",
+                 "segfault": "killed", "skipped": "unviable", "not checked": "unviable"}
+_PY_MUTANT = re.compile(r"^\s+(?P<name>[\w.ǁ]+__mutmut_\d+): (?P<status>.+)$")
+_RUST_MUTANT = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):")
+
+
+@dataclass
+class Tally:
+    counts: Counter[str] = field(default_factory=Counter)
+    survivors: list[str] = field(default_factory=list)
+    equivalent: list[str] = field(default_factory=list)
+
+    @property
+    def killed(self) -> int:
+        return self.counts["killed"] + self.counts["timeout"]
+
+    @property
+    def score(self) -> float:
+        judged = self.killed + self.counts["survived"]
+        return 100.0 * self.killed / judged if judged else 100.0
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=cwd, env=env, check=False).returncode
+
+
+def rust(files: list[str], timeout: float) -> dict[str, Tally]:
+    if (shutil.which("cargo-mutants") is None
+            and _run(["cargo", "install", "--locked", "cargo-mutants"], ROOT) != 0):
+        sys.exit("cargo-mutants could not be installed (cargo install cargo-mutants)")
+    # The core's tests read ../parsers/ (the wrappers' spec), which cargo-mutants' copy of
+    # the crate would not have: the crate and parsers/ are copied side by side into a
+    # folder of our own, whose sources cargo-mutants then mutates in place (one at a time).
+    with tempfile.TemporaryDirectory(prefix="retrywatch-mutants-") as tmp:
+        crate = Path(tmp) / "core"
+        shutil.copytree(CORE, crate, ignore=shutil.ignore_patterns("target", "mutants.out*"))
+        shutil.copytree(ROOT / "parsers", Path(tmp) / "parsers")
+        cmd = ["cargo", "mutants", "--in-place", "--no-shuffle", "--timeout", str(timeout),
+               "--output", str(CORE)]
+        for f in files:
+            cmd += ["--file", f]
+        # exit 2: some mutants were missed, 3: some timed out (the figures below say which)
+        if _run(cmd, crate) not in (0, 2, 3):
+            sys.exit("cargo mutants failed before testing mutants (its output is above)")
+    out = CORE / "mutants.out"
+    tallies: dict[str, Tally] = defaultdict(Tally)
+    for name, status in RUST_OUTCOMES.items():
+        path = out / f"{name}.txt"
+        for line in path.read_text().splitlines() if path.exists() else []:
+            m = _RUST_MUTANT.match(line)
+            tally = tallies[m["file"] if m else "?"]
+            why = RUST_EQUIVALENT.get(re.sub(r":\d+:\d+:", ":", line, count=1))
+            if status == "survived" and why is not None:
+                tally.counts["equivalent"] += 1
+                tally.equivalent.append(f"{line}: {why}")
+                continue
+            tally.counts[status] += 1
+            if status == "survived":
+                tally.survivors.append(line)
+    return tallies
+
+
+def python(jobs: int) -> dict[str, Tally]:
+    mutmut = Path(sys.executable).parent / "mutmut"
+    if not mutmut.exists():
+        sys.exit("mutmut is not installed: pip install -e '.[dev]'")
+    if _run([str(mutmut), "run", "--max-children", str(jobs)], ROOT) != 0:
+        sys.exit("mutmut run failed (its output is above)")
+    listing = subprocess.run([str(mutmut), "results", "--all", "true"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    tallies: dict[str, Tally] = defaultdict(Tally)
+    for line in listing.splitlines():
+        m = _PY_MUTANT.match(line)
+        if m is None:
+            continue
+        name = m["name"]
+        module = name.split(".xǁ")[0].split(".x_")[0]
+        status = PYTHON_STATUS.get(m["status"], "survived")
+        tallies[module].counts[status] += 1
+        if status == "survived":
+            tallies[module].survivors.append(f"{name} ({m['status']})")
+    return tallies
+
+
+def report(part: str, tallies: dict[str, Tally]) -> Tally:
+    total = Tally()
+    print(f"\n{part}: file, mutants, killed, survived, timeouts, unviable, equivalent, score")
+    for name in sorted(tallies):
+        t = tallies[name]
+        total.counts.update(t.counts)
+        total.survivors += t.survivors
+        total.equivalent += t.equivalent
+        print(f"  {name:<40} {sum(t.counts.values()):>5} {t.counts['killed']:>6} "
+              f"{t.counts['survived']:>8} {t.counts['timeout']:>8} {t.counts['unviable']:>8} "
+              f"{t.counts['equivalent']:>10} {t.score:>6.1f}%")
+    print(f"  {'all':<40} {sum(total.counts.values()):>5} {total.counts['killed']:>6} "
+          f"{total.counts['survived']:>8} {total.counts['timeout']:>8} "
+          f"{total.counts['unviable']:>8} {total.counts['equivalent']:>10} {total.score:>6.1f}%")
+    if total.survivors:
+        print(f"{part} survivors:")
+        for s in total.survivors:
+            print("  " + s)
+    if total.equivalent:
+        print(f"{part} equivalent (not in the score):")
+        for s in total.equivalent:
+            print("  " + s)
+    return total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", choices=("rust", "python", "both"), default="both")
+    ap.add_argument("--file", action="append", dest="files",
+                    help=f"a core file to mutate (relative to core/; default {RUST_FILES})")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="mutmut's test processes at once (Rust mutants go one at a time)")
+    ap.add_argument("--timeout", type=float, default=10.0,
+                    help="seconds a Rust mutant's tests may take, more is a timeout (the "
+                         "unmutated tests take about 1 s)")
+    ap.add_argument("--min-score", type=float, default=90.0)
+    args = ap.parse_args()
+    scores: dict[str, float] = {}
+    if args.part in ("rust", "both"):
+        scores["rust"] = report("rust", rust(args.files or list(RUST_FILES),
+                                             args.timeout)).score
+    if args.part in ("python", "both"):
+        scores["python"] = report("python", python(args.jobs)).score
+    print("\nscores: " + json.dumps({k: round(v, 1) for k, v in scores.items()}))
+    return 0 if all(v >= args.min_score for v in scores.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,8 +22,6 @@ use memchr::{memchr, memchr_iter};
 
 use crate::snapshot::{Reader, Result, Writer};
 
-pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
-
 /// Splits a byte stream into lines, carrying the partial last line between chunks.
 #[derive(Debug, Clone)]
 pub struct Framer {

@@ -1276,6 +1276,135 @@ mod tests {
             .into_bytes()
     }
 
+    #[test]
+    fn a_table_counts_by_name_then_other() {
+        let mut t = Table::default();
+        assert_eq!(t.bump(b"a", 2), 2);
+        assert_eq!(t.bump(b"a", 3), 5);
+        for i in 1..MAX_DISTINCT {
+            assert_eq!(t.bump(format!("k{i}").as_bytes(), 1), 1);
+        }
+        assert_eq!(t.entries.len(), MAX_DISTINCT);
+        assert_eq!(t.bump(b"new1", 4), 4); // no room: counted as (other)
+        assert_eq!(t.bump(b"new2", 1), 5);
+        assert_eq!(t.bump(b"a", 1), 6); // a name kept still counts by itself
+        assert_eq!(t.entries.len(), MAX_DISTINCT + 1);
+        assert_eq!(t.entries[0], (Box::from(&b"a"[..]), 6));
+        assert_eq!(t.entries[MAX_DISTINCT], (Box::from(OTHER), 5));
+    }
+
+    #[test]
+    fn a_table_loads_up_to_its_bound_with_other() {
+        let save = |n: usize| {
+            let t = Table {
+                entries: (0..n).map(|i| (Box::from(&[i as u8][..]), 1)).collect(),
+            };
+            let mut w = Writer::default();
+            t.save(&mut w);
+            w.buf
+        };
+        let full = save(MAX_DISTINCT + 1); // every name kept and (other)
+        let back = Table::load(&mut Reader::new(&full)).unwrap();
+        assert_eq!(back.entries.len(), MAX_DISTINCT + 1);
+        assert_eq!(back.entries[3], (Box::from(&[3u8][..]), 1));
+        assert!(Table::load(&mut Reader::new(&save(MAX_DISTINCT + 2))).is_err());
+        assert!(Table::load(&mut Reader::new(&save(0)))
+            .unwrap()
+            .entries
+            .is_empty());
+    }
+
+    #[test]
+    fn a_connection_keeps_its_peak_second_and_its_span() {
+        let text = line(7, "10.0.0.2:5555");
+        let f = Fields::of(&text);
+        let mut c = Conn::new(60, &f, 100, &text);
+        assert_eq!(c.add(&f, 100, 3), 3);
+        assert_eq!((c.peak, c.peak_ts), (3, 100));
+        assert_eq!(c.add(&f, 101, 5), 8);
+        assert_eq!((c.peak, c.peak_ts), (5, 101));
+        assert_eq!(c.add(&f, 102, 5), 13); // as high, not higher: the first second stays
+        assert_eq!((c.peak, c.peak_ts), (5, 101));
+        assert_eq!(c.add(&f, 99, 1), 14); // a line a second late widens the start
+        assert_eq!((c.first, c.last), (99, 102));
+        assert_eq!(c.add(&f, 100, 4), 18); // 100 now holds 7: the new peak
+        assert_eq!((c.peak, c.peak_ts), (7, 100));
+        assert_eq!((c.first, c.last, c.failures), (99, 102, 18));
+        assert_eq!(c.max_repeat, 18); // one upstream: every failure a repeat of it
+    }
+
+    const HTTP: &str = "2026/11/25 17:33:43 [error] 18264#18264: *7 KIND while connecting to upstream, client: 127.0.0.66, server: storm.test, request: \"GET /PATH HTTP/1.1\", upstream: \"http://127.0.0.1:17939/PATH\", host: \"storm.test\"";
+
+    fn http(kind: &str, path: &str) -> Vec<u8> {
+        HTTP.replace("KIND", kind)
+            .replace("PATH", path)
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_connection_counts_kinds_errnos_requests_and_distinct_request_keys() {
+        let refused = http("connect() failed (111: Connection refused)", "a");
+        let timed_out = http("upstream timed out (110: Connection timed out)", "a");
+        let other = http("connect() failed (111: Connection refused)", "b");
+        let (fr, ft, fo) = (
+            Fields::of(&refused),
+            Fields::of(&timed_out),
+            Fields::of(&other),
+        );
+        let mut c = Conn::new(60, &fr, 10, &refused);
+        c.add(&fr, 10, 3);
+        c.add(&ft, 10, 2);
+        c.add(&fr, 11, 1);
+        c.add(&fo, 11, 4);
+        assert_eq!(
+            c.kinds,
+            vec![(Kind::ConnectFailed, 8), (Kind::UpstreamTimedOut, 2)]
+        );
+        assert_eq!(
+            c.errnos.entries,
+            vec![
+                (Box::from(&b"111: Connection refused"[..]), 8),
+                (Box::from(&b"110: Connection timed out"[..]), 2)
+            ]
+        );
+        assert_eq!(c.requests.entries.len(), 2);
+        assert_eq!(c.requests.entries[0].1, 6); // GET /a: 3 + 2 + 1
+        assert_eq!(c.request_keys, vec![fr.request_crc, fo.request_crc]);
+        assert_eq!(c.client.as_deref(), Some(&b"127.0.0.66"[..]));
+        assert_eq!(c.host.as_deref(), Some(&b"storm.test"[..]));
+        // at most MAX_REQUEST_KEYS distinct requests are remembered
+        for i in 0..MAX_REQUEST_KEYS + 10 {
+            let text = http(
+                "connect() failed (111: Connection refused)",
+                &format!("r{i}"),
+            );
+            c.add(&Fields::of(&text), 12, 1);
+        }
+        assert_eq!(c.request_keys.len(), MAX_REQUEST_KEYS);
+        let mut distinct = c.request_keys.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), MAX_REQUEST_KEYS);
+        // a full set of keys is saved and read back; one more is refused
+        let mut w = Writer::default();
+        c.save(&mut w);
+        let back = Conn::load(&mut Reader::new(&w.buf), 60).unwrap();
+        assert_eq!(back.request_keys, c.request_keys);
+        assert_eq!(back.kinds, c.kinds);
+        c.request_keys.push(7);
+        let mut w = Writer::default();
+        c.save(&mut w);
+        assert!(Conn::load(&mut Reader::new(&w.buf), 60).is_err());
+    }
+
+    #[test]
+    fn fields_of_a_line_that_does_not_parse_keep_its_subsystem() {
+        let f = Fields::of(b"not an nginx line, bytes from/to client:0/0");
+        assert_eq!(f.subsystem_of, "stream");
+        assert_eq!(f.kind, None);
+        assert_eq!(Fields::of(b"neither").subsystem_of, "unknown");
+    }
+
     fn fail<'a>(ts: i64, cid: u64, text: &'a [u8]) -> Input<'a> {
         Input {
             ts,
@@ -1367,6 +1496,226 @@ mod tests {
         }
         assert!(fired, "the hot key reached its threshold");
         assert!(d.stats.evictions > 19_000);
+    }
+
+    #[test]
+    fn eviction_takes_the_key_with_fewest_failures_inside_the_window() {
+        let mut d = Detector::new(Config {
+            threshold: 50,
+            window: 10,
+            max_tracked: 3,
+            ..Config::default()
+        });
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        let key = |cid| Key {
+            source: 0,
+            pid: 2454,
+            cid,
+        };
+        // least recently updated first: 2 (1 failure), 1 (5, all at the window's edge
+        // once time reaches 112), 3 (2)
+        d.process(&fail(105, 2, &text), 1, &mut changes);
+        d.process(&fail(102, 1, &text), 5, &mut changes);
+        d.process(&fail(106, 3, &text), 2, &mut changes);
+        d.process(&fail(112, 4, &text), 1, &mut changes);
+        // (102, 112] holds none of 1's failures: it is the coldest, not 2
+        assert_eq!(d.stats.evictions, 1);
+        assert!(!d.map.contains_key(&key(1)));
+        for cid in [2, 3, 4] {
+            assert!(d.map.contains_key(&key(cid)), "{cid}");
+        }
+        assert!(changes.is_empty());
+    }
+
+    #[test]
+    fn a_key_that_fails_again_is_the_most_recently_updated() {
+        let mut d = Detector::new(Config {
+            threshold: 50,
+            max_tracked: 3,
+            ..Config::default()
+        });
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        d.process(&fail(100, 1, &text), 1, &mut changes);
+        d.process(&fail(100, 2, &text), 2, &mut changes);
+        d.process(&fail(100, 3, &text), 2, &mut changes);
+        d.process(&fail(100, 1, &text), 1, &mut changes); // 1 moves behind 3
+        d.process(&fail(100, 4, &text), 1, &mut changes);
+        // all three hold 2: the least recently updated of them goes, 2, not 1
+        let kept: Vec<u64> = [1, 2, 3, 4]
+            .into_iter()
+            .filter(|&cid| {
+                d.map.contains_key(&Key {
+                    source: 0,
+                    pid: 2454,
+                    cid,
+                })
+            })
+            .collect();
+        assert_eq!(kept, vec![1, 3, 4]);
+    }
+
+    #[test]
+    fn firing_and_tracked_keys_are_counted_apart() {
+        let mut d = Detector::new(Config {
+            threshold: 3,
+            ..Config::default()
+        });
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        for cid in [1, 2] {
+            d.process(&fail(100, cid, &text), 3, &mut changes);
+        }
+        d.process(&fail(100, 3, &text), 1, &mut changes);
+        d.finish_batch(&mut changes);
+        assert_eq!(d.firing_len(), 2);
+        assert_eq!(d.tracked_keys(), 3);
+    }
+
+    #[test]
+    fn recycled_buffers_are_bounded_in_number_and_size() {
+        let mut d = Detector::new(Config::default());
+        let pending = |text: usize, rest: usize| Pending {
+            first: (0, 1, Vec::with_capacity(text)),
+            rest: Vec::with_capacity(rest),
+            n: 1,
+            last: 0,
+        };
+        d.pending_bytes = 100;
+        d.recycle(pending(64, 4));
+        assert_eq!(d.pending_bytes, 36);
+        d.recycle(pending(64, 4));
+        assert_eq!(d.pending_bytes, 0); // never below nothing
+        for _ in 0..POOL {
+            d.recycle(pending(64, 4));
+        }
+        assert_eq!((d.text_pool.len(), d.entry_pool.len()), (POOL, POOL));
+        d.text_pool.clear();
+        d.entry_pool.clear();
+        d.recycle(pending(POOLED_TEXT + 1, 65)); // too big to keep
+        assert!(d.text_pool.is_empty() && d.entry_pool.is_empty());
+        d.recycle(pending(POOLED_TEXT, 0)); // an empty list has nothing worth keeping
+        assert_eq!((d.text_pool.len(), d.entry_pool.len()), (1, 0));
+        d.recycle(pending(1, 64));
+        assert_eq!((d.text_pool.len(), d.entry_pool.len()), (2, 1));
+    }
+
+    #[test]
+    fn a_pooled_buffer_is_reused_only_when_the_line_fits() {
+        let mut d = Detector::new(Config::default());
+        d.text_pool.push(Vec::with_capacity(64));
+        let long = d.text_buffer(&[b'x'; 200]);
+        assert_eq!(long.capacity(), 256); // its own, rounded up to 64 bytes
+        assert!(d.text_pool.is_empty()); // the small one is let go
+        assert_eq!(d.pending_bytes, 256);
+        let pooled = Vec::with_capacity(64);
+        let at = pooled.as_ptr();
+        d.text_pool.push(pooled);
+        let short = d.text_buffer(b"0123456789");
+        assert_eq!(short, b"0123456789");
+        assert_eq!(short.as_ptr(), at); // the very buffer that was pooled
+        assert_eq!(d.pending_bytes, 256 + 64);
+    }
+
+    #[test]
+    fn event_time_moves_forward_only() {
+        let mut d = Detector::new(Config::default());
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        assert_eq!(d.watermark, None);
+        d.process(&fail(100, 1, &text), 1, &mut changes);
+        assert_eq!(d.watermark, Some(100));
+        d.process(&fail(105, 1, &text), 1, &mut changes);
+        assert_eq!(d.watermark, Some(105));
+        d.process(&fail(103, 1, &text), 1, &mut changes); // a worker a little behind
+        assert_eq!(d.watermark, Some(105));
+        d.advance(104, &mut changes);
+        assert_eq!(d.watermark, Some(105));
+        d.advance(106, &mut changes);
+        assert_eq!(d.watermark, Some(106));
+    }
+
+    #[test]
+    fn the_byte_budget_is_kept_exactly() {
+        let mut d = Detector::new(Config {
+            threshold: 50,
+            ..Config::default()
+        });
+        // each pending key holds its line, in a buffer rounded up to 64 bytes
+        let held = line(1, "10.0.0.1:80").len().next_multiple_of(64);
+        d.pending_budget = 3 * held;
+        let mut changes = Vec::new();
+        for cid in 1..=3 {
+            d.process(&fail(100, cid, &line(cid, "10.0.0.1:80")), 1, &mut changes);
+        }
+        assert_eq!(d.pending_bytes, 3 * held); // at the budget: nothing evicted
+        assert_eq!((d.stats.evictions, d.tracked_keys()), (0, 3));
+        d.process(&fail(100, 4, &line(4, "10.0.0.1:80")), 1, &mut changes);
+        assert_eq!((d.stats.evictions, d.tracked_keys()), (1, 3));
+    }
+
+    fn ended(ts: i64, cid: u64, text: &[u8]) -> Input<'_> {
+        Input {
+            ts,
+            source: 0,
+            pid: 2454,
+            cid: Some(cid),
+            failure: None,
+            ended_hint: true,
+            text,
+        }
+    }
+
+    const ENDED: &str = "2019/09/17 03:46:21 [info] 2454#2454: *CID client disconnected, bytes from/to client:0/0, bytes from/to upstream:0/0";
+
+    #[test]
+    fn an_ended_connection_resolves_or_is_forgotten_and_is_counted() {
+        let mut d = Detector::new(Config {
+            threshold: 3,
+            ..Config::default()
+        });
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        d.process(&fail(100, 1, &text), 2, &mut changes);
+        d.process(&fail(100, 1, &text), 2, &mut changes); // fires
+        d.process(&fail(100, 2, &text), 1, &mut changes); // pending
+        assert_eq!(d.stats.connect_failures, 5);
+        assert_eq!(d.stats.by_source_kind.values().sum::<u64>(), 5);
+        assert_eq!((d.stats.fired, d.firing_len(), d.tracked_keys()), (1, 1, 2));
+        changes.clear();
+        // "closed" in a line that is no end of the connection: nothing happens
+        let not_an_end = ENDED.replace("client disconnected", "upstream closed prematurely");
+        let not_an_end = not_an_end.replace("CID", "1");
+        d.process(&ended(101, 1, not_an_end.as_bytes()), 1, &mut changes);
+        assert!(changes.is_empty());
+        assert_eq!(d.tracked_keys(), 2);
+        let end1 = ENDED.replace("CID", "1");
+        d.process(&ended(101, 1, end1.as_bytes()), 1, &mut changes);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].kind, ChangeKind::Resolved);
+        assert_eq!(changes[0].reason, Some("connection_ended"));
+        assert_eq!((changes[0].at, changes[0].key.cid), (101, 1));
+        assert_eq!(changes[0].conn.failures, 4);
+        let end2 = ENDED.replace("CID", "2");
+        d.process(&ended(101, 2, end2.as_bytes()), 1, &mut changes);
+        assert_eq!(changes.len(), 1); // a pending key ends without a change
+        assert_eq!(
+            (d.stats.resolved, d.stats.ended, d.tracked_keys()),
+            (1, 1, 0)
+        );
+        // the end of a connection nobody tracks: nothing
+        let end3 = ENDED.replace("CID", "3");
+        d.process(&ended(101, 3, end3.as_bytes()), 1, &mut changes);
+        assert_eq!((d.stats.resolved, d.stats.ended), (1, 1));
+    }
+
+    #[test]
+    fn change_kinds_are_named() {
+        assert_eq!(
+            [ChangeKind::Fired, ChangeKind::Updated, ChangeKind::Resolved].map(ChangeKind::as_str),
+            ["fired", "updated", "resolved"]
+        );
     }
 
     #[test]

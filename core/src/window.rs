@@ -5,6 +5,7 @@
 //! linear scan only for an event older than the newest bucket, which is rare and bounded
 //! by `width`), memory is bounded, and the count is exact.
 
+use std::cmp::Ordering;
 use std::collections::VecDeque;
 
 use crate::snapshot::{Reader, Result, Writer};
@@ -37,15 +38,18 @@ impl SecondWindow {
                 }
                 for i in (0..self.buckets.len()).rev() {
                     let bucket = &mut self.buckets[i];
-                    if bucket.0 == second {
-                        bucket.1 += n;
-                        self.total += n;
-                        return bucket.1;
-                    }
-                    if bucket.0 < second {
-                        self.buckets.insert(i + 1, (second, n));
-                        self.total += n;
-                        return n;
+                    match bucket.0.cmp(&second) {
+                        Ordering::Equal => {
+                            bucket.1 += n;
+                            self.total += n;
+                            return bucket.1;
+                        }
+                        Ordering::Less => {
+                            self.buckets.insert(i + 1, (second, n));
+                            self.total += n;
+                            return n;
+                        }
+                        Ordering::Greater => {}
                     }
                 }
                 self.buckets.push_front((second, n));
@@ -91,14 +95,6 @@ impl SecondWindow {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.buckets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
-    }
-
     pub fn save(&self, w: &mut Writer) {
         w.usize(self.buckets.len());
         for &(s, c) in &self.buckets {
@@ -142,8 +138,9 @@ impl SecondWindow {
 mod tests {
     use super::*;
 
-    /// The reference: every event kept, counted by brute force.
-    fn model(events: &[(i64, u64)], width: i64) -> u64 {
+    /// The reference, by brute force: every event kept (those older than the window when
+    /// they came are dropped); the total in the window and its distinct seconds.
+    fn model(events: &[(i64, u64)], width: i64) -> (u64, usize) {
         let mut newest = i64::MIN;
         let mut kept: Vec<(i64, u64)> = Vec::new();
         for &(s, n) in events {
@@ -154,10 +151,14 @@ mod tests {
                 kept.push((s, n));
             }
         }
-        kept.iter()
-            .filter(|&&(s, _)| s > newest - width)
-            .map(|&(_, n)| n)
-            .sum()
+        let inside: Vec<(i64, u64)> = kept
+            .into_iter()
+            .filter(|&(s, _)| s > newest - width)
+            .collect();
+        let mut seconds: Vec<i64> = inside.iter().map(|&(s, _)| s).collect();
+        seconds.sort_unstable();
+        seconds.dedup();
+        (inside.iter().map(|&(_, n)| n).sum(), seconds.len())
     }
 
     #[test]
@@ -176,8 +177,11 @@ mod tests {
                 let n = 1 + seed % 3;
                 events.push((t, n));
                 w.add(t, n);
-                assert_eq!(w.total(), model(&events, width), "case {case}");
-                assert!(w.len() as i64 <= width);
+                let (total, seconds) = model(&events, width);
+                assert_eq!(w.total(), total, "case {case}");
+                // one bucket per second in the window: memory bounded by the width
+                assert_eq!(w.buckets.len(), seconds, "case {case}");
+                assert!(seconds as i64 <= width);
             }
         }
     }
@@ -195,6 +199,20 @@ mod tests {
         assert_eq!(w.total(), 3);
         assert_eq!(w.count_at(12), 2);
         assert_eq!(w.span(), 3);
+    }
+
+    #[test]
+    fn count_at_takes_the_seconds_of_its_own_window() {
+        let mut w = SecondWindow::new(3);
+        for s in [10, 11, 12] {
+            w.add(s, 1 << (s - 10)); // 1, 2, 4: which seconds were counted shows in the sum
+        }
+        assert_eq!(w.count_at(12), 7);
+        assert_eq!(w.count_at(13), 6); // 10 is out: (10, 13]
+        assert_eq!(w.count_at(14), 4);
+        assert_eq!(w.count_at(15), 0);
+        assert_eq!(w.count_at(11), 3); // a moment in the past: 12 is not yet in
+        assert_eq!(w.count_at(9), 0);
     }
 
     #[test]

@@ -1,0 +1,193 @@
+"""The state store's decisions, in one process: which SQLite errors mean "cannot write"
+(the database kept) rather than "cannot read" (moved aside), the name and companions of a
+database moved aside, what is said of a database without a checkpoint, and the detector
+settings that changed. (test_state.py drives the same through real services; mutation
+testing showed these results were reached in-process but not looked at.)"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from test_state import STATE_FILE, pos
+
+import retrywatch.serve.state as state_module
+from retrywatch.detect.core import DetectorConfig
+from retrywatch.serve.state import StateStore, changed_fields, settings_record
+
+
+def error(name: str | None) -> sqlite3.Error:
+    exc = sqlite3.OperationalError("x")
+    exc.sqlite_errorname = name  # type: ignore[attr-defined]
+    return exc
+
+
+# -- SQLite's errors ------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "cannot_write"), [
+    ("SQLITE_FULL", True), ("SQLITE_PERM", True), ("SQLITE_AUTH", True),
+    ("SQLITE_NOMEM", True), ("SQLITE_READONLY", True), ("SQLITE_READONLY_DBMOVED", True),
+    ("SQLITE_BUSY", True), ("SQLITE_BUSY_TIMEOUT", True), ("SQLITE_LOCKED", True),
+    ("SQLITE_LOCKED_SHAREDCACHE", True), ("SQLITE_IOERR", True),
+    ("SQLITE_IOERR_WRITE", True), ("SQLITE_IOERR_FSYNC", True),
+    # the database itself is at fault: these move it aside
+    ("SQLITE_IOERR_READ", False), ("SQLITE_IOERR_SHORT_READ", False),
+    ("SQLITE_CORRUPT", False), ("SQLITE_NOTADB", False), ("SQLITE_ERROR", False),
+    ("SQLITE_FULLER", False), ("", False), (None, False),
+])
+def test_which_errors_mean_cannot_write(name: str | None, cannot_write: bool) -> None:
+    assert state_module._cannot_write(error(name)) is cannot_write
+
+
+@pytest.mark.parametrize(("name", "busy"), [
+    ("SQLITE_BUSY", True), ("SQLITE_BUSY_SNAPSHOT", True), ("SQLITE_LOCKED", True),
+    ("SQLITE_LOCKED_VTAB", True), ("SQLITE_FULL", False), ("", False), (None, False),
+])
+def test_which_errors_mean_busy(name: str | None, busy: bool) -> None:
+    assert state_module._busy(error(name)) is busy
+
+
+def test_an_error_name_is_a_string_even_without_one() -> None:
+    assert state_module._error_name(error("SQLITE_FULL")) == "SQLITE_FULL"
+    assert state_module._error_name(error(None)) == ""
+    assert state_module._error_name(sqlite3.Error("no name at all")) == ""
+
+
+def test_a_real_full_write_is_cannot_write(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "db")
+    conn.execute("CREATE TABLE t (x BLOB)")
+    conn.execute("PRAGMA max_page_count = 2")
+    with pytest.raises(sqlite3.Error) as caught:
+        conn.execute("INSERT INTO t VALUES (zeroblob(100000))")
+    conn.close()
+    assert state_module._error_name(caught.value) == "SQLITE_FULL"
+    assert state_module._cannot_write(caught.value)
+
+
+# -- a database moved aside ---------------------------------------------------------------
+class _Frozen(datetime):
+    @classmethod
+    def now(cls, tz: object = None) -> _Frozen:  # type: ignore[override]
+        return cls(2026, 12, 3, 6, 50, 1, tzinfo=UTC)
+
+
+def test_a_database_moved_aside_is_named_for_the_moment_with_its_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(state_module, "datetime", _Frozen)
+    # SQLite itself deletes the companions of a file that is no database when it opens
+    # it: found unreadable without being opened, the file keeps them to be moved along.
+    real_connect = state_module._connect
+    calls = []
+
+    def unreadable_once(path: Path) -> object:
+        calls.append(path)
+        if len(calls) == 1:
+            raise state_module._Unreadable("file is not a database")
+        return real_connect(path)
+
+    monkeypatch.setattr(state_module, "_connect", unreadable_once)
+    state = tmp_path / "state"
+    state.mkdir()
+    db = state / STATE_FILE
+    db.write_bytes(b"garbage " * 100)
+    Path(f"{db}-wal").write_bytes(b"the log")
+    Path(f"{db}-journal").write_bytes(b"a journal")
+    Path(f"{db}-shm").write_bytes(b"an index")
+    taken = state / f"{STATE_FILE}.corrupt-20261203T065001Z"
+    taken.write_bytes(b"moved aside before, in the same second")
+    with caplog.at_level(logging.INFO, "retrywatch"), StateStore(state) as store:
+        moved = store.moved_aside
+        store.save([pos(3)])
+    assert moved == state / f"{STATE_FILE}.corrupt-20261203T065001Z-2"
+    assert moved.read_bytes() == b"garbage " * 100
+    assert Path(f"{moved}-wal").read_bytes() == b"the log"
+    assert Path(f"{moved}-journal").read_bytes() == b"a journal"
+    assert not Path(f"{moved}-shm").exists()
+    assert taken.read_bytes() == b"moved aside before, in the same second"
+    (said,) = [r.getMessage() for r in caplog.records if "moved aside" in r.getMessage()]
+    assert said.startswith(f"state database {db} cannot be read (file is not a database)")
+    assert said.endswith(f"moved aside to {moved.name}, starting afresh")
+
+
+def test_a_third_in_the_same_second_is_numbered_3(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state_module, "datetime", _Frozen)
+    state = tmp_path / "state"
+    state.mkdir()
+    stamp = "20261203T065001Z"
+    for name in (f"{STATE_FILE}.corrupt-{stamp}", f"{STATE_FILE}.corrupt-{stamp}-2"):
+        (state / name).write_bytes(b"")
+    (state / STATE_FILE).write_bytes(b"garbage " * 100)
+    with StateStore(state) as store:
+        assert store.moved_aside == state / f"{STATE_FILE}.corrupt-{stamp}-3"
+
+
+def test_a_database_that_cannot_be_moved_aside_is_a_state_dir_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / STATE_FILE).write_bytes(b"garbage " * 100)
+
+    def refuse(src: object, dst: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(state_module.os, "rename", refuse)
+    with pytest.raises(state_module.StateDirError,
+                       match=r"cannot be read \(.*\) nor moved aside: Permission denied"):
+        StateStore(state)
+
+
+# -- what is said on opening ----------------------------------------------------------------
+def test_the_lost_log_message_names_the_checkpoint_the_file_holds(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = settings_record(DetectorConfig(), state_module.resolve_zone("UTC"))
+    store = StateStore(tmp_path / "a")
+    store.save_state([pos(10)], b"first", b"{}", settings, None, taken=86_400 + 61.0)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / STATE_FILE).write_bytes((tmp_path / "a" / STATE_FILE).read_bytes())
+    store.close()
+    with caplog.at_level(logging.INFO, "retrywatch"), StateStore(tmp_path / "b") as copy:
+        assert copy.wal_lost
+    (said,) = [r.getMessage() for r in caplog.records if "write-ahead" in r.getMessage()]
+    assert said.endswith("resuming from the checkpoint of 1970-01-02T00:01:01Z that the "
+                         "database file holds"), said
+
+
+@pytest.mark.parametrize(("table", "said"), [
+    (None, True), ("file_positions", False), ("engine_state", False),
+    ("delivery_state", False)])
+def test_a_legacy_database_without_rows_is_said_to_hold_no_checkpoint(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, table: str | None,
+        said: bool) -> None:
+    from test_state import LEGACY_DDL
+    state = tmp_path / "state"
+    state.mkdir()
+    conn = sqlite3.connect(state / STATE_FILE, isolation_level=None)
+    for sql in LEGACY_DDL:
+        conn.execute(sql)
+    rows = {"file_positions": "INSERT INTO file_positions VALUES ('/x', 1, 2, 3, 'ab', 4)",
+            "engine_state": "INSERT INTO engine_state VALUES (1, 1.0, x'00', x'00')",
+            "delivery_state": "INSERT INTO delivery_state VALUES (1, x'00')"}
+    if table is not None:
+        conn.execute(rows[table])
+    conn.close()
+    with caplog.at_level(logging.INFO, "retrywatch"), StateStore(state) as store:
+        assert store.moved_aside is None
+    assert ("holds no checkpoint" in caplog.text) is said, caplog.text
+
+
+# -- detector settings ------------------------------------------------------------------------
+def test_changed_fields_say_each_setting_that_differs() -> None:
+    config = DetectorConfig(threshold=100_000, window=30)
+    saved = {"window": 60, "threshold": 20, "min_repeat": config.min_repeat,
+             "timezone": "UTC"}
+    assert changed_fields(saved, config) == ["window 60 → 30", "threshold 20 → 100000"]
+    assert changed_fields({}, config) == []
+    assert changed_fields(settings_record(config, state_module.resolve_zone("UTC")),
+                          config) == []
+    assert re.fullmatch(r"max_tracked 5 → \d+",
+                        changed_fields({"max_tracked": 5}, config)[0])

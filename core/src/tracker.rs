@@ -1710,6 +1710,221 @@ mod tests {
         assert_eq!((d.stats.resolved, d.stats.ended), (1, 1));
     }
 
+    fn key(source: SourceId, cid: u64) -> Key {
+        Key {
+            source,
+            pid: 2454,
+            cid,
+        }
+    }
+
+    #[test]
+    fn a_firing_key_is_updated_once_per_batch_while_it_lives() {
+        let mut d = Detector::new(Config {
+            threshold: 3,
+            ..Config::default()
+        });
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        d.process(&fail(100, 1, &text), 3, &mut changes); // fires
+        d.finish_batch(&mut changes);
+        assert_eq!(
+            changes.iter().map(|c| c.kind).collect::<Vec<_>>(),
+            vec![ChangeKind::Fired]
+        );
+        changes.clear();
+        for _ in 0..4 {
+            d.process(&fail(101, 1, &text), 1, &mut changes);
+        }
+        d.finish_batch(&mut changes);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].kind, ChangeKind::Updated);
+        assert_eq!((changes[0].conn.failures, changes[0].at), (7, 101));
+        changes.clear();
+        d.finish_batch(&mut changes); // nothing new: nothing said
+        assert!(changes.is_empty());
+        // failed, then ended in the same batch: resolved, not updated
+        d.process(&fail(102, 1, &text), 1, &mut changes);
+        let end = ENDED.replace("CID", "1");
+        d.process(&ended(102, 1, end.as_bytes()), 1, &mut changes);
+        d.finish_batch(&mut changes);
+        assert_eq!(
+            changes.iter().map(|c| c.kind).collect::<Vec<_>>(),
+            vec![ChangeKind::Resolved]
+        );
+        changes.clear();
+        // fired again in a later batch under the same key: one fired, then its updates
+        d.process(&fail(103, 1, &text), 3, &mut changes);
+        d.process(&fail(103, 1, &text), 1, &mut changes);
+        d.finish_batch(&mut changes);
+        assert_eq!(
+            changes.iter().map(|c| c.kind).collect::<Vec<_>>(),
+            vec![ChangeKind::Fired, ChangeKind::Updated]
+        );
+        assert_eq!(changes[1].conn.failures, 4);
+    }
+
+    #[test]
+    fn the_field_cache_is_bounded() {
+        let mut cache = FieldCache::default();
+        for cid in 0..FIELD_CACHE as u64 {
+            Detector::fields_of(&mut cache, &line(cid, "10.0.0.1:80"));
+        }
+        assert_eq!(cache.fields.len(), FIELD_CACHE);
+        let again = Detector::fields_of(&mut cache, &line(5, "10.0.0.1:80"));
+        assert_eq!(again.peer.as_deref(), Some(&b"10.0.0.1:80"[..]));
+        assert_eq!(cache.fields.len(), FIELD_CACHE); // a hit adds nothing
+        let new = Detector::fields_of(&mut cache, &line(1, "10.0.0.7:80"));
+        assert_eq!(new.peer.as_deref(), Some(&b"10.0.0.7:80"[..]));
+        assert_eq!((cache.fields.len(), cache.index.len()), (1, 1)); // full: started over
+    }
+
+    #[test]
+    fn a_key_idle_for_a_window_starts_afresh_even_unswept() {
+        let mut d = Detector::new(Config {
+            threshold: 50,
+            window: 10,
+            ..Config::default()
+        });
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        d.process(&fail(100, 1, &text), 1, &mut changes);
+        d.process(&fail(95, 2, &text), 2, &mut changes); // late: behind 1 in the sweep
+        d.process(&fail(105, 1, &text), 1, &mut changes);
+        assert_eq!(d.stats.expired, 0);
+        d.process(&fail(106, 2, &text), 1, &mut changes); // 95 <= 106 - 10: idle
+        assert_eq!(d.stats.expired, 1);
+        let slot = d.map[&key(0, 2)];
+        match &d.nodes[slot as usize].state {
+            State::Pending(p) => assert_eq!((p.n, p.first.0), (1, 106)),
+            State::Conn(_) => panic!("a fresh start is pending"),
+        }
+    }
+
+    #[test]
+    fn a_pending_key_whose_oldest_line_leaves_the_window_is_counted_in_a_conn() {
+        let mut d = Detector::new(Config {
+            threshold: 5,
+            window: 10,
+            ..Config::default()
+        });
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        d.process(&fail(100, 1, &text), 2, &mut changes);
+        d.process(&fail(104, 1, &text), 1, &mut changes);
+        assert!(d.hottest(10).is_empty()); // pending keys are not listed
+        d.process(&fail(110, 1, &text), 1, &mut changes); // 100 is out of (100, 110]
+        let hot = d.hottest(10);
+        assert_eq!(hot.len(), 1);
+        let (k, firing, conn, in_window) = hot[0];
+        assert_eq!(
+            (k, firing, conn.failures, in_window),
+            (key(0, 1), false, 4, 2)
+        );
+        assert!(changes.is_empty());
+    }
+
+    #[test]
+    fn the_sweep_drops_keys_idle_for_a_window_exactly() {
+        let mut d = Detector::new(Config {
+            threshold: 50,
+            window: 10,
+            ..Config::default()
+        });
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        d.process(&fail(100, 1, &text), 1, &mut changes);
+        d.process(&fail(101, 2, &text), 1, &mut changes);
+        d.advance(110, &mut changes);
+        assert_eq!((d.tracked_keys(), d.stats.expired), (1, 1)); // 100 <= 110 - 10
+        d.advance(111, &mut changes);
+        assert_eq!((d.tracked_keys(), d.stats.expired), (0, 2));
+        d.advance(111, &mut changes);
+        assert_eq!(d.stats.expired, 2);
+    }
+
+    #[test]
+    fn hottest_and_firing_list_the_connections() {
+        let mut d = Detector::new(Config {
+            threshold: 4,
+            ..Config::default()
+        });
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        d.process(&fail(100, 1, &text), 4, &mut changes); // fires
+        d.process(&fail(100, 2, &text), 6, &mut changes); // fires, hotter
+        d.process(&fail(100, 3, &text), 1, &mut changes); // pending
+        let firing: Vec<(Key, u64)> = d.firing().iter().map(|(k, c)| (*k, c.failures)).collect();
+        assert_eq!(firing, vec![(key(0, 1), 4), (key(0, 2), 6)]);
+        let hot: Vec<(u64, bool, u64)> = d
+            .hottest(10)
+            .iter()
+            .map(|(k, f, _, n)| (k.cid, *f, *n))
+            .collect();
+        assert_eq!(hot, vec![(2, true, 6), (1, true, 4)]);
+        assert_eq!(d.hottest(1).len(), 1);
+    }
+
+    #[test]
+    fn a_source_released_or_removed_takes_its_keys_and_counts() {
+        let mut d = Detector::new(Config {
+            threshold: 3,
+            ..Config::default()
+        });
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        for source in [0, 1, 2] {
+            let inp = Input {
+                source,
+                ..fail(100, 1, &text)
+            };
+            d.process(&inp, 3, &mut changes); // each source's *1 fires
+            let pending = Input {
+                source,
+                ..fail(100, 2, &text)
+            };
+            d.process(&pending, 1, &mut changes);
+        }
+        d.finish_batch(&mut changes);
+        changes.clear();
+        d.release_source(1, &mut changes);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].key, key(1, 1));
+        assert_eq!(changes[0].reason, Some("source_removed"));
+        assert_eq!((changes[0].at, d.stats.resolved), (100, 1));
+        assert_eq!(d.tracked_keys(), 4);
+        // source 0 goes; source 2 (the last) takes its id, keys and counts
+        d.remove_source(0, 2);
+        assert_eq!(d.tracked_keys(), 2);
+        let mut keys: Vec<Key> = d.map.keys().copied().collect();
+        keys.sort_by_key(|k| k.cid);
+        assert_eq!(keys, vec![key(0, 1), key(0, 2)]);
+        let mut sources: Vec<SourceId> = d.stats.by_source_kind.keys().map(|k| k.0).collect();
+        sources.sort_unstable();
+        sources.dedup();
+        assert_eq!(sources, vec![0, 1]);
+        assert_eq!(
+            d.stats
+                .by_source_kind
+                .iter()
+                .filter(|(k, _)| k.0 == 0)
+                .map(|(_, n)| n)
+                .sum::<u64>(),
+            4
+        );
+        // the renamed key is the same connection: it still fires on
+        let again = Input {
+            source: 0,
+            ..fail(101, 1, &text)
+        };
+        d.process(&again, 1, &mut changes);
+        d.finish_batch(&mut changes);
+        assert_eq!(
+            changes.last().map(|c| (c.kind, c.key)),
+            Some((ChangeKind::Updated, key(0, 1)))
+        );
+    }
+
     #[test]
     fn change_kinds_are_named() {
         assert_eq!(

@@ -1926,6 +1926,88 @@ mod tests {
     }
 
     #[test]
+    fn a_rich_state_round_trips_whole_and_narrows_to_todays_cap() {
+        let config = Config {
+            threshold: 4,
+            ..Config::default()
+        };
+        let mut d = Detector::new(config);
+        let text = line(1, "10.0.0.1:80");
+        // no bytes counters, no request: a subsystem nobody can tell ("unknown")
+        let bare = b"2019/09/17 03:46:20 [error] 2454#2454: *9 connect() failed (111: Connection refused) while connecting to upstream";
+        let mut changes = Vec::new();
+        d.process(&fail(100, 1, &text), 4, &mut changes); // firing
+        d.process(&fail(100, 2, &text), 1, &mut changes); // pending, three entries
+        d.process(&fail(101, 2, &line(2, "10.0.0.2:80")), 1, &mut changes);
+        d.process(&fail(102, 2, &line(2, "10.0.0.3:80")), 1, &mut changes);
+        for cid in 3..6 {
+            d.process(&fail(102, cid, &text), 1, &mut changes);
+        }
+        d.process(&fail(102, 9, bare), 1, &mut changes);
+        let end = ENDED.replace("CID", "3");
+        d.process(&ended(102, 3, end.as_bytes()), 1, &mut changes);
+        assert_eq!(Fields::of(bare).subsystem_of, "unknown");
+        let mut w = Writer::default();
+        d.save(&mut w);
+        let back = Detector::load(&mut Reader::new(&w.buf), config, 1).unwrap();
+        assert_eq!(back.watermark, Some(102));
+        let stats = |x: &Detector| {
+            let s = &x.stats;
+            let mut by: Vec<_> = s.by_source_kind.iter().map(|(k, n)| (*k, *n)).collect();
+            by.sort_unstable_by_key(|(k, _)| (k.0, k.1.index(), k.2));
+            (
+                [
+                    s.connect_failures,
+                    s.evictions,
+                    s.untracked,
+                    s.expired,
+                    s.ended,
+                    s.fired,
+                    s.resolved,
+                ],
+                by,
+            )
+        };
+        assert_eq!(stats(&back), stats(&d));
+        assert_eq!(stats(&back).0[4], 1); // ended
+        assert_eq!((back.tracked_keys(), back.firing_len()), (5, 1));
+        // the pending key keeps its three lines, counted in the byte budget
+        let slot = back.map[&key(0, 2)];
+        match &back.nodes[slot as usize].state {
+            State::Pending(p) => {
+                assert_eq!((p.n, p.last, p.rest.len()), (3, 102, 2));
+            }
+            State::Conn(_) => panic!("pending"),
+        }
+        let texts: usize = [
+            line(2, "10.0.0.1:80"),
+            line(2, "10.0.0.2:80"),
+            line(2, "10.0.0.3:80"),
+            line(4, "10.0.0.1:80"),
+            line(5, "10.0.0.1:80"),
+            bare.to_vec(),
+        ]
+        .iter()
+        .map(Vec::len)
+        .sum();
+        assert_eq!(back.pending_bytes, texts);
+        // saved again: the same bytes
+        let mut again = Writer::default();
+        back.save(&mut again);
+        assert_eq!(again.buf, w.buf);
+        // today's cap is lower: the coldest tracked keys go, the firing one stays
+        let narrow = Config {
+            max_tracked: 2,
+            ..config
+        };
+        let small = Detector::load(&mut Reader::new(&w.buf), narrow, 1).unwrap();
+        assert_eq!((small.tracked_keys(), small.firing_len()), (2, 1));
+        assert_eq!(small.stats.evictions, 3);
+        // a source id the engine no longer has is refused
+        assert!(Detector::load(&mut Reader::new(&w.buf), config, 0).is_err());
+    }
+
+    #[test]
     fn change_kinds_are_named() {
         assert_eq!(
             [ChangeKind::Fired, ChangeKind::Updated, ChangeKind::Resolved].map(ChangeKind::as_str),

@@ -1,0 +1,117 @@
+"""An alert's saved form and its redaction, in one process: ``to_state``/``from_state``
+bring back every field (and read an older checkpoint's alert with today's defaults);
+query values are redacted in the request and the sample only; the JSON made once per
+change is cleared by every change. (Mutation testing found these reached but their
+results unchecked.)"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from retrywatch.detect.alerts import REDACTED, Alert, redact_query
+from retrywatch.detect.diagnosis import Diagnosis
+
+FIRED = datetime(2026, 11, 25, 17, 0, 3, tzinfo=UTC)
+
+
+def an_alert() -> Alert:
+    return Alert(
+        id="6e0c0dedff9acdc6", source="nginx", pid=18264, cid=73, fired_at=FIRED,
+        failures_in_window=812,
+        diagnosis=Diagnosis("http_retry_loop", "the cause", "the fix"),
+        snapshot={"request": "GET /a?token=s3cret&b=1 HTTP/1.1", "failures": 9000,  # type: ignore[typeddict-item]
+                  "sample": "connect() failed ... request: \"GET /a?token=s3cret HTTP/1.1\"",
+                  "upstreams": {"127.0.0.1:17939": 9000}},
+        confidence="confirmed", evidence={"evidence": ["one request, retried"]})
+
+
+def test_to_state_and_back_is_the_same_alert() -> None:
+    alert = an_alert()
+    alert.resolve(FIRED + timedelta(seconds=40), "quiet")
+    saved = orjson.loads(orjson.dumps(alert.to_state()))  # as the checkpoint holds it
+    back = Alert.from_state(saved)
+    assert back == alert
+    assert back.to_dict() == alert.to_dict()
+    assert back.resolved_at == FIRED + timedelta(seconds=40)
+    assert (back.state, back.resolved_reason, back.confidence) == (
+        "resolved", "quiet", "confirmed")
+    assert back.diagnosis == Diagnosis("http_retry_loop", "the cause", "the fix")
+    assert back.failures_in_window == 812
+    assert saved["fired_at"] == "2026-11-25T17:00:03+00:00"
+    assert saved["diagnosis"]["code"] == "http_retry_loop"
+
+
+def test_a_firing_alert_saved_has_no_resolution() -> None:
+    saved = an_alert().to_state()
+    assert saved["state"] == "firing"
+    assert saved["resolved_at"] is None and saved["resolved_reason"] is None
+    back = Alert.from_state(saved)
+    assert (back.state, back.resolved_at, back.resolved_reason) == ("firing", None, None)
+
+
+def test_an_alert_from_an_older_checkpoint_reads_with_defaults() -> None:
+    """Before confidence, evidence and the window count were saved: an alert then fired
+    on the count alone (suspected), with nothing more to show."""
+    back = Alert.from_state({"id": 7, "source": "nginx", "pid": "18264", "cid": 73,
+                             "fired_at": "2026-11-25T17:00:03+00:00", "state": "odd"})
+    assert (back.id, back.pid, back.cid) == ("7", 18264, 73)
+    assert back.state == "firing" and back.resolved_at is None
+    assert back.confidence == "suspected" and back.evidence == {}
+    assert back.failures_in_window == 0 and back.diagnosis is None
+    assert back.snapshot == {}
+    with pytest.raises(KeyError):
+        Alert.from_state({"source": "nginx", "pid": 1, "cid": 1,
+                          "fired_at": "2026-11-25T17:00:03+00:00"})
+
+
+@pytest.mark.parametrize(("text", "redacted"), [
+    ("GET /a?token=secret&b=1 HTTP/1.1", f"GET /a?token={REDACTED}&b={REDACTED} HTTP/1.1"),
+    ("GET /a?flag&x=1#frag", f"GET /a?flag&x={REDACTED}#frag"),
+    ('upstream: "http://u/p?k=v", host: "h"', f'upstream: "http://u/p?k={REDACTED}", host: "h"'),
+    ("GET /a?x=1 and /b?y=2", f"GET /a?x={REDACTED} and /b?y={REDACTED}"),
+    ("GET /a?=v", f"GET /a?={REDACTED}"),
+    ("GET /a? HTTP/1.1", "GET /a? HTTP/1.1"),
+    ("no query at all", "no query at all"),
+])
+def test_redact_query_replaces_values_and_keeps_names(text: str, redacted: str) -> None:
+    assert redact_query(text) == redacted
+
+
+def test_redact_replaces_the_request_and_the_sample_only() -> None:
+    alert = an_alert()
+    made = alert.to_json()
+    alert.redact()
+    assert alert.snapshot["request"] == f"GET /a?token={REDACTED}&b={REDACTED} HTTP/1.1"
+    assert alert.snapshot["sample"] == (
+        f'connect() failed ... request: "GET /a?token={REDACTED} HTTP/1.1"')
+    assert alert.snapshot["failures"] == 9000
+    assert alert.snapshot["upstreams"] == {"127.0.0.1:17939": 9000}
+    assert alert.json_made is None  # the JSON made before is not served again
+    assert b"s3cret" in made and b"s3cret" not in alert.to_json()
+
+
+def test_redact_leaves_an_alert_without_queries_alone() -> None:
+    alert = an_alert()
+    alert.snapshot = {"request": "GET /a HTTP/1.1", "sample": None}  # type: ignore[typeddict-item]
+    made = alert.to_json()
+    alert.redact()
+    assert alert.snapshot == {"request": "GET /a HTTP/1.1", "sample": None}
+    assert alert.json_made is made  # nothing changed: nothing to make again
+    only_sample = an_alert()
+    only_sample.snapshot = {"request": None, "sample": "x /b?k=v"}  # type: ignore[typeddict-item]
+    only_sample.redact()
+    assert only_sample.snapshot == {"request": None, "sample": f"x /b?k={REDACTED}"}
+
+
+def test_the_json_is_made_once_per_change() -> None:
+    alert = an_alert()
+    assert alert.json_made is None
+    first = alert.to_json()
+    assert alert.to_json() is first and alert.json_made is first
+    assert orjson.loads(first) == orjson.loads(orjson.dumps(alert.to_dict()))
+    alert.resolve(FIRED + timedelta(seconds=5), "connection_ended")
+    assert alert.json_made is None
+    assert orjson.loads(alert.to_json())["state"] == "resolved"

@@ -394,3 +394,40 @@ def test_confirmation_notifies_again() -> None:
     changes = [(m.json()["alerts"][0]["change"], m.json()["alerts"][0]["confidence"])
                for m in hook.ok]
     assert changes == [("fired", "suspected"), ("confirmed", "confirmed")]
+
+
+# -- draining at a stop ------------------------------------------------------------------------
+def test_drain_cuts_the_group_wait_short_and_sends_everything() -> None:
+    with receiving() as hook, \
+            notifying(receiver(hook.url, group_wait=30.0)) as notifier:
+        for n in (1, 2, 3):
+            offer(notifier, "fired", alert(n))
+        started = time.monotonic()
+        assert notifier.drain(5.0) == 0
+        assert time.monotonic() - started < 5.0  # not the 30 s group wait
+        (message,) = hook.requests
+        assert sorted(a["id"] for a in json.loads(message.body)["alerts"]) == [
+            f"{n:016x}" for n in (1, 2, 3)]
+        assert notifier.state().receivers["hook"].pending == []
+
+
+def test_drain_gives_up_at_its_deadline_and_keeps_what_is_unsent() -> None:
+    down = receiver(f"http://127.0.0.1:{closed_port()}/", max_attempts=1000, max_age=100,
+                    backoff_initial=0.05, backoff_max=0.05)
+    with notifying(down) as notifier:
+        offer(notifier, "fired", alert(1))
+        offer(notifier, "fired", alert(2))
+        started = time.monotonic()
+        assert notifier.drain(0.5) == 2
+        assert 0.4 < time.monotonic() - started < 3.0
+        pending = notifier.state().receivers["hook"].pending
+        assert sorted(e.alert["id"] for e in pending) == [f"{n:016x}" for n in (1, 2)]
+    assert notifier.drain(0.0) == 2  # stopped: nothing sent, at once
+
+
+def test_drain_without_a_running_worker_says_what_is_queued_at_once() -> None:
+    notifier = Notifier([receiver("http://127.0.0.1:9/")])
+    offer(notifier, "fired", alert(1))
+    started = time.monotonic()
+    assert notifier.drain(5.0) == 1
+    assert time.monotonic() - started < 1.0

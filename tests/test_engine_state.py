@@ -11,10 +11,11 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-from helpers import stream_refused, when
+from helpers import http_refused, stream_refused, when
 from service_harness import FakeClock, feed_storm, new_engine
 from test_engine import lines, storm_of
 
+from retrywatch.detect.alerts import REDACTED
 from retrywatch.detect.core import DetectorConfig
 from retrywatch.detect.engine import STATE_VERSION, Engine, RuledOut
 
@@ -165,3 +166,42 @@ def test_ruled_out_counts_each_connection_once_until_it_alerts() -> None:
     r.alerted(("a", 1, 1))
     r.alerted(("b", 1, 1))
     assert r.total == 1 and r.now == {("a", 1, 2)}
+
+
+# -- wall-clock housekeeping (tick) ------------------------------------------------------------
+def test_tick_flushes_every_quiet_source_and_forgets_them() -> None:
+    clock = FakeClock()
+    engine = new_engine(clock=clock, idle_flush=1.0)
+    engine.add_source("other", "file")
+    threshold = engine.config.threshold
+    # each source's last line is held: the alert fires when it is released
+    engine.feed("nginx", lines(*storm_of(7, threshold)))
+    engine.feed("other", lines(*storm_of(8, threshold)))
+    clock.advance(1.0)
+    changes = engine.tick()
+    assert sorted((c.kind, c.alert.source, c.alert.cid) for c in changes) == [
+        ("fired", "nginx", 7), ("fired", "other", 8)]
+    assert engine._pending == set()
+
+
+def test_a_quiet_alert_resolves_after_whole_idle_seconds() -> None:
+    clock = FakeClock()
+    engine = Engine(DetectorConfig(resolve_after=1), UTC, clock=clock,
+                    keep_query_strings=False)
+    engine.add_source("nginx", "file")
+    engine.ruled_out.add(("nginx", 1, 1))
+    text = [http_refused(10, 7, uri="/pay?card=4111") for _ in range(40)]
+    engine.feed("nginx", lines(*text, stream_refused(10, 99)))
+    (alert,) = engine.firing.values()
+    clock.advance(0.9)
+    assert engine.tick() == []  # under a second: event time stays
+    clock.advance(0.1)
+    (change,) = engine.tick()  # one idle second is resolve_after
+    assert (change.kind, change.alert.cid, change.alert.resolved_reason) == (
+        "resolved", 7, "quiet")
+    assert change.alert.resolved_at == when(11)  # in the engine's zone
+    assert change.alert.resolved_at is not None
+    assert change.alert.resolved_at.tzinfo is UTC
+    assert change.alert.snapshot["request"] == f"GET /pay?card={REDACTED} HTTP/1.1"
+    assert engine.ruled_out.now == {("nginx", 1, 1)}  # the engine's own, kept
+    assert alert.id in engine.resolved

@@ -1,4 +1,4 @@
-"""The checkpoint store (retrywatch/sources/checkpoint.py): positions round-trip, and
+"""The positions in the state store (retrywatch/serve/state.py): they round-trip, and
 transactions shared with the caller's own rows commit or roll back together."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from retrywatch.sources.checkpoint import CheckpointStore, Position
+from retrywatch.serve.state import StateStore
+from retrywatch.sources.checkpoint import Position
 from retrywatch.sources.fingerprint import Fingerprint
 
 FP = Fingerprint(dev=2049, ino=1 << 63 | 5, length=256, digest="ab" * 16)
@@ -19,32 +20,32 @@ def pos(offset: int, path: str = "/var/log/nginx/error.log") -> Position:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> CheckpointStore:
-    s = CheckpointStore(tmp_path / "state")
+def store(tmp_path: Path) -> StateStore:
+    s = StateStore(tmp_path / "state")
     s.connection.execute("CREATE TABLE detector (k TEXT PRIMARY KEY, v INTEGER)")
     return s
 
 
-def detector_rows(store: CheckpointStore) -> list[tuple[str, int]]:
+def detector_rows(store: StateStore) -> list[tuple[str, int]]:
     return list(store.connection.execute("SELECT k, v FROM detector"))
 
 
 def test_round_trip_survives_reopening(tmp_path: Path) -> None:
-    with CheckpointStore(tmp_path / "state") as store:
+    with StateStore(tmp_path / "state") as store:
         assert store.load() == {}
         store.save([pos(10), pos(20, "/other.log")])
         store.save([pos(30)])
-    with CheckpointStore(tmp_path / "state") as store:
+    with StateStore(tmp_path / "state") as store:
         assert store.load() == {"/var/log/nginx/error.log": pos(30),
                                 "/other.log": pos(20, "/other.log")}
 
 
-def test_wal_and_synchronous_normal(store: CheckpointStore) -> None:
+def test_wal_and_synchronous_normal(store: StateStore) -> None:
     assert store.connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert store.connection.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
 
 
-def test_transaction_commits_positions_and_the_callers_rows(store: CheckpointStore) -> None:
+def test_transaction_commits_positions_and_the_callers_rows(store: StateStore) -> None:
     with store.transaction() as tx:
         tx.save_positions([pos(10)])
         tx.connection.execute("INSERT INTO detector VALUES ('cid', 1)")
@@ -52,7 +53,7 @@ def test_transaction_commits_positions_and_the_callers_rows(store: CheckpointSto
     assert detector_rows(store) == [("cid", 1)]
 
 
-def test_rollback_keeps_the_old_positions_and_rows(store: CheckpointStore) -> None:
+def test_rollback_keeps_the_old_positions_and_rows(store: StateStore) -> None:
     store.save([pos(10)])
     with pytest.raises(RuntimeError), store.transaction() as tx:
         tx.save_positions([pos(99)])
@@ -62,7 +63,7 @@ def test_rollback_keeps_the_old_positions_and_rows(store: CheckpointStore) -> No
     assert detector_rows(store) == []
 
 
-def test_save_joins_the_callers_transaction(store: CheckpointStore) -> None:
+def test_save_joins_the_callers_transaction(store: StateStore) -> None:
     conn = store.connection
     conn.execute("BEGIN")
     store.save([pos(5)], conn=conn)
@@ -73,7 +74,7 @@ def test_save_joins_the_callers_transaction(store: CheckpointStore) -> None:
 
 
 def test_uncommitted_positions_are_not_seen_by_another_connection(
-        store: CheckpointStore, tmp_path: Path) -> None:
+        store: StateStore, tmp_path: Path) -> None:
     other = sqlite3.connect(store.path)
     with store.transaction() as tx:
         tx.save_positions([pos(7)])
@@ -82,7 +83,7 @@ def test_uncommitted_positions_are_not_seen_by_another_connection(
     other.close()
 
 
-def test_forget(store: CheckpointStore) -> None:
+def test_forget(store: StateStore) -> None:
     store.save([pos(1), pos(2, "/b.log")])
     store.forget(["/b.log"])
     assert list(store.load()) == [pos(1).path]

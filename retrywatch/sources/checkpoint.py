@@ -11,7 +11,6 @@ after a chunk.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from retrywatch.sources.fingerprint import Fingerprint
 
@@ -29,12 +28,3 @@ class Position:
     fingerprint: Fingerprint
     offset: int
 
-
-def __getattr__(name: str) -> Any:
-    """``CheckpointStore``, the state store, is :class:`retrywatch.serve.state.StateStore`
-    (one module owns the database; the name stays for callers of before)."""
-    if name == "CheckpointStore":
-        from retrywatch.serve.state import StateStore  # noqa: PLC0415 (a cycle otherwise)
-
-        return StateStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

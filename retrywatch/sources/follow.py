@@ -529,7 +529,7 @@ class FileFollower:
     a path that does not exist yet is waited for).
 
     ``checkpoints`` are the positions saved by a previous run
-    (:meth:`retrywatch.sources.checkpoint.CheckpointStore.load`); ``from_end`` applies
+    (:meth:`retrywatch.serve.state.StateStore.load`); ``from_end`` applies
     only to files without one. ``clock`` is the wall clock, for lag in seconds.
     """
 

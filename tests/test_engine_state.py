@@ -15,6 +15,7 @@ from helpers import http_refused, stream_refused, when
 from service_harness import FakeClock, feed_storm, new_engine
 from test_engine import lines, storm_of
 
+import retrywatch.detect.engine as engine_module
 from retrywatch.detect.alerts import REDACTED
 from retrywatch.detect.core import DetectorConfig
 from retrywatch.detect.engine import STATE_VERSION, Engine, RuledOut
@@ -205,3 +206,28 @@ def test_a_quiet_alert_resolves_after_whole_idle_seconds() -> None:
     assert change.alert.snapshot["request"] == f"GET /pay?card={REDACTED} HTTP/1.1"
     assert engine.ruled_out.now == {("nginx", 1, 1)}  # the engine's own, kept
     assert alert.id in engine.resolved
+
+
+def test_resolved_alerts_beyond_the_bound_leave_an_order_not_built_yet(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Restored, the newest-first order is built when first read: an alert let go before
+    that is not looked for in it."""
+    monkeypatch.setattr(engine_module, "RESOLVED_KEPT", 2)
+    engine = new_engine()
+    threshold = engine.config.threshold
+
+    def storm(cid: int, t: int) -> str:
+        changes = engine.feed("nginx", lines(*storm_of(cid, threshold + 1, t=t),
+                                             stream_refused(t, 1)))
+        (fired,) = [c.alert.id for c in changes if c.kind == "fired"]
+        return fired
+
+    # each storm's start resolves the one before (quiet for far longer than resolve_after)
+    ids = [storm(100, 0), storm(101, 200), storm(102, 400)]
+    assert list(engine.resolved) == ids[:2] and list(engine.firing) == ids[2:]
+    engine = _restored(engine)
+    assert engine._order == []
+    ids.append(storm(103, 600))  # 102 resolves: 100, the oldest kept, is let go
+    assert engine._order == [engine.firing[ids[3]]]  # only what fired since
+    assert list(engine.resolved) == ids[1:3]
+    assert [a["id"] for a in engine.alerts()] == ids[:0:-1]  # 103, 102, 101

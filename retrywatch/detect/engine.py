@@ -411,10 +411,10 @@ class Engine:
             self._order.append(alert)
 
     def _unindex(self, alert: Alert) -> None:
+        # (fired_at, id) is one alert's: where it sorts, it is, unless the order was not
+        # built yet (restored, and not read since: alert_list builds it whole)
         i = bisect_left(self._order, _FIRED_AT(alert), key=_FIRED_AT)
-        while i < len(self._order) and self._order[i] is not alert:
-            i += 1
-        if i < len(self._order):
+        if i < len(self._order) and self._order[i] is alert:
             del self._order[i]
 
     def alert_dicts(self, alerts: Iterable[Alert]) -> list[AlertData]:

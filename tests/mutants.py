@@ -50,6 +50,11 @@ RUST_EQUIVALENT = {
     "src/head.rs: replace starts_failure -> bool with true":
         "a prefilter only: every [kinds] pattern of parsers/nginx_error.toml begins with one "
         "of its three prefixes, so where it says false kind_at finds nothing either",
+    "src/head.rs: replace < with == in py_isdigit":
+        "the ASCII fast path: DIGIT_RANGES, searched otherwise, holds the ASCII digits "
+        "(0x30-0x39) and gives the same answer below 0x80",
+    "src/head.rs: replace < with <= in py_isdigit":
+        "the ASCII fast path taken for 0x80 too, which is no digit either way",
 }
 #: cargo-mutants' outcome files (mutants.out/*.txt), one mutant per line.
 RUST_OUTCOMES = {"caught": "killed", "missed": "survived", "timeout": "timeout",

@@ -1764,6 +1764,99 @@ mod tests {
         assert_eq!(changes[1].conn.failures, 4);
     }
 
+    fn tick(ts: i64) -> Input<'static> {
+        Input {
+            ts,
+            source: 0,
+            pid: 2454,
+            cid: Some(999),
+            failure: None,
+            ended_hint: false,
+            text: b"",
+        }
+    }
+
+    fn kinds(changes: &[Change]) -> Vec<(ChangeKind, u64)> {
+        changes.iter().map(|c| (c.kind, c.key.cid)).collect()
+    }
+
+    #[test]
+    fn within_one_batch_a_key_resolves_and_comes_back_without_a_stale_update() {
+        let mut d = Detector::new(Config {
+            threshold: 3,
+            resolve_after: 10,
+            ..Config::default()
+        });
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        d.process(&fail(100, 1, &text), 3, &mut changes); // fires
+        d.process(&fail(100, 1, &text), 1, &mut changes); // its update, due at the end
+        d.process(&tick(120), 1, &mut changes); // quiet: resolved (slot freed)
+        d.process(&fail(120, 1, &text), 1, &mut changes); // back, pending, same slot
+        d.finish_batch(&mut changes);
+        use ChangeKind::{Fired, Resolved, Updated};
+        assert_eq!(kinds(&changes), vec![(Fired, 1), (Resolved, 1)]);
+        changes.clear();
+        // fired again in the batch it came back in, then failing on: one update, its own
+        d.process(&fail(121, 1, &text), 2, &mut changes); // fires anew (3 in the window)
+        d.process(&fail(121, 1, &text), 1, &mut changes);
+        d.process(&fail(121, 1, &text), 1, &mut changes);
+        d.finish_batch(&mut changes);
+        assert_eq!(kinds(&changes), vec![(Fired, 1), (Updated, 1)]);
+        assert_eq!(changes[1].conn.failures, 5);
+        changes.clear();
+        // ended, back and firing again, all in one batch: the first life's touch is stale
+        d.process(&fail(122, 1, &text), 1, &mut changes);
+        let end = ENDED.replace("CID", "1");
+        d.process(&ended(122, 1, end.as_bytes()), 1, &mut changes);
+        d.process(&fail(122, 1, &text), 3, &mut changes);
+        d.process(&fail(122, 1, &text), 1, &mut changes);
+        d.finish_batch(&mut changes);
+        assert_eq!(
+            kinds(&changes),
+            vec![(Resolved, 1), (Fired, 1), (Updated, 1)]
+        );
+        assert_eq!(changes[2].conn.failures, 4);
+        // every failure counted once, by kind and subsystem too
+        assert_eq!(d.stats.connect_failures, 14);
+        assert_eq!(d.stats.by_source_kind.values().sum::<u64>(), 14);
+    }
+
+    #[test]
+    fn a_key_that_fired_resolved_quiet_and_fired_again_in_one_batch_is_not_updated() {
+        let mut d = Detector::new(Config {
+            threshold: 3,
+            resolve_after: 10,
+            ..Config::default()
+        });
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        d.process(&fail(100, 1, &text), 3, &mut changes); // fires
+        d.process(&fail(100, 1, &text), 1, &mut changes); // touched
+        d.process(&tick(120), 1, &mut changes); // resolved quiet
+        d.process(&fail(120, 1, &text), 3, &mut changes); // fires anew in the same slot
+        d.finish_batch(&mut changes);
+        use ChangeKind::{Fired, Resolved};
+        assert_eq!(kinds(&changes), vec![(Fired, 1), (Resolved, 1), (Fired, 1)]);
+    }
+
+    #[test]
+    fn a_line_at_the_watermark_sweeps_nothing() {
+        let mut d = Detector::new(Config {
+            threshold: 50,
+            window: 10,
+            ..Config::default()
+        });
+        let text = line(5, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        d.process(&tick(100), 1, &mut changes);
+        d.process(&fail(80, 5, &text), 1, &mut changes); // a window late: kept for now
+        d.process(&tick(100), 1, &mut changes); // time has not moved: no sweep
+        assert_eq!((d.tracked_keys(), d.stats.expired), (1, 0));
+        d.process(&tick(101), 1, &mut changes);
+        assert_eq!((d.tracked_keys(), d.stats.expired), (0, 1));
+    }
+
     #[test]
     fn the_field_cache_is_bounded() {
         let mut cache = FieldCache::default();

@@ -55,6 +55,10 @@ RUST_EQUIVALENT = {
         "(0x30-0x39) and gives the same answer below 0x80",
     "src/head.rs: replace < with <= in py_isdigit":
         "the ASCII fast path taken for 0x80 too, which is no digit either way",
+    "src/tracker.rs: replace < with <= in Conn::add":
+        "ts == first sets first to what it is",
+    "src/tracker.rs: replace new_map -> Map<K, V> with Default::default()":
+        "the default of Map's hasher type is the hasher new_map builds",
 }
 #: cargo-mutants' outcome files (mutants.out/*.txt), one mutant per line.
 RUST_OUTCOMES = {"caught": "killed", "missed": "survived", "timeout": "timeout",

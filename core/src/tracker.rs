@@ -1883,10 +1883,10 @@ mod tests {
         let mut changes = Vec::new();
         d.process(&fail(100, 1, &text), 1, &mut changes);
         d.process(&fail(95, 2, &text), 2, &mut changes); // late: behind 1 in the sweep
-        d.process(&fail(105, 1, &text), 1, &mut changes);
         assert_eq!(d.stats.expired, 0);
-        d.process(&fail(106, 2, &text), 1, &mut changes); // 95 <= 106 - 10: idle
-        assert_eq!(d.stats.expired, 1);
+        // the sweep to 106 stops at 1 (100 > 96); 2 (95 <= 106 - 10) is idle all the same
+        d.process(&fail(106, 2, &text), 1, &mut changes);
+        assert_eq!((d.stats.expired, d.tracked_keys()), (1, 2));
         let slot = d.map[&key(0, 2)];
         match &d.nodes[slot as usize].state {
             State::Pending(p) => assert_eq!((p.n, p.first.0), (1, 106)),
@@ -2098,6 +2098,34 @@ mod tests {
         assert_eq!(small.stats.evictions, 3);
         // a source id the engine no longer has is refused
         assert!(Detector::load(&mut Reader::new(&w.buf), config, 0).is_err());
+    }
+
+    #[test]
+    fn a_pending_key_takes_a_pooled_list_only_for_its_first_extra_line() {
+        let mut d = Detector::new(Config {
+            threshold: 50,
+            ..Config::default()
+        });
+        let pooled: Vec<Entry> = Vec::with_capacity(8);
+        let at = pooled.as_ptr();
+        d.entry_pool.push(pooled);
+        d.entry_pool.push(Vec::with_capacity(8));
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        for ts in [100, 101, 102] {
+            d.process(&fail(ts, 1, &text), 1, &mut changes);
+        }
+        let slot = d.map[&key(0, 1)];
+        match &d.nodes[slot as usize].state {
+            State::Pending(p) => {
+                assert_eq!((p.n, p.first.0), (3, 100));
+                let rest: Vec<i64> = p.rest.iter().map(|e| e.0).collect();
+                assert_eq!(rest, vec![101, 102]);
+                assert_ne!(p.rest.as_ptr(), at); // the last pooled list, not the first
+            }
+            State::Conn(_) => panic!("pending"),
+        }
+        assert_eq!(d.entry_pool.len(), 1);
     }
 
     #[test]

@@ -59,6 +59,18 @@ RUST_EQUIVALENT = {
         "ts == first sets first to what it is",
     "src/tracker.rs: replace new_map -> Map<K, V> with Default::default()":
         "the default of Map's hasher type is the hasher new_map builds",
+    # remove_source runs between batches (its contract), when finish_batch has taken
+    # every touched key: the list it filters is empty
+    "src/tracker.rs: replace && with || in Detector::remove_source":
+        "filters the touched keys, empty between batches",
+    "src/tracker.rs: replace != with == in Detector::remove_source":
+        "filters the touched keys, empty between batches",
+    # a loaded key's generation need only differ from those handed out later, which
+    # count up from the loaded counter (a firing key is compared with itself otherwise)
+    "src/tracker.rs: replace == with != in Detector::load":
+        "generations of loaded keys: any values below the counter do",
+    "src/tracker.rs: replace += with *= in Detector::load":
+        "generations of loaded keys: any values below the counter do",
 }
 #: cargo-mutants' outcome files (mutants.out/*.txt), one mutant per line.
 RUST_OUTCOMES = {"caught": "killed", "missed": "survived", "timeout": "timeout",

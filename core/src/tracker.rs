@@ -2129,6 +2129,71 @@ mod tests {
     }
 
     #[test]
+    fn firing_keys_over_a_lower_cap_are_all_kept_on_load() {
+        let config = Config {
+            threshold: 2,
+            ..Config::default()
+        };
+        let mut d = Detector::new(config);
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        for cid in [1, 2, 3] {
+            d.process(&fail(100, cid, &text), 2, &mut changes);
+        }
+        let mut w = Writer::default();
+        d.save(&mut w);
+        let narrow = Config {
+            max_tracked: 1,
+            ..config
+        };
+        let back = Detector::load(&mut Reader::new(&w.buf), narrow, 1).unwrap();
+        assert_eq!((back.firing_len(), back.tracked_keys()), (3, 3));
+        assert_eq!(back.stats.evictions, 0);
+    }
+
+    #[test]
+    fn with_only_firing_keys_at_the_cap_a_new_key_is_counted_untracked() {
+        let mut d = Detector::new(Config {
+            threshold: 2,
+            max_tracked: 1,
+            ..Config::default()
+        });
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        d.process(&fail(100, 1, &text), 2, &mut changes); // fires: not evictable
+        d.process(&fail(100, 2, &text), 1, &mut changes);
+        d.process(&fail(100, 3, &text), 3, &mut changes);
+        assert_eq!((d.stats.untracked, d.tracked_keys()), (4, 1));
+        assert_eq!(d.stats.connect_failures, 6);
+    }
+
+    #[test]
+    fn a_quiet_resolution_is_counted_and_advancing_to_now_does_nothing() {
+        let mut d = Detector::new(Config {
+            threshold: 2,
+            window: 10,
+            resolve_after: 10,
+            ..Config::default()
+        });
+        let text = line(1, "10.0.0.1:80");
+        let mut changes = Vec::new();
+        d.process(&fail(100, 1, &text), 2, &mut changes);
+        d.process(&fail(85, 7, &text), 1, &mut changes); // a window late: kept for now
+        d.advance(100, &mut changes); // not later: nothing
+        d.advance(99, &mut changes);
+        assert_eq!(
+            (d.watermark, d.stats.expired, d.tracked_keys()),
+            (Some(100), 0, 2)
+        );
+        d.advance(110, &mut changes);
+        assert_eq!(d.stats.resolved, 1);
+        assert_eq!(
+            changes.last().map(|c| (c.kind, c.at)),
+            Some((ChangeKind::Resolved, 110))
+        );
+    }
+
+    #[test]
     fn change_kinds_are_named() {
         assert_eq!(
             [ChangeKind::Fired, ChangeKind::Updated, ChangeKind::Resolved].map(ChangeKind::as_str),

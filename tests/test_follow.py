@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from retrywatch.sources.checkpoint import CheckpointStore
+from retrywatch.serve.state import StateStore
 from retrywatch.sources.fingerprint import take
 from retrywatch.sources.follow import (
     Chunk,
@@ -284,7 +284,7 @@ def test_lag_in_bytes_and_seconds(tmp_path: Path) -> None:
 def test_resume_from_a_checkpoint_exactly(tmp_path: Path) -> None:
     log = tmp_path / "error.log"
     log.write_bytes(lines(*range(50)))
-    store = CheckpointStore(tmp_path / "state")
+    store = StateStore(tmp_path / "state")
     follower = FileFollower(str(log), from_end=False, checkpoints=store.load())
     got = b""
     for chunk in follower.poll(max_bytes=300):  # consumed, then committed
@@ -294,7 +294,7 @@ def test_resume_from_a_checkpoint_exactly(tmp_path: Path) -> None:
     append(log, lines(50, 51))
     store.close()
 
-    store = CheckpointStore(tmp_path / "state")
+    store = StateStore(tmp_path / "state")
     follower = FileFollower(str(log), from_end=True, checkpoints=store.load())
     got += data(follower.poll())
     assert got == lines(*range(52))

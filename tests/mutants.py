@@ -94,9 +94,14 @@ class Tally:
         return self.counts["killed"] + self.counts["timeout"]
 
     @property
-    def score(self) -> float:
+    def score(self) -> float | None:
+        """None when no mutant was judged (none made, or none checked yet)."""
         judged = self.killed + self.counts["survived"]
-        return 100.0 * self.killed / judged if judged else 100.0
+        return 100.0 * self.killed / judged if judged else None
+
+    @property
+    def shown(self) -> str:
+        return "   n/a" if self.score is None else f"{self.score:>5.1f}%"
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> int:
@@ -164,7 +169,8 @@ def python(jobs: int) -> dict[str, Tally]:
 
 def report(part: str, tallies: dict[str, Tally]) -> Tally:
     total = Tally()
-    print(f"\n{part}: file, mutants, killed, survived, timeouts, unviable, equivalent, score")
+    print(f"\n{part}: file, mutants, killed, survived, timeouts, unviable or unchecked, "
+          "equivalent, score")
     for name in sorted(tallies):
         t = tallies[name]
         total.counts.update(t.counts)
@@ -172,10 +178,10 @@ def report(part: str, tallies: dict[str, Tally]) -> Tally:
         total.equivalent += t.equivalent
         print(f"  {name:<40} {sum(t.counts.values()):>5} {t.counts['killed']:>6} "
               f"{t.counts['survived']:>8} {t.counts['timeout']:>8} {t.counts['unviable']:>8} "
-              f"{t.counts['equivalent']:>10} {t.score:>6.1f}%")
+              f"{t.counts['equivalent']:>10} {t.shown}")
     print(f"  {'all':<40} {sum(total.counts.values()):>5} {total.counts['killed']:>6} "
           f"{total.counts['survived']:>8} {total.counts['timeout']:>8} "
-          f"{total.counts['unviable']:>8} {total.counts['equivalent']:>10} {total.score:>6.1f}%")
+          f"{total.counts['unviable']:>8} {total.counts['equivalent']:>10} {total.shown}")
     if total.survivors:
         print(f"{part} survivors:")
         for s in total.survivors:
@@ -199,14 +205,15 @@ def main() -> int:
                          "unmutated tests take about 1 s)")
     ap.add_argument("--min-score", type=float, default=90.0)
     args = ap.parse_args()
-    scores: dict[str, float] = {}
+    scores: dict[str, float | None] = {}
     if args.part in ("rust", "both"):
         scores["rust"] = report("rust", rust(args.files or list(RUST_FILES),
                                              args.timeout)).score
     if args.part in ("python", "both"):
         scores["python"] = report("python", python(args.jobs)).score
-    print("\nscores: " + json.dumps({k: round(v, 1) for k, v in scores.items()}))
-    return 0 if all(v >= args.min_score for v in scores.values()) else 1
+    print("\nscores: " + json.dumps({k: None if v is None else round(v, 1)
+                                     for k, v in scores.items()}))
+    return 0 if all(v is not None and v >= args.min_score for v in scores.values()) else 1
 
 
 if __name__ == "__main__":

@@ -10,9 +10,14 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from helpers import BASE_TS, http_refused, stream_refused, when
+from service_harness import new_engine
+from test_engine import lines
 
-from retrywatch.detect.alerts import REDACTED, Alert, redact_query
+from retrywatch.detect.alerts import REDACTED, Alert, alert_id, redact_query
+from retrywatch.detect.core import DetectorConfig
 from retrywatch.detect.diagnosis import Diagnosis
+from retrywatch.detect.engine import Engine
 
 FIRED = datetime(2026, 11, 25, 17, 0, 3, tzinfo=UTC)
 
@@ -115,3 +120,50 @@ def test_the_json_is_made_once_per_change() -> None:
     alert.resolve(FIRED + timedelta(seconds=5), "connection_ended")
     assert alert.json_made is None
     assert orjson.loads(alert.to_json())["state"] == "resolved"
+
+
+def test_a_fired_alert_as_the_api_shows_it_every_field() -> None:
+    """Each figure of the snapshot computed from a storm whose numbers are known."""
+    engine = new_engine()
+    text = [stream_refused(10, 7, upstream="10.0.0.2:5555") for _ in range(20)]
+    text += [stream_refused(12, 7, upstream="10.0.0.3:5555") for _ in range(30)]
+    engine.feed("nginx", lines(*text, stream_refused(12, 99)))
+    (alert,) = engine.firing.values()
+    d = alert.to_dict()
+    diagnosis, evidence, sample = d.pop("diagnosis"), d.pop("evidence"), d.pop("sample")
+    assert d == {
+        "id": alert_id("nginx", 2454, 7, BASE_TS + 10), "state": "firing",
+        "source": "nginx", "pid": 2454, "cid": 7, "subsystem": "stream",
+        "client": "10.0.0.1", "server": "0.0.0.0:5555", "request": None, "host": None,
+        "upstreams": {"10.0.0.3:5555": 30, "10.0.0.2:5555": 20},  # most failures first
+        "failures": 50, "first_seen": when(10).isoformat(), "last_seen": when(12).isoformat(),
+        "duration_seconds": 3, "peak_per_second": 30, "mean_per_second": 16.7,
+        "errnos": {"111: Connection refused": 50}, "kinds": {"connect_failed": 50},
+        "distinct_requests": 0, "failures_in_window": 50,
+        "fired_at": when(10).isoformat(), "resolved_at": None, "resolved_reason": None,
+        "confidence": "confirmed", "configuration": None,
+    }
+    assert list(d["upstreams"]) == ["10.0.0.3:5555", "10.0.0.2:5555"]
+    assert diagnosis is not None
+    assert (diagnosis["code"], diagnosis["docs"]) == (
+        "stream_retry_loop", "docs/lint/stream_retry_loop.md")
+    assert "50 connect failures in 3 s (peak 30/s)" in diagnosis["cause"]
+    assert evidence == alert.evidence["evidence"] and len(evidence) == 1
+    assert "10.0.0.3:5555 30 times" in evidence[0]
+    assert sample == stream_refused(10, 7, upstream="10.0.0.2:5555")
+
+
+def test_a_request_and_sample_are_redacted_when_query_strings_are_not_kept() -> None:
+    engine = Engine(DetectorConfig(), UTC, keep_query_strings=False)
+    engine.add_source("nginx", "file")
+    text = [http_refused(10, 7, uri="/pay?card=4111&cvv=1") for _ in range(40)]
+    engine.feed("nginx", lines(*text, stream_refused(10, 99)))
+    (alert,) = engine.firing.values()
+    assert alert.snapshot["request"] == f"GET /pay?card={REDACTED}&cvv={REDACTED} HTTP/1.1"
+    assert alert.snapshot["sample"] is not None and "4111" not in alert.snapshot["sample"]
+    assert alert.snapshot["distinct_requests"] == 1
+    kept = Engine(DetectorConfig(), UTC)
+    kept.add_source("nginx", "file")
+    kept.feed("nginx", lines(*text, stream_refused(10, 99)))
+    (same,) = kept.firing.values()
+    assert same.snapshot["request"] == "GET /pay?card=4111&cvv=1 HTTP/1.1"

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import resource
+import selectors
 import signal
 import socket
 import subprocess
@@ -172,7 +173,16 @@ def _half_open(port: int, n: int) -> list[socket.socket]:
         with contextlib.suppress(BlockingIOError):
             s.connect(("127.0.0.1", port))
         socks.append(s)
-    time.sleep(0.3)  # the handshakes done (the kernel's, whatever the server does)
+    # The handshakes done (the kernel's, whatever the server does): each socket writable.
+    with selectors.DefaultSelector() as sel:  # epoll: descriptors past FD_SETSIZE
+        for s in socks:
+            sel.register(s, selectors.EVENT_WRITE)
+        deadline = time.monotonic() + 10
+        while sel.get_map() and time.monotonic() < deadline:
+            for key, _ in sel.select(0.1):
+                sel.unregister(key.fileobj)
+        left = len(sel.get_map())
+    assert not left, f"{left} of {n} connections not established in 10 s"
     for s in socks:
         with contextlib.suppress(OSError):  # closed by the server already
             s.send(b"GET /api/v1/alerts HTTP/1.1\r\nHost: retrywatch\r\nX-Slow: ")

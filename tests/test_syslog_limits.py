@@ -97,20 +97,54 @@ def test_idle_clients_time_out_and_the_cap_refuses_and_counts() -> None:
         assert summary["max_clients"] == 1024 and summary["clients"] == 1
 
 
+class FakeClock:
+    """The listener's clock, moved by the test; ``reads`` counts the listener's looks at
+    it, so a test knows its loop has run with the time set (:meth:`settle`)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+    def settle(self) -> None:
+        """Wait until the listener's loop has looked at the time three more times: one
+        whole turn (select's timeout, the housekeeping) ran with the time set now."""
+        seen = self.reads
+        poll("the listener's loop to turn", lambda: self.reads >= seen + 3, timeout=WAIT)
+
+
 def test_a_client_that_talks_is_not_timed_out() -> None:
-    with SyslogListener("tcp://127.0.0.1:0", idle_timeout=1.0) as listener, \
+    """Idle time on the listener's clock, moved by the test: a client that sends a line
+    every half timeout is never closed, a silent one is closed once the timeout passed."""
+    clock = FakeClock()
+    with SyslogListener("tcp://127.0.0.1:0", idle_timeout=1.0, clock=clock) as listener, \
             socket.create_connection(("127.0.0.1", listener.port), timeout=5) as talker, \
             socket.create_connection(("127.0.0.1", listener.port), timeout=5) as silent:
-        for _ in range(6):  # 3 s, three times the timeout
+        stats = listener.stats
+        poll("both accepted", lambda: stats.connections == 2, timeout=WAIT)
+        records: list[Record] = []
+        for step in range(1, 7):  # 3 s, three times the timeout
+            clock.now = step * 0.5
             talker.sendall(LINE + b"\n")
-            time.sleep(0.5)
-        assert closed_by_peer(silent, 0.1)
-        assert listener.stats.timed_out == 1 and listener.stats.clients == 1
+            records += collect(listener, 1)  # read (its idle time starts again now)
+            clock.settle()
+            assert stats.timed_out == (0 if step < 2 else 1), (step, stats.timed_out)
+        assert closed_by_peer(silent, 1.0)
+        assert stats.timed_out == 1 and stats.clients == 1
         # A line without LF of a client timed out is still delivered, as at close.
         talker.sendall(b"no newline yet")
-        records = collect(listener, 7)
+        poll("the piece read", lambda: stats.bytes == 6 * (len(LINE) + 1) + 14, timeout=WAIT)
+        clock.now = 3.999
+        clock.settle()
+        assert stats.timed_out == 1 and stats.clients == 1  # not yet: 1 ms short
+        clock.now = 4.0
+        records += collect(listener, 1)
         assert [r.data for r in records] == [LINE] * 6 + [b"no newline yet"]
         assert closed_by_peer(talker, 3.0)
+        assert stats.timed_out == 2
 
 
 def test_over_long_frames_are_skipped_and_counted() -> None:
@@ -137,24 +171,32 @@ class _Exhausted(SyslogListener):
 
 
 def test_out_of_descriptors_backs_accept_off(caplog: pytest.LogCaptureFixture) -> None:
+    """EMFILE from accept(): not tried again until a pause has passed on the listener's
+    clock (moved by the test), the pause doubling from 50 ms to at most 1 s; one log line
+    for them all; once descriptors are back, the client waiting in the backlog gets in.
+    (That no processor is spun meanwhile is measured against a real descriptor limit below.)"""
     caplog.set_level(logging.WARNING, "retrywatch")
-    with _Exhausted("tcp://127.0.0.1:0") as listener, \
+    clock = FakeClock()
+    with _Exhausted("tcp://127.0.0.1:0", clock=clock) as listener, \
             socket.create_connection(("127.0.0.1", listener.port), timeout=5) as waiting:
-        cpu = resource.getrusage(resource.RUSAGE_SELF)
-        time.sleep(2.0)
-        used = resource.getrusage(resource.RUSAGE_SELF)
-        seconds = (used.ru_utime - cpu.ru_utime) + (used.ru_stime - cpu.ru_stime)
-        # A pause doubling from 50 ms to 1 s: a handful of tries in 2 s, not a busy loop.
-        assert 2 <= listener.calls <= 8, listener.calls
-        assert seconds < 0.3, seconds
-        assert listener.stats.accept_errors == listener.calls
-        assert listener.summary()["accepting"] in (True, False)
-        logged = [r for r in caplog.records if "cannot accept" in r.getMessage()]
+        poll("the first accept to fail", lambda: listener.calls == 1, timeout=WAIT)
+        assert listener.summary()["accepting"] is False
+        at = 0.0
+        for tries, pause in enumerate((0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0), start=1):
+            clock.now = at + pause - 0.001
+            clock.settle()
+            assert listener.calls == tries, f"tried again before its {pause} s pause ended"
+            at = clock.now = at + pause
+            poll(f"try {tries + 1}", lambda n=tries + 1: listener.calls == n, timeout=WAIT)
+        assert listener.stats.accept_errors == listener.calls == 8
+        logged = [r.getMessage() for r in caplog.records if "cannot accept" in r.getMessage()]
         assert len(logged) == 1  # one line per LOG_EVERY seconds, however many failures
-        assert "Too many open files" in logged[0].getMessage()
-        # Descriptors back: the client waiting in the backlog gets in within the pause.
+        assert "Too many open files" in logged[0] and "not accepting for 0.05 s" in logged[0]
+        # Descriptors back: the client waiting in the backlog gets in after the pause.
         listener.exhausted = False
-        poll("the waiting client accepted", lambda: listener.stats.clients == 1, timeout=3)
+        clock.now = at + 1.0
+        poll("the waiting client accepted", lambda: listener.stats.clients == 1, timeout=WAIT)
+        assert listener.summary()["accepting"] is True
         waiting.sendall(LINE + b"\n")
         assert [r.data for r in collect(listener, 1)] == [LINE]
 

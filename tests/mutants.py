@@ -72,6 +72,37 @@ RUST_EQUIVALENT = {
     "src/tracker.rs: replace += with *= in Detector::load":
         "generations of loaded keys: any values below the counter do",
 }
+#: Python mutants that change no behaviour, by mutmut's name (its number counts the mutants
+#: of one function in order: it moves when that function changes, and then this list must
+#: be looked at again: a name that no longer survives is reported as stale).
+_CAST = "typing.cast returns its value whatever its type argument (which is for mypy)"
+_ORDER = ("Engine._order holds one entry per alert, keyed by (fired_at, id): two "
+          "entries never compare equal")
+PYTHON_EQUIVALENT = {
+    "retrywatch.detect.alerts.xǁAlertǁfrom_state__mutmut_94": _CAST,
+    "retrywatch.detect.alerts.xǁAlertǁto_dict__mutmut_38": _CAST,
+    # `reason or "quiet"`: the core gives every resolved change its reason (tracker.rs:
+    # quiet, connection_ended, source_removed), so the default is never taken
+    "retrywatch.detect.engine.x_apply_changes__mutmut_43": "the core names every resolve",
+    "retrywatch.detect.engine.x_apply_changes__mutmut_44": "the core names every resolve",
+    "retrywatch.detect.engine.xǁEngineǁend__mutmut_1":
+        "end() flushed the source: an idle flush of it later finds nothing to release",
+    "retrywatch.detect.engine.xǁEngineǁtick__mutmut_14":
+        "_last_ts and _last_ts_at are set together: one is None only when both are",
+    "retrywatch.detect.engine.xǁEngineǁ_index__mutmut_3": _ORDER,
+    "retrywatch.detect.engine.xǁEngineǁ_publish__mutmut_7":
+        "a resolved change's alert came from the firing alerts (by key): it is there",
+    "retrywatch.serve.state.x__prepare_directory__mutmut_4":
+        "os.chmod(0o700) follows mkdir: the mode is 0700 whatever mkdir's mode",
+    "retrywatch.serve.state.x__prepare_directory__mutmut_6":
+        "os.chmod(0o700) follows mkdir: the mode is 0700 whatever mkdir's mode",
+    "retrywatch.serve.state.x__lock__mutmut_38":
+        "the pid written next at offset 0 is longer than the 1 byte a truncation to 1 keeps",
+    # table names in `SELECT 1 FROM {table}`: SQLite reads names in any case
+    "retrywatch.serve.state.x__has_rows__mutmut_4": "the letter case of an SQL table name",
+    "retrywatch.serve.state.x__has_rows__mutmut_6": "the letter case of an SQL table name",
+    "retrywatch.serve.state.x__has_rows__mutmut_8": "the letter case of an SQL table name",
+}
 #: cargo-mutants' outcome files (mutants.out/*.txt), one mutant per line.
 RUST_OUTCOMES = {"caught": "killed", "missed": "survived", "timeout": "timeout",
                  "unviable": "unviable"}
@@ -161,10 +192,37 @@ def python(jobs: int) -> dict[str, Tally]:
         name = m["name"]
         module = name.split(".xǁ")[0].split(".x_")[0]
         status = PYTHON_STATUS.get(m["status"], "survived")
+        why = PYTHON_EQUIVALENT.get(name)
+        if status == "survived" and why is None:
+            why = _sql_case_only(mutmut, name)
+        if status == "survived" and why is not None:
+            tallies[module].counts["equivalent"] += 1
+            tallies[module].equivalent.append(f"{name}: {why}")
+            continue
+        if why is not None and status == "killed":
+            print(f"stale: {name} is listed as equivalent but was killed (its number moved?)")
         tallies[module].counts[status] += 1
         if status == "survived":
             tallies[module].survivors.append(f"{name} ({m['status']})")
     return tallies
+
+
+_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|PRAGMA|BEGIN|COMMIT|ROLLBACK)\b")
+
+
+def _sql_case_only(mutmut: Path, name: str) -> str | None:
+    """Why a survivor is equivalent when all it changes is the letter case of SQL text
+    (mutmut upper- and lower-cases strings; SQLite reads keywords, names and pragma values
+    in any case), else None."""
+    diff = subprocess.run([str(mutmut), "show", name], cwd=ROOT, capture_output=True,
+                          text=True, check=False).stdout.splitlines()
+    old = [line[1:] for line in diff if line.startswith("-") and not line.startswith("---")]
+    new = [line[1:] for line in diff if line.startswith("+") and not line.startswith("+++")]
+    if (old and len(old) == len(new) and all(a != b and a.lower() == b.lower()
+                                             for a, b in zip(old, new, strict=True))
+            and all(_SQL.search(a.upper()) for a in old)):
+        return "the letter case of SQL text (SQLite reads it in any case)"
+    return None
 
 
 def report(part: str, tallies: dict[str, Tally]) -> Tally:

@@ -15,9 +15,11 @@ from service_harness import new_engine
 from test_engine import lines
 
 from retrywatch.detect.alerts import REDACTED, Alert, alert_id, redact_query
-from retrywatch.detect.core import DetectorConfig
+from retrywatch.detect.core import Conn, DetectorConfig
 from retrywatch.detect.diagnosis import Diagnosis
 from retrywatch.detect.engine import Engine
+from retrywatch.detect.judge import Judgement, judge
+from retrywatch.lint.rules import Verdict
 
 FIRED = datetime(2026, 11, 25, 17, 0, 3, tzinfo=UTC)
 
@@ -78,6 +80,7 @@ def test_an_alert_from_an_older_checkpoint_reads_with_defaults() -> None:
     ('upstream: "http://u/p?k=v", host: "h"', f'upstream: "http://u/p?k={REDACTED}", host: "h"'),
     ("GET /a?x=1 and /b?y=2", f"GET /a?x={REDACTED} and /b?y={REDACTED}"),
     ("GET /a?=v", f"GET /a?={REDACTED}"),
+    ("GET /a?x=a=b&y=1", f"GET /a?x={REDACTED}&y={REDACTED}"),  # the first = ends the name
     ("GET /a? HTTP/1.1", "GET /a? HTTP/1.1"),
     ("no query at all", "no query at all"),
 ])
@@ -167,3 +170,90 @@ def test_a_request_and_sample_are_redacted_when_query_strings_are_not_kept() -> 
     kept.feed("nginx", lines(*text, stream_refused(10, 99)))
     (same,) = kept.firing.values()
     assert same.snapshot["request"] == "GET /pay?card=4111&cvv=1 HTTP/1.1"
+
+
+# -- refresh: the judgement given, not one made again; confidence only goes up ----------------
+
+def suspected_conn(uri: str = "/a?token=s3cret") -> Conn:
+    """Figures the log alone only suspects (600 failures in a second over three peers, as
+    200 concurrent HTTP/2 requests make them): a judgement given decides, not judge()."""
+    peers = {f"127.0.0.1:900{i}": 200 for i in range(1, 4)}
+    request = f"GET {uri} HTTP/2.0"
+    return Conn(("nginx", 1, 7), 600, 600, 1, 0, 0, FIRED, FIRED, 600, 0, 200, peers,
+                {"111: Connection refused": 600}, {"connect_failed": 600}, {request: 600}, 1,
+                "127.0.0.1", "storm.test", None, "http://127.0.0.1:9001/a", "http",
+                f'connect() failed, request: "{request}"')
+
+
+CONFIRMED = Judgement("confirmed", ("the configuration says it loops",),
+                      Verdict(loop=True, bound=None, why="tries 0 and timeout 0", requests=1))
+SUSPECTED = Judgement("suspected", ("could be many requests",))
+
+
+def test_the_conn_below_is_only_suspected_by_the_log() -> None:
+    assert judge(suspected_conn()).confidence == "suspected"
+
+
+def test_fire_takes_the_judgement_given() -> None:
+    alert = Alert.fire(suspected_conn(), FIRED, CONFIRMED)
+    assert alert.confidence == "confirmed"
+    assert alert.evidence == CONFIRMED.to_dict()
+    d = alert.to_dict()
+    assert d["evidence"] == ["the configuration says it loops"]
+    assert d["configuration"] == {"loop": True, "bound": None, "why": "tries 0 and timeout 0"}
+    # the diagnosis is made from the same judgement: no "cannot tell" for a confirmed one
+    assert alert.diagnosis is not None
+    assert "The configuration shows it: tries 0 and timeout 0" in alert.diagnosis.cause
+    assert "cannot tell" not in alert.diagnosis.cause
+    alone = Alert.fire(suspected_conn(), FIRED)
+    assert alone.confidence == "suspected" and alone.diagnosis is not None
+    assert "cannot tell" in alone.diagnosis.cause
+    assert alone.to_dict()["configuration"] is None
+
+
+def test_fire_and_refresh_keep_query_strings_unless_told() -> None:
+    kept = Alert.fire(suspected_conn(), FIRED)
+    assert kept.snapshot["request"] == "GET /a?token=s3cret HTTP/2.0"
+    assert kept.snapshot["sample"] == 'connect() failed, request: "GET /a?token=s3cret HTTP/2.0"'
+    kept.refresh(suspected_conn("/b?k=v"))
+    assert kept.snapshot["request"] == "GET /b?k=v HTTP/2.0"
+    redacted = Alert.fire(suspected_conn(), FIRED, redact=True)
+    assert redacted.snapshot["request"] == f"GET /a?token={REDACTED} HTTP/2.0"
+    redacted.refresh(suspected_conn("/b?k=v"), redact=True)
+    assert redacted.snapshot["request"] == f"GET /b?k={REDACTED} HTTP/2.0"
+
+
+def test_refresh_says_when_the_alert_becomes_confirmed_once() -> None:
+    alert = Alert.fire(suspected_conn(), FIRED, SUSPECTED)
+    assert alert.confidence == "suspected"
+    assert alert.refresh(suspected_conn(), SUSPECTED) is False
+    assert alert.refresh(suspected_conn(), CONFIRMED) is True
+    assert alert.confidence == "confirmed"
+    assert alert.refresh(suspected_conn(), CONFIRMED) is False  # already confirmed
+
+
+def test_a_confirmed_alert_stays_confirmed_with_its_evidence() -> None:
+    alert = Alert.fire(suspected_conn(), FIRED, CONFIRMED)
+    assert alert.refresh(suspected_conn(), SUSPECTED) is False
+    assert alert.confidence == "confirmed"
+    assert alert.evidence == CONFIRMED.to_dict()  # not the weaker evidence
+    # a suspected one takes the newer suspected evidence
+    weak = Alert.fire(suspected_conn(), FIRED, Judgement("suspected", ("first",)))
+    weak.refresh(suspected_conn(), Judgement("suspected", ("second",)))
+    assert (weak.confidence, weak.evidence["evidence"]) == ("suspected", ["second"])
+
+
+def test_an_alert_without_diagnosis_or_evidence_shows_none() -> None:
+    alert = Alert(id="x", source="nginx", pid=1, cid=2, fired_at=FIRED)
+    d = alert.to_dict()
+    assert (d["diagnosis"], d["evidence"], d["configuration"]) == (None, [], None)
+    assert alert.to_state()["diagnosis"] is None
+
+
+def test_redact_replaces_a_query_in_the_request_alone() -> None:
+    alert = an_alert()
+    alert.snapshot = {"request": "GET /a?k=v HTTP/1.1", "sample": "no query"}  # type: ignore[typeddict-item]
+    alert.to_json()
+    alert.redact()
+    assert alert.snapshot == {"request": f"GET /a?k={REDACTED} HTTP/1.1", "sample": "no query"}
+    assert alert.json_made is None

@@ -164,7 +164,7 @@ class Engine:
         self.idle_flush = idle_flush
         self._clock = clock
         self._lock = threading.RLock()
-        self._fed_at: dict[str, float] = {}  # wall clock of each source's last bytes
+        self._fed_at: dict[str, float] = {}  # wall clock of each stream source's last bytes
         self._pending: set[str] = set()  # sources that may hold an unfinished event
         self.info: dict[str, SourceInfo] = {}
         self.firing: dict[str, Alert] = {}
@@ -220,8 +220,7 @@ class Engine:
 
     def feed_records(self, source: str, records: list[bytes]) -> list[AlertChange]:
         """Datagrams of a record source (syslog): each one line."""
-        with self._lock:
-            self._fed_at[source] = self._clock()
+        with self._lock:  # (a record is whole: nothing is held for an idle flush)
             return self._apply(self.core.feed_records(source, records))
 
     def end(self, source: str) -> list[AlertChange]:

@@ -90,8 +90,6 @@ PYTHON_EQUIVALENT = {
     "retrywatch.detect.engine.xǁEngineǁtick__mutmut_14":
         "_last_ts and _last_ts_at are set together: one is None only when both are",
     "retrywatch.detect.engine.xǁEngineǁ_index__mutmut_3": _ORDER,
-    "retrywatch.detect.engine.xǁEngineǁ_publish__mutmut_7":
-        "a resolved change's alert came from the firing alerts (by key): it is there",
     "retrywatch.serve.state.x__prepare_directory__mutmut_4":
         "os.chmod(0o700) follows mkdir: the mode is 0700 whatever mkdir's mode",
     "retrywatch.serve.state.x__prepare_directory__mutmut_6":

@@ -154,9 +154,10 @@ def test_published_counts_each_kind_of_change() -> None:
     engine = engine_in(ZoneInfo("UTC"))
     engine.feed("nginx", failures(7, 10, "/a"))
     engine.feed("nginx", failures(7, 2, "/a", t=1))
+    engine.feed("nginx", failures(7, 2, "/a", t=2))
     engine.feed("nginx", quiet_after(70))
-    assert engine.published == {"fired": 1, "updated": 1, "resolved": 1}
-    assert engine.changes_total == 3
+    assert engine.published == {"fired": 1, "updated": 2, "resolved": 1}
+    assert engine.changes_total == 4
 
 
 def test_detector_stats_count_failures_by_source_and_kind() -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -40,9 +41,13 @@ CHUNK = 1 << 20
 STOP_TIMEOUT = 10.0  # seconds: the bound on a server's shutdown
 
 
-def new_engine(**kwargs: object) -> Engine:
-    """An engine with one file source named ``nginx`` (UTC, like the samples)."""
-    engine = Engine(DetectorConfig(), ZoneInfo("UTC"), **kwargs)  # type: ignore[arg-type]
+UTC = ZoneInfo("UTC")
+
+
+def new_engine(tz: tzinfo = UTC, **kwargs: object) -> Engine:
+    """An engine with one file source named ``nginx`` (UTC, like the samples, unless
+    ``tz`` says otherwise)."""
+    engine = Engine(DetectorConfig(), tz, **kwargs)  # type: ignore[arg-type]
     engine.add_source(SOURCE, "file")
     return engine
 

@@ -15,9 +15,8 @@ from service_harness import new_engine
 from test_engine import lines
 
 from retrywatch.detect.alerts import REDACTED, Alert, alert_id, redact_query
-from retrywatch.detect.core import Conn, DetectorConfig
+from retrywatch.detect.core import Conn
 from retrywatch.detect.diagnosis import Diagnosis
-from retrywatch.detect.engine import Engine
 from retrywatch.detect.judge import Judgement, judge
 from retrywatch.lint.rules import Verdict
 
@@ -157,16 +156,14 @@ def test_a_fired_alert_as_the_api_shows_it_every_field() -> None:
 
 
 def test_a_request_and_sample_are_redacted_when_query_strings_are_not_kept() -> None:
-    engine = Engine(DetectorConfig(), UTC, keep_query_strings=False)
-    engine.add_source("nginx", "file")
+    engine = new_engine(keep_query_strings=False)
     text = [http_refused(10, 7, uri="/pay?card=4111&cvv=1") for _ in range(40)]
     engine.feed("nginx", lines(*text, stream_refused(10, 99)))
     (alert,) = engine.firing.values()
     assert alert.snapshot["request"] == f"GET /pay?card={REDACTED}&cvv={REDACTED} HTTP/1.1"
     assert alert.snapshot["sample"] is not None and "4111" not in alert.snapshot["sample"]
     assert alert.snapshot["distinct_requests"] == 1
-    kept = Engine(DetectorConfig(), UTC)
-    kept.add_source("nginx", "file")
+    kept = new_engine()
     kept.feed("nginx", lines(*text, stream_refused(10, 99)))
     (same,) = kept.firing.values()
     assert same.snapshot["request"] == "GET /pay?card=4111&cvv=1 HTTP/1.1"

@@ -13,31 +13,23 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from helpers import http_refused, stamp, stream_refused
+from service_harness import FakeClock, new_engine
 from test_engine import lines
-from test_engine_knowledge import CONF, failures, quiet_after
+from test_engine_knowledge import failures, load_conf, quiet_after
 
 import retrywatch.detect.engine as engine_module
 from retrywatch.detect.alerts import AlertChange
 from retrywatch.detect.core import Conn, DetectorConfig, new_core
 from retrywatch.detect.engine import Engine
-from retrywatch.detect.knowledge import Knowledge
 
 KATHMANDU = ZoneInfo("Asia/Kathmandu")  # +05:45: no machine's zone by accident
 MINUS_3 = timezone(timedelta(hours=-3))  # a fixed offset: the core's other zone path
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def engine_in(tz: timezone | ZoneInfo, clock: Clock | None = None, **kw: object) -> Engine:
-    engine = Engine(DetectorConfig(), tz, clock=clock or Clock(), **kw)  # type: ignore[arg-type]
-    engine.add_source("nginx", "file")
-    return engine
+def engine_in(tz: timezone | ZoneInfo, clock: FakeClock | None = None,
+              **kw: object) -> Engine:
+    """An engine whose clock moves only when the test says so."""
+    return new_engine(tz, clock=clock or FakeClock(), **kw)
 
 
 def local(t: int, tz: timezone | ZoneInfo) -> str:
@@ -65,7 +57,7 @@ def test_nginx_local_times_are_read_in_the_engines_zone(tz: timezone | ZoneInfo)
     assert (hot["first_seen"], hot["last_seen"]) == (local(5, tz),) * 2
     # restored in the same zone, the core reads the next seconds the same way
     core, extra = engine.snapshot()
-    back = Engine.restore(core, extra, DetectorConfig(), tz, clock=Clock())
+    back = Engine.restore(core, extra, DetectorConfig(), tz, clock=FakeClock())
     back.feed("nginx", failures(7, 3, "/a", t=9))
     (again,) = back.firing.values()
     assert again.to_dict()["last_seen"] == local(9, tz)
@@ -145,7 +137,7 @@ def test_the_bytes_being_fed_are_said_during_a_feed_only() -> None:
 
 
 def test_started_at_is_the_engines_clock() -> None:
-    clock = Clock()
+    clock = FakeClock()
     clock.now = 4321.5
     assert engine_in(ZoneInfo("UTC"), clock).started_at == 4321.5
 
@@ -184,7 +176,7 @@ def test_end_releases_the_held_line() -> None:
 
 
 def test_a_quiet_source_is_flushed_after_idle_flush_seconds_of_the_engines_clock() -> None:
-    clock = Clock()
+    clock = FakeClock()
     engine = engine_in(ZoneInfo("UTC"), clock)  # idle_flush: 1 s by default
     assert engine.idle_flush == 1.0
     engine.feed("nginx", lines(*(http_refused(0, 7) for _ in range(10))))
@@ -198,7 +190,7 @@ def test_an_idle_flush_keeps_an_over_long_line_dropped_to_its_end() -> None:
     """A line longer than max_line, quiet in the middle: the idle flush releases what the
     source holds but the rest of that line, when it comes, is still the same line (one
     line unparsed, too_long), not a new one."""
-    clock = Clock()
+    clock = FakeClock()
     engine = engine_in(ZoneInfo("UTC"), clock)
     engine.feed("nginx", b"x" * 70_000)
     clock.now += 2
@@ -211,7 +203,7 @@ def test_an_idle_flush_keeps_an_over_long_line_dropped_to_its_end() -> None:
 
 
 def test_a_removed_source_is_not_flushed_again() -> None:
-    clock = Clock()
+    clock = FakeClock()
     engine = engine_in(ZoneInfo("UTC"), clock)
     engine.feed("nginx", lines(*(http_refused(0, 7) for _ in range(10))))
     changes = engine.remove_source("nginx")
@@ -260,11 +252,10 @@ def test_a_resolved_alert_resolved_again_is_listed_as_the_newest() -> None:
 # -- restore keeps what the engine was made with ---------------------------------------------
 
 def test_restore_keeps_the_configuration_and_the_idle_delay(tmp_path: Path) -> None:
-    (tmp_path / "nginx.conf").write_text(CONF)
-    known = Knowledge.load([str(tmp_path / "nginx.conf")])
+    known = load_conf(tmp_path)
     engine = engine_in(ZoneInfo("UTC"))
     core, extra = engine.snapshot()
-    clock = Clock()
+    clock = FakeClock()
     back = Engine.restore(core, extra, DetectorConfig(), ZoneInfo("UTC"), clock=clock,
                           knowledge=known, idle_flush=5.0)
     assert back.knowledge is known and back.idle_flush == 5.0
@@ -284,10 +275,8 @@ def test_tick_judges_with_the_configuration_and_forgets_ruled_out_keys(
         tmp_path: Path) -> None:
     """Event time moved on by the engine's clock (a quiet log): the alert resolves with
     its configuration still said, the ruled-out connection is forgotten."""
-    (tmp_path / "nginx.conf").write_text(CONF)
-    clock = Clock()
-    engine = engine_in(ZoneInfo("UTC"), clock,
-                       knowledge=Knowledge.load([str(tmp_path / "nginx.conf")]))
+    clock = FakeClock()
+    engine = engine_in(ZoneInfo("UTC"), clock, knowledge=load_conf(tmp_path))
     engine.feed("nginx", failures(7, 20, "/api") + failures(7, 40, "/api", t=1)
                 + failures(8, 10, "/api", t=1))
     assert engine.ruled_out.now == {("nginx", 2454, 8)}

@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from helpers import http_refused, stream_refused
+from service_harness import new_engine
 from test_engine import lines
 from test_judge import LUA
 
 from retrywatch.detect.alerts import AlertChange
-from retrywatch.detect.core import DetectorConfig
 from retrywatch.detect.engine import Engine
 from retrywatch.detect.knowledge import Knowledge
 
@@ -44,17 +44,20 @@ http {
 """
 
 
-@pytest.fixture
-def known(tmp_path: Path) -> Knowledge:
+def load_conf(tmp_path: Path) -> Knowledge:
+    """:data:`CONF` as ``--nginx-config`` reads it."""
     path = tmp_path / "nginx.conf"
     path.write_text(CONF)
     return Knowledge.load([str(path)])
 
 
+@pytest.fixture
+def known(tmp_path: Path) -> Knowledge:
+    return load_conf(tmp_path)
+
+
 def engine_with(knowledge: Knowledge | None, zone: str = "UTC") -> Engine:
-    engine = Engine(DetectorConfig(), ZoneInfo(zone), knowledge=knowledge)
-    engine.add_source("nginx", "file")
-    return engine
+    return new_engine(ZoneInfo(zone), knowledge=knowledge)
 
 
 def failures(cid: int, n: int, uri: str, t: int = 0) -> bytes:
@@ -182,8 +185,7 @@ def test_alert_times_are_in_the_engines_zone() -> None:
 
 def test_a_fired_alert_is_redacted_from_its_first_change() -> None:
     """Its own batch (one change, fired): the snapshot made at fire is already redacted."""
-    engine = Engine(DetectorConfig(), ZoneInfo("UTC"), keep_query_strings=False)
-    engine.add_source("nginx", "file")
+    engine = new_engine(keep_query_strings=False)
     seen: list[bytes] = []
     engine.subscribe(lambda change: seen.append(change.alert.to_json()))
     changes = engine.feed("nginx", failures(7, 10, "/pay?card=4111"))

@@ -141,22 +141,7 @@ def test_a_database_that_cannot_be_moved_aside_is_a_state_dir_error(
         StateStore(state)
 
 
-# -- what is said on opening ----------------------------------------------------------------
-def test_the_lost_log_message_names_the_checkpoint_the_file_holds(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    settings = settings_record(DetectorConfig(), state_module.resolve_zone("UTC"))
-    store = StateStore(tmp_path / "a")
-    store.save_state([pos(10)], b"first", b"{}", settings, None, taken=86_400 + 61.0)
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / STATE_FILE).write_bytes((tmp_path / "a" / STATE_FILE).read_bytes())
-    store.close()
-    with caplog.at_level(logging.INFO, "retrywatch"), StateStore(tmp_path / "b") as copy:
-        assert copy.wal_lost
-    (said,) = [r.getMessage() for r in caplog.records if "write-ahead" in r.getMessage()]
-    assert said.endswith("resuming from the checkpoint of 1970-01-02T00:01:01Z that the "
-                         "database file holds"), said
-
-
+# -- what is said on opening (word for word: test_state_open.py) ---------------------------
 @pytest.mark.parametrize(("table", "said"), [
     (None, True), ("file_positions", False), ("engine_state", False),
     ("delivery_state", False)])

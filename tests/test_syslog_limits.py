@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from bounds_harness import poll, raise_nofile, running
 from nginx_harness import free_port
+from service_harness import FakeClock
 
 from retrywatch.sources.syslog import FD_RESERVE, LogThrottle, Record, SyslogListener
 
@@ -97,12 +98,12 @@ def test_idle_clients_time_out_and_the_cap_refuses_and_counts() -> None:
         assert summary["max_clients"] == 1024 and summary["clients"] == 1
 
 
-class FakeClock:
+class CountingClock(FakeClock):
     """The listener's clock, moved by the test; ``reads`` counts the listener's looks at
     it, so a test knows its loop has run with the time set (:meth:`settle`)."""
 
     def __init__(self) -> None:
-        self.now = 0.0
+        super().__init__(0.0)
         self.reads = 0
 
     def __call__(self) -> float:
@@ -119,7 +120,7 @@ class FakeClock:
 def test_a_client_that_talks_is_not_timed_out() -> None:
     """Idle time on the listener's clock, moved by the test: a client that sends a line
     every half timeout is never closed, a silent one is closed once the timeout passed."""
-    clock = FakeClock()
+    clock = CountingClock()
     with SyslogListener("tcp://127.0.0.1:0", idle_timeout=1.0, clock=clock) as listener, \
             socket.create_connection(("127.0.0.1", listener.port), timeout=5) as talker, \
             socket.create_connection(("127.0.0.1", listener.port), timeout=5) as silent:
@@ -176,7 +177,7 @@ def test_out_of_descriptors_backs_accept_off(caplog: pytest.LogCaptureFixture) -
     for them all; once descriptors are back, the client waiting in the backlog gets in.
     (That no processor is spun meanwhile is measured against a real descriptor limit below.)"""
     caplog.set_level(logging.WARNING, "retrywatch")
-    clock = FakeClock()
+    clock = CountingClock()
     with _Exhausted("tcp://127.0.0.1:0", clock=clock) as listener, \
             socket.create_connection(("127.0.0.1", listener.port), timeout=5) as waiting:
         poll("the first accept to fail", lambda: listener.calls == 1, timeout=WAIT)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -81,12 +82,38 @@ def _module(name: str) -> Path:
                 f"(Debian: libnginx-mod-{name.replace('_', '-')})")
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (source ports and bind(0) ports)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (for nginx to listen on)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a server to listen on).
+
+    Chosen below the kernel's ephemeral range, and never twice in one run: between this
+    check and the server's bind, no outgoing connection's source port, no ``bind(0)`` of
+    another test and no other caller can take it (a port from ``bind(0)`` could be)."""
+    low = _ephemeral_low()
+    candidates = [p for p in range(max(10000, low - 12000), low) if p not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no room below the range
+        s.bind(("127.0.0.1", 0))
+        found: int = s.getsockname()[1]
+        return found
 
 
 @contextlib.contextmanager

@@ -78,6 +78,9 @@ RUST_EQUIVALENT = {
 _CAST = "typing.cast returns its value whatever its type argument (which is for mypy)"
 _ORDER = ("Engine._order holds one entry per alert, keyed by (fired_at, id): two "
           "entries never compare equal")
+_OUTCOME = ("deliver() tests an outcome for \"ok\" and \"rejected\" only: any other "
+            "string is a retry")
+_HEADERS = "httpx's response headers are read in any letter case"
 PYTHON_EQUIVALENT = {
     "retrywatch.detect.alerts.xǁAlertǁfrom_state__mutmut_94": _CAST,
     "retrywatch.detect.alerts.xǁAlertǁto_dict__mutmut_38": _CAST,
@@ -96,6 +99,24 @@ PYTHON_EQUIVALENT = {
         "os.chmod(0o700) follows mkdir: the mode is 0700 whatever mkdir's mode",
     "retrywatch.serve.state.x__lock__mutmut_38":
         "the pid written next at offset 0 is longer than the 1 byte a truncation to 1 keeps",
+    # delivery/channel.py
+    "retrywatch.delivery.channel.xǁChannelǁ__init____mutmut_7":
+        "Condition(None) makes an RLock: the channel never takes its lock twice",
+    "retrywatch.delivery.channel.xǁChannelǁ__init____mutmut_9":
+        "_draining is only tested for truth: None and False both mean not draining",
+    "retrywatch.delivery.channel.xǁChannelǁ_take__mutmut_11":
+        "popitem(last=None): None is false, the oldest is taken as with False",
+    "retrywatch.delivery.channel.xǁChannelǁ_attempt__mutmut_8": _OUTCOME,
+    "retrywatch.delivery.channel.xǁChannelǁ_attempt__mutmut_9": _OUTCOME,
+    "retrywatch.delivery.channel.xǁChannelǁ_attempt__mutmut_37": _OUTCOME,
+    "retrywatch.delivery.channel.xǁChannelǁ_attempt__mutmut_38": _OUTCOME,
+    "retrywatch.delivery.channel.xǁChannelǁ_attempt__mutmut_34": _HEADERS,
+    "retrywatch.delivery.channel.xǁChannelǁ_attempt__mutmut_35": _HEADERS,
+    "retrywatch.delivery.channel.xǁChannelǁdrain__mutmut_11":
+        "deadline - time.monotonic() is exactly 0 only by chance: the next turn ends it",
+    "retrywatch.delivery.channel.xǁChannelǁdrain__mutmut_19":
+        "a longer poll of drain's wait: the same outcome, later (min(left, …) keeps the "
+        "deadline)",
     # table names in `SELECT 1 FROM {table}`: SQLite reads names in any case
     "retrywatch.serve.state.x__has_rows__mutmut_4": "the letter case of an SQL table name",
     "retrywatch.serve.state.x__has_rows__mutmut_6": "the letter case of an SQL table name",

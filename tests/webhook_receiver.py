@@ -1,7 +1,8 @@
 """A real HTTP receiver on 127.0.0.1 in a thread, scripted to fail and recover.
 
 Each request takes the next action of ``script`` (then ``default``): an HTTP status to
-answer, a status with response headers (``(429, {"Retry-After": "2"})``), or ``"hang"``
+answer, a status with response headers (``(429, {"Retry-After": "2"})``) and a body
+(``(400, {}, b"why")``), or ``"hang"``
 (answer nothing until the test ends: the client times out). What was received is kept,
 stamped with ``clock`` (a test's fake clock, or ``time.monotonic``); ``wait_for`` blocks
 on a condition with a deadline, no sleeping.
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Action = int | str | tuple[int, dict[str, str]]
+Action = int | str | tuple[int, dict[str, str]] | tuple[int, dict[str, str], bytes]
 
 __all__ = ["Received", "WebhookReceiver", "closed_port", "receiving"]
 
@@ -81,13 +82,15 @@ def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
                 receiver.record(Received(self.path, dict(self.headers), body, 0, at))
                 receiver.release.wait(30)
                 return
-            status, headers = action if isinstance(action, tuple) else (int(action), {})
+            status, headers, *answer = action if isinstance(action, tuple) else (int(action), {})
             receiver.record(Received(self.path, dict(self.headers), body, status, at))
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Length", "0")
+            payload = answer[0] if answer else b""
+            self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
+            self.wfile.write(payload)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

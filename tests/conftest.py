@@ -11,6 +11,7 @@ skipped test but a test of the rejection.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Generator
 
 import pytest
@@ -39,3 +40,21 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, N
     report: pytest.CollectReport = outcome.get_result()
     if NO_SKIP and report.skipped:
         _as_failure(report)
+
+
+@pytest.fixture
+def away_from_utc() -> Generator[None, None, None]:
+    """The process's own time zone set to Asia/Kathmandu (+05:45, no summer time) for the
+    test. Every machine here runs UTC: a time read or written in local time by mistake
+    looks right there, and wrong by 5 h 45 min under this fixture."""
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Kathmandu"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = saved
+        time.tzset()

@@ -81,6 +81,12 @@ _ORDER = ("Engine._order holds one entry per alert, keyed by (fired_at, id): two
 _OUTCOME = ("deliver() tests an outcome for \"ok\" and \"rejected\" only: any other "
             "string is a retry")
 _HEADERS = "httpx's response headers are read in any letter case"
+_LEVEL = "zlib's level changes the size and speed, not the bytes read back"
+_EXISTED = "existed is only tested for truth: None and False both mean a new database"
+_NAIVE = ("a naive local datetime names the same instant: astimezone reads it as the "
+          "process's local time (only a day before the machine's own DST change would "
+          "move by its hour)")
+_PROBE = "the probe file is removed at once: its mode is never seen"
 PYTHON_EQUIVALENT = {
     "retrywatch.detect.alerts.xǁAlertǁfrom_state__mutmut_94": _CAST,
     "retrywatch.detect.alerts.xǁAlertǁto_dict__mutmut_38": _CAST,
@@ -117,6 +123,26 @@ PYTHON_EQUIVALENT = {
     "retrywatch.delivery.channel.xǁChannelǁdrain__mutmut_19":
         "a longer poll of drain's wait: the same outcome, later (min(left, …) keeps the "
         "deadline)",
+    # serve/state.py
+    "retrywatch.serve.state.xǁTransactionǁsave_engine__mutmut_13": _LEVEL,
+    "retrywatch.serve.state.xǁTransactionǁsave_engine__mutmut_14": _LEVEL,
+    "retrywatch.serve.state.xǁStateStoreǁ__init____mutmut_18":
+        'float("-INF") is float("-inf")',
+    "retrywatch.serve.state.xǁStateStoreǁ_open__mutmut_9": _EXISTED,
+    "retrywatch.serve.state.xǁStateStoreǁ_open__mutmut_24": _EXISTED,
+    "retrywatch.serve.state.xǁStateStoreǁ_open__mutmut_16":
+        "the size is only read when the database existed (_said_on_open returns first)",
+    "retrywatch.serve.state.x_same_instants__mutmut_9": _NAIVE,
+    "retrywatch.serve.state.x_same_instants__mutmut_11": _NAIVE,
+    "retrywatch.serve.state.x_same_instants__mutmut_16": _NAIVE,
+    "retrywatch.serve.state.x__prepare_directory__mutmut_23": _PROBE,
+    "retrywatch.serve.state.x__prepare_directory__mutmut_26": _PROBE,
+    "retrywatch.serve.state.x__lock__mutmut_27":
+        "a pid has at most 7 digits: 32 or 33 bytes of the lock file read the same",
+    "retrywatch.serve.state.x__connect__mutmut_6":
+        "every write is in an explicit BEGIN IMMEDIATE … COMMIT: the sqlite3 module's "
+        "implicit transactions (isolation_level '') never begin",
+    "retrywatch.serve.state.x__error_name__mutmut_5": '`None or ""` and `"" or ""` are ""',
     # table names in `SELECT 1 FROM {table}`: SQLite reads names in any case
     "retrywatch.serve.state.x__has_rows__mutmut_4": "the letter case of an SQL table name",
     "retrywatch.serve.state.x__has_rows__mutmut_6": "the letter case of an SQL table name",
@@ -226,7 +252,8 @@ def python(jobs: int) -> dict[str, Tally]:
     return tallies
 
 
-_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|PRAGMA|BEGIN|COMMIT|ROLLBACK)\b")
+_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|PRAGMA|BEGIN|COMMIT|ROLLBACK"
+                  r"|VALUES)\b")
 
 
 def _sql_case_only(mutmut: Path, name: str) -> str | None:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import zlib
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -50,6 +51,7 @@ from retrywatch.serve.state import (
     StateStore,
     same_instants,
     settings_record,
+    zone_name,
 )
 from retrywatch.sources.checkpoint import Position
 from retrywatch.sources.fingerprint import Fingerprint
@@ -205,6 +207,31 @@ def test_same_instants() -> None:
     assert same_instants("Europe/Paris", ZoneInfo("Europe/Berlin"), taken)
     assert not same_instants("UTC", ZoneInfo("Asia/Tokyo"), taken)
     assert not same_instants("Mars/Olympus", UTC_ZONE, taken)
+
+
+#: Moscow left +04:00 for +03:00, for good, at 2014-10-25 22:00 UTC (tzdata).
+MOSCOW_CHANGE = datetime(2014, 10, 25, 22, tzinfo=UTC).timestamp()
+DAY = 86_400.0
+
+
+@pytest.mark.parametrize(("taken", "same"), [
+    (MOSCOW_CHANGE - 0.5 * DAY, False),  # the snapshot's own moment differs
+    (MOSCOW_CHANGE + 0.5 * DAY, False),  # the day before it differs
+    (MOSCOW_CHANGE + 1.5 * DAY, True),  # a day and more after the change: the same
+])
+def test_same_instants_looks_at_the_day_before_the_snapshot(taken: float, same: bool) -> None:
+    """Europe/Moscow and a fixed +03:00 read the same seconds since 2014, not before: the
+    saved event seconds cover the window before the snapshot, so that day counts too."""
+    fixed = timezone(timedelta(hours=3))
+    assert same_instants("Europe/Moscow", fixed, taken) is same
+    assert same_instants("Europe/Moscow", ZoneInfo("Europe/Moscow"), taken)  # by name
+    assert same_instants("UTC+03:00", fixed, taken)  # by name, though no IANA zone has it
+
+
+def test_zone_names() -> None:
+    assert zone_name(ZoneInfo("Asia/Kathmandu")) == "Asia/Kathmandu"
+    assert zone_name(timezone(timedelta(hours=5, minutes=45))) == "UTC+05:45"
+    assert zone_name(UTC) == "UTC"
 
 
 # -- unreadable, empty, lost: in process ---------------------------------------------------

@@ -8,6 +8,7 @@ lines, so their words are the behaviour.)"""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
@@ -125,6 +126,7 @@ def test_a_migration_is_said_once_and_a_current_database_says_nothing(
     assert said(caplog) == []
 
 
+@pytest.mark.usefixtures("away_from_utc")  # the checkpoint's time is said in UTC
 def test_a_lost_log_with_a_checkpoint_in_the_file_is_said(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     copy = unclean_copy(tmp_path, taken=86_400 + 61.0)
@@ -198,6 +200,27 @@ def test_a_table_of_another_shape_is_moved_aside_with_its_columns(
     assert _moved_reason(caplog, db) == "table meta has columns ['key', 'value', 'extra']"
 
 
+def test_a_migration_that_fails_is_rolled_back_and_moved_aside_with_its_reason(
+        state: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A version-0 database that has the column version 1 adds already: the migration
+    stops at its ALTER TABLE, leaves the file as it was, and says SQLite's reason."""
+    db = state / STATE_FILE
+    db_at_version(db, 0)
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE engine_state ADD COLUMN settings TEXT")
+    conn.close()
+    with caplog.at_level(logging.INFO, "retrywatch"), StateStore(state) as store:
+        moved = store.moved_aside
+    assert moved is not None
+    assert _moved_reason(caplog, db) == "duplicate column name: settings"
+    conn = sqlite3.connect(moved)  # kept as it was, its checkpoint in it
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone() == (0,)
+        assert conn.execute("SELECT offset FROM file_positions").fetchall() == [(4096,)]
+    finally:
+        conn.close()
+
+
 def test_garbage_is_moved_aside_with_sqlites_reason(
         state: Path, caplog: pytest.LogCaptureFixture) -> None:
     db = state / STATE_FILE
@@ -205,6 +228,31 @@ def test_garbage_is_moved_aside_with_sqlites_reason(
     with caplog.at_level(logging.INFO, "retrywatch"), StateStore(state) as store:
         assert store.moved_aside is not None
     assert _moved_reason(caplog, db) == "file is not a database"
+    assert len(said(caplog)) == 1  # the new database in its place is said nothing of
+
+
+def test_a_damaged_page_is_moved_aside_with_the_integrity_checks_words(
+        state: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A database SQLite opens and reads the version of, but whose quick_check fails: a
+    page of engine_state claims its cells start 10 bytes before its end, where none are."""
+    StateStore(state).close()
+    db = state / STATE_FILE
+    conn = sqlite3.connect(db)
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    (page,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'engine_state'"
+                           ).fetchone()
+    conn.close()
+    data = bytearray(db.read_bytes())
+    at = (page - 1) * size
+    assert data[at] == 0x0D  # a leaf page of a table
+    data[at + 5:at + 7] = (size - 10).to_bytes(2, "big")  # where the cell content starts
+    db.write_bytes(bytes(data))
+    with caplog.at_level(logging.INFO, "retrywatch"), StateStore(state) as store:
+        assert store.moved_aside is not None and store.load_state().engine is None
+    # ours up to the colon, then SQLite's first line of findings (its words vary by version)
+    reason = _moved_reason(caplog, db)
+    assert reason.startswith("integrity check: *** in database main ***\n"), reason
+    assert reason.endswith(f" on page {page}"), reason
 
 
 def test_a_directory_in_place_of_the_database_is_moved_aside(
@@ -240,6 +288,39 @@ def test_a_database_locked_by_another_writer_is_in_use(state: Path) -> None:
         f"state database {state / STATE_FILE} in use by another process: "), raised.value
     assert not (state / STATE_FILE).with_name(f"{STATE_FILE}.corrupt").exists()
     assert not [p for p in state.iterdir() if ".corrupt-" in p.name]  # kept, not moved
+
+
+def test_a_lock_file_of_another_holder_is_read_as_it_is(state: Path) -> None:
+    """The holder's pid is what its lock file says: 32 bytes at most, bytes that are no
+    UTF-8 replaced, and "?" for an empty file (a holder that had not written it yet)."""
+    lock = state / f"{STATE_FILE}.lock"
+    for content, shown in [(b"", "?"), (b"\xff12\n", "\ufffd12"), (b"  4242  \n", "4242")]:
+        lock.write_bytes(content)
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with pytest.raises(StateDirError) as raised:
+                StateStore(state)
+        finally:
+            os.close(fd)
+        assert str(raised.value) == (
+            f"state directory {state} is in use by another retrywatch (pid {shown})")
+        assert lock.read_bytes() == content  # a refused start leaves the holder's file alone
+
+
+def test_a_lock_file_that_cannot_be_opened_is_said(state: Path) -> None:
+    (state / f"{STATE_FILE}.lock").mkdir()
+    with pytest.raises(StateDirError) as raised:
+        StateStore(state)
+    assert str(raised.value) == f"state directory {state} cannot be written: Is a directory"
+
+
+def test_a_directory_that_cannot_be_made_is_said(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StateDirError) as raised:
+        StateStore(tmp_path / "file" / "state")
+    assert str(raised.value) == (
+        f"state directory {tmp_path / 'file' / 'state'} cannot be written: Not a directory")
 
 
 def test_a_file_in_place_of_the_directory_is_said(tmp_path: Path) -> None:

@@ -361,8 +361,9 @@ class StateStore:
 
 # -- what a snapshot was taken under ---------------------------------------------------
 def zone_name(tz: tzinfo) -> str:
-    """The IANA name of a zone (``str`` of anything else)."""
-    return str(getattr(tz, "key", None) or tz)
+    """The IANA name of a zone (a ZoneInfo's ``str`` is its key), ``str`` of anything
+    else (a fixed offset: ``UTC+05:45``)."""
+    return str(tz)
 
 
 def settings_record(config: DetectorConfig, tz: tzinfo) -> dict[str, Any]:

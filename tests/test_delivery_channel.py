@@ -102,8 +102,8 @@ def ids(*ns: int) -> list[str]:
 
 
 def jitter(attempts: int, initial: float = 0.5, most: float = 4.0) -> list[float]:
-    """The delays before attempts 2..attempts+1: exponential backoff with full jitter on
-    the upper half, drawn from the channel's seeded generator in the same order."""
+    """The delays before attempts 2..attempts+1: exponential backoff, each drawn in the
+    upper half of its step, from the channel's seeded generator in the same order."""
     rng = random.Random(SEED)
     return [rng.uniform(d / 2, d) for d in
             (min(most, initial * 2 ** (a - 1)) for a in range(1, attempts + 1))]

@@ -46,8 +46,13 @@ def receiver(url: str, **options: Any) -> Receiver:
     return Receiver(**{"name": "hook", "url": url, "secret": SECRET, **FAST, **options})
 
 
+#: One moment for every alert of a run: two made a second apart are equal all the same.
+_SEEN = sample_alert()["fired_at"]
+
+
 def alert(n: int = 1, state: str = "firing", confidence: str = "confirmed") -> dict[str, Any]:
     a = sample_alert()
+    a.update(first_seen=_SEEN, last_seen=_SEEN, fired_at=_SEEN)
     a["id"] = f"{n:016x}"
     a["cid"] = 1000 + n
     a["source"] = "nginx"

@@ -11,8 +11,6 @@ repeat computed on the wrong clock shows). HTTP goes to a real receiver on 127.0
 
 from __future__ import annotations
 
-import copy
-import functools
 import logging
 import random
 import threading
@@ -25,8 +23,8 @@ from typing import Any
 import httpx
 import pytest
 from service_harness import FakeClock
-from test_delivery import alert as new_alert
-from test_delivery import receiver, until
+from test_delivery import alert, receiver, until
+from test_delivery_retries import Waits as RecordedWaits
 from webhook_receiver import WebhookReceiver, closed_port, receiving
 
 from retrywatch.delivery import channel as channel_module
@@ -40,18 +38,17 @@ GROUP = 2.0  #: group_wait of these tests' receivers
 SEED = 7
 
 
-class Waits:
-    """The channel's ``wait``: records each delay, moves the monotonic clock by it, and
-    can ask the channel to stop while waiting (as a shutdown would)."""
+class Waits(RecordedWaits):
+    """test_delivery_retries' ``wait`` (each delay recorded, the monotonic clock moved by
+    it) that can also ask the channel to stop while waiting (as a shutdown would)."""
 
     def __init__(self, clock: FakeClock, stop_after: int | None = None) -> None:
-        self.clock, self.stop_after = clock, stop_after
-        self.delays: list[float] = []
+        super().__init__(clock)
+        self.stop_after = stop_after
         self.channel: Channel | None = None
 
     def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-        self.clock.advance(seconds)
+        super().__call__(seconds)
         if self.stop_after is not None and len(self.delays) >= self.stop_after:
             assert self.channel is not None
             self.channel.signal_stop()
@@ -77,24 +74,14 @@ def hook(*script: Any, default: Any = 200) -> Iterator[WebhookReceiver]:
         yield r
 
 
-def pending(ch: Channel) -> list[tuple[str, str]]:
-    """The changes waiting (queued or in flight): (kind, alert id), in order."""
-    return [(e.kind, e.id) for e in ch.state().pending]
-
-
 def kinds(batch: list[Entry]) -> list[tuple[str, str]]:
+    """(kind, alert id) of each change, in order."""
     return [(e.kind, e.id) for e in batch]
 
 
-@functools.cache
-def _alert(n: int, state: str) -> dict[str, Any]:
-    return new_alert(n, state=state)
-
-
-def alert(n: int, state: str = "firing") -> dict[str, Any]:
-    """Alert ``n``, the same figures whenever asked (test_delivery's ``alert`` stamps the
-    current second: two made a second apart would differ)."""
-    return copy.deepcopy(_alert(n, state))
+def pending(ch: Channel) -> list[tuple[str, str]]:
+    """The changes waiting (queued or in flight), in order."""
+    return kinds(ch.state().pending)
 
 
 def ids(*ns: int) -> list[str]:

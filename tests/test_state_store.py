@@ -15,7 +15,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 import pytest
-from test_state import STATE_FILE, pos
+from test_state import LEGACY_DDL, STATE_FILE, db_at_version, pos
 
 import retrywatch.serve.state as state_module
 from retrywatch.detect.core import DetectorConfig
@@ -159,7 +159,6 @@ def test_a_database_that_cannot_be_moved_aside_is_a_state_dir_error(
 def test_a_legacy_database_without_rows_is_said_to_hold_no_checkpoint(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, table: str | None,
         said: bool) -> None:
-    from test_state import LEGACY_DDL
     state = tmp_path / "state"
     state.mkdir()
     conn = sqlite3.connect(state / STATE_FILE, isolation_level=None)
@@ -233,6 +232,11 @@ def test_the_log_is_folded_into_the_file_every_fold_every_seconds(tmp_path: Path
 
 
 # -- failures while opening, writing and closing -----------------------------------------------
+def _full(conn: sqlite3.Connection, sql: str) -> None:
+    """_execute_in_transaction on a full disk."""
+    raise sqlite3.OperationalError("database or disk is full")
+
+
 def test_a_database_that_cannot_be_created_is_a_state_dir_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def unreadable(path: Path) -> object:
@@ -250,10 +254,7 @@ def test_a_database_that_cannot_be_created_is_a_state_dir_error(
 
 def test_a_running_mark_that_cannot_be_written_is_a_state_dir_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def full(conn: sqlite3.Connection, sql: str) -> None:
-        raise sqlite3.OperationalError("database or disk is full")
-
-    monkeypatch.setattr(state_module, "_execute_in_transaction", full)
+    monkeypatch.setattr(state_module, "_execute_in_transaction", _full)
     with pytest.raises(state_module.StateDirError) as raised:
         StateStore(tmp_path)
     assert str(raised.value) == (
@@ -265,7 +266,6 @@ def test_a_running_mark_that_cannot_be_written_is_a_state_dir_error(
 def test_a_migration_beyond_the_file_size_limit_keeps_the_database(tmp_path: Path) -> None:
     """A real write failure at open (the process may write 8 KiB per file: RLIMIT_FSIZE,
     as on a full disk): "cannot be written", the database kept and migrated the next time."""
-    from test_state import db_at_version
     db = tmp_path / STATE_FILE
     db_at_version(db, 0)
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -306,10 +306,7 @@ def test_closing_twice_or_unable_to_mark_the_stop_is_quiet(
     store.close()  # the database and the lock are closed already: nothing to do
     store = StateStore(tmp_path)
 
-    def full(conn: sqlite3.Connection, sql: str) -> None:
-        raise sqlite3.OperationalError("database or disk is full")
-
-    monkeypatch.setattr(state_module, "_execute_in_transaction", full)
+    monkeypatch.setattr(state_module, "_execute_in_transaction", _full)
     store.close()  # the stop not marked: the next start says the log may be lost
     monkeypatch.undo()
     StateStore(tmp_path).close()  # closed and unlocked all the same

@@ -291,12 +291,17 @@ def test_1100_idle_clients_against_run_under_ulimit_1024(tmp_path: Path) -> None
     raise_nofile(4096)
     port = free_port()
     cap = (1024 - FD_RESERVE) // 2  # half of what is left is for HTTP clients
-    with running(["--syslog", f"tcp://127.0.0.1:{port}", "--syslog-idle-timeout", "8",
-                  "--timezone", "UTC"], tmp_path, nofile=1024) as svc, \
+    # The idle timeout must outlast connecting 1,100 clients and the checks below on a
+    # slow machine (at 8 s a CI run saw 241 of the 448 time out before the gauge was read).
+    idle_timeout = 25.0
+    opened = time.monotonic()  # before the service and the first client: errs long
+    with running(["--syslog", f"tcp://127.0.0.1:{port}", "--syslog-idle-timeout",
+                  str(idle_timeout), "--timezone", "UTC"], tmp_path, nofile=1024) as svc, \
             clients(port, 1100) as idle:
         poll("the cap reached and the rest refused", lambda: (
             s := svc.source("syslog")["syslog"]) and s["clients"] == cap
-             and s["refused"] == 1100 - cap, timeout=WAIT)
+             and s["refused"] == 1100 - cap
+             and svc.metric("retrywatch_syslog_clients") == cap, timeout=WAIT)
         before = svc.cpu_seconds()
         started = time.monotonic()
         for _ in range(10):
@@ -311,9 +316,11 @@ def test_1100_idle_clients_against_run_under_ulimit_1024(tmp_path: Path) -> None
         # One more while they hold every place: refused, counted, told at once.
         with socket.create_connection(("127.0.0.1", port), timeout=5) as late:
             assert closed_by_peer(late)
+        elapsed = time.monotonic() - opened
+        assert elapsed < idle_timeout, f"the checks took {elapsed:.1f} s: the timeout came first"
         # The idle ones time out; then a new client's line is read.
         poll("the idle clients closed", lambda: (s := svc.source("syslog")["syslog"])
-             and s["timed_out"] == cap and s["clients"] == 0, timeout=WAIT)
+             and s["timed_out"] == cap and s["clients"] == 0, timeout=idle_timeout + WAIT)
         assert all(closed_by_peer(s, 1.0) for s in idle[:cap])
         with socket.create_connection(("127.0.0.1", port), timeout=5) as fresh:
             fresh.sendall(LINE + b"\n")

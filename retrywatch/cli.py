@@ -404,6 +404,12 @@ def service_options(func: Any) -> Any:
                       "is read (repeatable): bounded routes get no loop alert."),
         *(_setting("--" + name.replace("_", "-"), name, type=click.IntRange(min=1),
                    metavar=metavar, help=text) for name, (metavar, text) in _DETECTOR.items()),
+        _setting("--disk-forecast/--no-disk-forecast", "disk_forecast",
+                 help="Sample the followed files' growth and their disks' free space (on by "
+                      "default) for the disk forecast and its alert."),
+        _setting("--disk-horizon", type=click.FloatRange(min=0), metavar="SECONDS",
+                 help="Alert when the followed logs will fill their disk within this time "
+                      "(1800: 30 minutes; 0: never)."),
         _setting("--source-retention", type=click.FloatRange(min=0), metavar="SECONDS",
                  help="Forget a file source gone this long (21600: 6 hours), with its metric "
                       "series."),

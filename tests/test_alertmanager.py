@@ -33,9 +33,12 @@ from service_harness import (
     stop_process,
     wait_until,
 )
+from test_disk_delivery import LOG, MiB, fired
 from webhook_receiver import WebhookReceiver, receiving
 
 from retrywatch.delivery import Notifier, Receiver
+from retrywatch.detect.disk import DiskWatch
+from retrywatch.sources.growth import Filesystem
 
 # On PATH; the name alone when missing (a skip).
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "prometheus-alertmanager"
@@ -122,15 +125,19 @@ def webhook_alerts(hook: WebhookReceiver, status: str) -> list[dict[str, Any]]:
             if a["status"] == status and a["annotations"].get("cid") == str(STORM_FIRING_CID)]
 
 
+def pushing_to(alertmanager: Alertmanager) -> Receiver:
+    """An alertmanager receiver re-sending every 0.5 s, quick to retry."""
+    return Receiver(name="am", url=alertmanager.url, format="alertmanager", group_wait=0.2,
+                    resend_interval=0.5, instance="edge-1",
+                    external_url="http://retrywatch.test:8734", backoff_initial=0.05,
+                    backoff_max=0.5, timeout=5)
+
+
 def test_storm_alert_through_alertmanager(alertmanager: Alertmanager,
                                           hook: WebhookReceiver) -> None:
     clock = FakeClock()
     engine = new_engine(clock=clock)
-    receiver = Receiver(name="am", url=alertmanager.url, format="alertmanager",
-                        group_wait=0.2, resend_interval=0.5, instance="edge-1",
-                        external_url="http://retrywatch.test:8734",
-                        backoff_initial=0.05, backoff_max=0.5, timeout=5)
-    notifier = Notifier([receiver])
+    notifier = Notifier([pushing_to(alertmanager)])
     engine.subscribe(notifier.offer)
     notifier.start()
     try:
@@ -177,6 +184,52 @@ def test_storm_alert_through_alertmanager(alertmanager: Alertmanager,
         assert resolved["endsAt"] >= resolved["startsAt"]
         stats = notifier.stats()["am"]
         assert stats.deliveries["dropped"] == 0 and stats.deliveries["success"] >= 3
+    finally:
+        notifier.stop()
+
+
+def test_a_disk_alert_through_alertmanager(alertmanager: Alertmanager,
+                                          hook: WebhookReceiver) -> None:
+    """A disk alert (detect/disk.py) as Alertmanager takes it: RetrywatchDiskFilling with
+    its mount, kept active while it fires, routed to the webhook, resolved."""
+    clock = FakeClock(0.0)
+    watch = DiskWatch(clock=clock)
+    notifier = Notifier([pushing_to(alertmanager)])
+    notifier.start()
+
+    def disk_alerts() -> list[dict[str, Any]]:
+        return [a for a in alertmanager.alerts()
+                if a["labels"]["alertname"] == "RetrywatchDiskFilling"]
+
+    try:
+        (change,) = fired(watch, clock)
+        notifier.offer(change)
+        alertmanager.until("the disk alert in /api/v2/alerts", lambda: bool(disk_alerts()))
+        (alert,) = disk_alerts()
+        assert alert["labels"] == {"alertname": "RetrywatchDiskFilling", "severity": "critical",
+                                   "instance": "edge-1", "mount": "/var/log",
+                                   "alert_id": change.alert.id}
+        assert alert["annotations"]["summary"].startswith("nginx's logs will fill /var/log")
+        assert alert["annotations"]["runbook_url"].endswith("docs/runbook.md#log_fills_disk")
+        assert alert["generatorURL"] == "http://retrywatch.test:8734/api/v1/disk"
+        hook.wait_for("alertmanager's webhook", lambda: any(
+            a["labels"]["alertname"] == "RetrywatchDiskFilling" and a["status"] == "firing"
+            for r in hook.ok for a in r.json()["alerts"]), timeout=WAIT)
+        # longer than resolve_timeout: still active (re-sent)
+        threading.Event().wait(RESOLVE_TIMEOUT + 1.5)
+        assert [a["status"]["state"] for a in disk_alerts()] == ["active"]
+        # the log stops growing: resolved, and gone from Alertmanager
+        for _ in range(20):
+            watch.observe(LOG, 19 * 128 * 1024, 19_000,
+                          Filesystem("/var/log", 10 * MiB, 64 * MiB))
+            for c in watch.evaluate():
+                notifier.offer(c)
+            clock.advance(1.0)
+        assert watch.firing == {}
+        alertmanager.until("the disk alert resolved", lambda: disk_alerts() == [])
+        hook.wait_for("alertmanager's resolved webhook", lambda: any(
+            a["labels"]["alertname"] == "RetrywatchDiskFilling" and a["status"] == "resolved"
+            for r in hook.ok for a in r.json()["alerts"]), timeout=WAIT)
     finally:
         notifier.stop()
 
@@ -265,3 +318,48 @@ def test_the_pushed_alert_inhibits_the_rule_alert_of_its_instance(
                       lambda: notified(hook, "RetrywatchRunawayConnections", "edge-1:8734"),
                       timeout=WAIT)
         assert state("RetrywatchRunawayConnections", "edge-1:8734") == "active"
+
+
+def test_the_pushed_disk_alert_inhibits_the_rule_alert_of_its_mount(
+        tmp_path: Path, hook: WebhookReceiver) -> None:
+    """The documented second inhibit rule: RetrywatchDiskFilling suppresses the rule's
+    RetrywatchLogFillsDisk of its instance and mount, not another mount's."""
+    receiver = Receiver(name="am", url="http://127.0.0.1:9", format="alertmanager",
+                        group_wait=0.2, resend_interval=0.5, instance="edge-1:8734",
+                        backoff_initial=0.05, backoff_max=0.5, timeout=5)
+    with running(tmp_path, hook, group_by=("alertname", "instance", "mount"),
+                 inhibit_rules=documented_inhibit_rules()) as am:
+        notifier = Notifier([receiver.model_copy(update={"url": am.url})])
+        notifier.start()
+        try:
+            for change in fired():  # /var/log
+                notifier.offer(change)
+            am.until("the pushed disk alert active", lambda: [
+                a["status"]["state"] for a in am.alerts()
+                if a["labels"]["alertname"] == "RetrywatchDiskFilling"] == ["active"])
+            rules = []
+            for mount in ("/var/log", "/"):
+                rule = rule_alert("RetrywatchLogFillsDisk", "edge-1:8734", "", "critical")
+                del rule["labels"]["confidence"]
+                rule["labels"]["mount"] = mount
+                rules.append(rule)
+            httpx.post(f"{am.url}/api/v2/alerts", timeout=5, json=rules).raise_for_status()
+
+            def state(mount: str) -> str:
+                found = [a["status"]["state"] for a in am.alerts()
+                         if a["labels"]["alertname"] == "RetrywatchLogFillsDisk"
+                         and a["labels"]["mount"] == mount]
+                return found[0] if len(found) == 1 else f"{len(found)} alerts"
+
+            am.until("the rule alert of /var/log suppressed",
+                     lambda: state("/var/log") == "suppressed")
+            assert state("/") == "active"
+            hook.wait_for("the notifications", lambda: any(
+                a["labels"]["alertname"] == "RetrywatchLogFillsDisk"
+                and a["labels"]["mount"] == "/" for r in hook.ok for a in r.json()["alerts"]),
+                timeout=WAIT)
+            assert not any(a["labels"]["alertname"] == "RetrywatchLogFillsDisk"
+                           and a["labels"]["mount"] == "/var/log"
+                           for r in hook.ok for a in r.json()["alerts"])
+        finally:
+            notifier.stop()

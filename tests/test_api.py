@@ -434,6 +434,7 @@ def test_schemathesis_every_get_operation(live_storm: LiveServer, mode: str) -> 
     if generation is GenerationMode.POSITIVE:
         assert set(calls) == {
             "GET /healthz", "GET /readyz", "GET /metrics", "GET /api/v1/alerts",
-            "GET /api/v1/alerts/{alert_id}", "GET /api/v1/connections", "GET /api/v1/sources"}
+            "GET /api/v1/alerts/{alert_id}", "GET /api/v1/connections", "GET /api/v1/sources",
+            "GET /api/v1/disk"}
     else:
         assert set(calls) == {"GET /api/v1/alerts", "GET /api/v1/connections"}

@@ -14,9 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from service_harness import STORM_FIRING_CID, FakeClock, feed_storm, new_engine
 
+from retrywatch.detect.disk import DiskWatch
 from retrywatch.detect.engine import Engine
 from retrywatch.serve.api import create_app
 from retrywatch.serve.metrics import METRIC_NAMES, RUNTIME_METRIC_NAMES
+from retrywatch.sources.growth import Filesystem
 
 HTTPX_WARNING = ("ignore:Using `httpx` with `starlette.testclient` is deprecated"
                  ":starlette.exceptions.StarletteDeprecationWarning")
@@ -68,6 +70,13 @@ def engine(clock: FakeClock) -> Engine:
     engine.add_source(SYSLOG_TCP, "syslog").extra["syslog"] = {
         "transport": "tcp", "clients": 448, "refused": 652, "timed_out": 9,
         "frames_too_long": 2, "accept_errors": 1}
+    # the storm's file on a 64 MiB filesystem with 16 MiB free, growing 32 KiB a second
+    # for 20 s: full in 512 s, within the horizon for longer than the hold (an alert)
+    engine.disk = disk = DiskWatch(clock=clock, wall=lambda: 1.7e9)
+    for i in range(21):
+        disk.observe("nginx", i * 32768, i * 100, Filesystem("/var/log", 16 << 20, 64 << 20))
+        disk.evaluate()
+        clock.advance(1.0)
     return engine
 
 
@@ -86,6 +95,34 @@ def test_nothing_undeclared_is_exported(text: str) -> None:
     exported = {s.name for s in samples(text)}
     declared = set(METRIC_NAMES) | set(RUNTIME_METRIC_NAMES)
     assert exported <= declared, exported - declared
+
+
+def test_the_disk_figures(text: str) -> None:
+    assert values(text, "retrywatch_source_growth_bytes_per_second") == {
+        (("source", "nginx"),): 32768.0}
+    assert values(text, "retrywatch_source_growth_lines_per_second") == {
+        (("source", "nginx"),): 100.0}
+    mount = (("mount", "/var/log"),)
+    assert values(text, "retrywatch_filesystem_free_bytes") == {mount: 16 << 20}
+    assert values(text, "retrywatch_filesystem_size_bytes") == {mount: 64 << 20}
+    assert values(text, "retrywatch_filesystem_full_in_seconds") == {mount: 512.0}
+    assert values(text, "retrywatch_disk_alerts_firing") == {(): 1.0}
+    assert values(text, "retrywatch_disk_alerts_fired_total") == {(): 1.0}
+
+
+def test_no_forecast_series_while_nothing_grows(clock: FakeClock) -> None:
+    engine = new_engine(clock=clock)
+    engine.disk = disk = DiskWatch(clock=clock)
+    for _ in range(10):
+        disk.observe("nginx", 4096, 10, Filesystem("/var/log", 1 << 20, 8 << 20))
+        disk.evaluate()
+        clock.advance(1.0)
+    text = scrape(engine)
+    assert values(text, "retrywatch_source_growth_bytes_per_second") == {
+        (("source", "nginx"),): 0.0}
+    assert values(text, "retrywatch_filesystem_free_bytes") == {(("mount", "/var/log"),): 1 << 20}
+    assert values(text, "retrywatch_filesystem_full_in_seconds") == {}
+    assert values(text, "retrywatch_disk_alerts_firing") == {(): 0.0}
 
 
 @pytest.mark.parametrize("name", RUNTIME_METRIC_NAMES)

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import pytest
 from test_delivery import alert
+from test_disk_delivery import disk_alert
 from test_rules import rules
 
 from retrywatch.cli import main as cli
@@ -84,6 +85,15 @@ def test_a_pushed_alert_links_to_its_diagnosis(code: str) -> None:
     url = alertmanager_alert(a, r, "edge-1", datetime.now(UTC))["annotations"]["runbook_url"]
     assert url == f"{RUNBOOK}#{code}"
     assert url.partition("#")[2] in anchors()
+
+
+def test_the_pushed_disk_alert_has_its_section_and_links_to_its_diagnosis() -> None:
+    assert "RetrywatchDiskFilling" in headings()
+    r = Receiver(name="am", url="http://127.0.0.1:9093", format="alertmanager")
+    url = alertmanager_alert(disk_alert(), r, "edge-1", datetime.now(UTC))["annotations"][
+        "runbook_url"]
+    assert url == f"{RUNBOOK}#log_fills_disk"
+    assert "log_fills_disk" in anchors()
 
 
 def test_pushed_alert_links_without_a_diagnosis_or_with_an_own_page() -> None:

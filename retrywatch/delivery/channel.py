@@ -29,7 +29,7 @@ import httpx
 from retrywatch.delivery.formats import DELIVERY_HEADER, Entry, build, signature_headers
 from retrywatch.delivery.receivers import Receiver
 from retrywatch.delivery.state import ReceiverState
-from retrywatch.detect.schema import AlertData
+from retrywatch.detect.schema import AnyAlertData
 
 __all__ = ["RETRY_AFTER_MAX", "Channel", "ChannelStats", "Result", "retry_after"]
 
@@ -108,7 +108,7 @@ class Channel:
         self._thread: threading.Thread | None = None
 
     # -- the engine's side (under its lock: O(1), never blocks on I/O) ---------------------
-    def offer(self, kind: str, alert: AlertData) -> bool:
+    def offer(self, kind: str, alert: AnyAlertData) -> bool:
         aid = alert["id"]
         with self._cond:
             queued = self._queue.get(aid)
@@ -140,7 +140,7 @@ class Channel:
                 self._cond.notify()
             return True
 
-    def _track(self, kind: str, aid: str, alert: AlertData) -> None:
+    def _track(self, kind: str, aid: str, alert: AnyAlertData) -> None:
         if kind == "resolved":
             self._firing.pop(aid, None)
         else:

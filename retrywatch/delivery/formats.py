@@ -23,7 +23,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from retrywatch.delivery.receivers import Receiver
-from retrywatch.detect.schema import AlertData
+from retrywatch.detect.disk import human_bytes, human_seconds
+from retrywatch.detect.schema import (
+    DISK_ALERTNAME,
+    AlertData,
+    AnyAlertData,
+    DiskAlertData,
+    is_disk_alert,
+)
 
 __all__ = [
     "ALERTNAME",
@@ -60,7 +67,7 @@ class Entry:
     """One alert in a message: what happened to it (fired, updated, resolved, repeat)."""
 
     kind: str
-    alert: AlertData
+    alert: AnyAlertData
     #: This change's own id, made once when it is queued and saved with it.
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -144,53 +151,105 @@ def description(alert: AlertData) -> str:
             f"fix: {diagnosis['fix'] if diagnosis else ''}")
 
 
-def runbook_url(base: str, alert: AlertData) -> str:
+def runbook_url(base: str, alert: AnyAlertData) -> str:
     """``base`` with the anchor of the alert's diagnosis in docs/runbook.md (a section per
     diagnosis code), or of the alert itself without one; ``base`` with a ``#`` already
     is taken as it is (one page of your own for every alert)."""
     if "#" in base:
         return base
     code = alert["diagnosis"]["code"] if alert["diagnosis"] else ""
-    anchor = code if re.fullmatch(r"[a-z][a-z0-9_]*", code) else ALERTNAME.lower()
+    name = DISK_ALERTNAME if is_disk_alert(alert) else ALERTNAME
+    anchor = code if re.fullmatch(r"[a-z][a-z0-9_]*", code) else name.lower()
     return f"{base}#{anchor}"
 
 
-def alertmanager_alert(alert: AlertData, receiver: Receiver, instance: str,
-                       now: datetime) -> dict[str, Any]:
-    """One alert of ``POST /api/v2/alerts``. Labels have bounded values, except
-    ``alert_id``: Alertmanager identifies an alert by its label set, and without it two
-    runaway connections of one source would be one alert (one resolve ending both)."""
-    starts = _iso(alert["fired_at"]) or now
-    starts = min(starts, now)  # log time ahead of ours (skew) must not delay the alert
-    out: dict[str, Any] = {
-        "labels": {
-            "alertname": ALERTNAME,
-            "severity": _severity(alert),
-            "instance": instance,
-            "source": alert["source"],
-            "subsystem": alert["subsystem"] or "unknown",
-            "confidence": alert["confidence"],
-            "alert_id": alert["id"],
-        },
-        "annotations": {
-            "summary": summary(alert),
-            "description": description(alert),
-            "runbook_url": runbook_url(receiver.runbook_url, alert),
-            "cid": str(alert["cid"]),
-            "pid": str(alert["pid"]),
-        },
-        "startsAt": _rfc3339(starts),
-        "generatorURL": f"{receiver.external_url.rstrip('/')}/api/v1/alerts/{alert['id']}",
-    }
+def disk_summary(alert: DiskAlertData) -> str:
+    f = alert["forecast"]
+    left = f["seconds_to_full"]
+    if alert["state"] == "resolved":
+        return f"nginx's logs no longer fill {alert['mount']} ({alert['resolved_reason']})"
+    if left == 0:
+        return f"nginx's logs have filled {alert['mount']}"
+    when = f" in about {human_seconds(left)}" if left is not None else ""
+    return f"nginx's logs will fill {alert['mount']}{when}"
+
+
+def disk_description(alert: DiskAlertData) -> str:
+    f, diagnosis = alert["forecast"], alert["diagnosis"]
+    writers = ", ".join(f"*{c['cid']} (pid {c['pid']}) {c['share']:.0%}"
+                        for c in alert["connections"][:3]) or "none tracked"
+    ups = ", ".join(list(alert["upstreams"])[:3]) or "none"
+    return (f"mount={alert['mount']} free={human_bytes(f['free_bytes'])} "
+            f"of {human_bytes(f['size_bytes'])}, growth "
+            f"{human_bytes(f['bytes_per_second'] or 0)}/s\n"
+            f"files: {', '.join(f['sources'][:5])}\n"
+            f"writing: {writers}; upstreams: {ups}\n"
+            f"diagnosis: {diagnosis['code']}: {diagnosis['cause']}\n"
+            f"fix: {diagnosis['fix']}")
+
+
+def _envelope(alert: AnyAlertData, labels: dict[str, str], annotations: dict[str, str],
+              generator: str, now: datetime) -> dict[str, Any]:
+    """An alert of Alertmanager's API: starts when it fired (log time ahead of ours, a
+    skew, must not delay it), ends only on resolve."""
+    starts = min(_iso(alert["fired_at"]) or now, now)
+    out: dict[str, Any] = {"labels": labels, "annotations": annotations,
+                           "startsAt": _rfc3339(starts), "generatorURL": generator}
     if alert["state"] == "resolved":
         ends = _iso(alert["resolved_at"]) or now
         out["endsAt"] = _rfc3339(max(starts, min(ends, now)))
     return out
 
 
+def alertmanager_alert(alert: AnyAlertData, receiver: Receiver, instance: str,
+                       now: datetime) -> dict[str, Any]:
+    """One alert of ``POST /api/v2/alerts``. Labels have bounded values, except
+    ``alert_id``: Alertmanager identifies an alert by its label set, and without it two
+    runaway connections of one source would be one alert (one resolve ending both). A
+    disk alert is ``RetrywatchDiskFilling``, labelled with its mount point."""
+    base = receiver.external_url.rstrip("/")
+    if is_disk_alert(alert):
+        return _envelope(alert, {
+            "alertname": DISK_ALERTNAME, "severity": "critical", "instance": instance,
+            "mount": alert["mount"], "alert_id": alert["id"],
+        }, {
+            "summary": disk_summary(alert),
+            "description": disk_description(alert),
+            "runbook_url": runbook_url(receiver.runbook_url, alert),
+        }, f"{base}/api/v1/disk", now)
+    return _envelope(alert, {
+        "alertname": ALERTNAME,
+        "severity": _severity(alert),
+        "instance": instance,
+        "source": alert["source"],
+        "subsystem": alert["subsystem"] or "unknown",
+        "confidence": alert["confidence"],
+        "alert_id": alert["id"],
+    }, {
+        "summary": summary(alert),
+        "description": description(alert),
+        "runbook_url": runbook_url(receiver.runbook_url, alert),
+        "cid": str(alert["cid"]),
+        "pid": str(alert["pid"]),
+    }, f"{base}/api/v1/alerts/{alert['id']}", now)
+
+
 # -- Slack ---------------------------------------------------------------------------------
+def _slack_disk_line(a: DiskAlertData) -> str:
+    icon = ":white_check_mark:" if a["state"] == "resolved" else ":floppy_disk:"
+    f = a["forecast"]
+    head = f"{icon} *{disk_summary(a)}*"
+    figures = (f"{human_bytes(f['free_bytes'])} free of {human_bytes(f['size_bytes'])}, "
+               f"growing {human_bytes(f['bytes_per_second'] or 0)}/s")
+    writers = "".join(f"\nwriting: *cid {c['cid']}* (pid {c['pid']}), {c['share']:.0%} of "
+                      f"the lines" for c in a["connections"][:1])
+    return f"{head}\n{figures}{writers}\n*Fix:* {a['diagnosis']['fix']}"
+
+
 def _slack_line(entry: Entry) -> str:
     a = entry.alert
+    if is_disk_alert(a):
+        return _slack_disk_line(a)
     diagnosis = a["diagnosis"]
     if a["state"] == "resolved":
         icon = ":white_check_mark:"
@@ -210,11 +269,17 @@ def slack_message(entries: Sequence[Entry], receiver: Receiver) -> dict[str, Any
     firing = sum(e.alert["state"] != "resolved" for e in entries)
     resolved = len(entries) - firing
     parts = [f"{n} {what}" for n, what in ((firing, "firing"), (resolved, "resolved")) if n]
-    title = f"retrywatch: {len(entries)} runaway nginx connection(s): {', '.join(parts)}"
+    disks = sum(is_disk_alert(e.alert) for e in entries)
+    what = [f"{n} {label}" for n, label in ((len(entries) - disks,
+                                            "runaway nginx connection(s)"),
+                                           (disks, "filesystem(s) filling")) if n]
+    title = f"retrywatch: {' and '.join(what)}: {', '.join(parts)}"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title[:150]}}]
+    base = receiver.external_url.rstrip("/")
     for entry in entries[:SLACK_LISTED]:
-        link = f"{receiver.external_url.rstrip('/')}/api/v1/alerts/{entry.id}"
+        link = (f"{base}/api/v1/disk" if is_disk_alert(entry.alert)
+                else f"{base}/api/v1/alerts/{entry.id}")
         text = f"{_slack_line(entry)}\n<{link}|details>"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
     if len(entries) > SLACK_LISTED:
@@ -239,12 +304,11 @@ def build(receiver: Receiver, entries: Sequence[Entry], instance: str,
         alerts = []
         for e in entries:
             alerts.append(alertmanager_alert(e.alert, receiver, instance, now))
-            if e.kind == "confirmed":  # the labels changed: end the suspected one
-                ended = alertmanager_alert({**e.alert, "confidence": "suspected",
-                                            "state": "resolved",
-                                            "resolved_at": now.isoformat()},
-                                           receiver, instance, now)
-                alerts.append(ended)
+            if e.kind == "confirmed" and not is_disk_alert(e.alert):
+                # the labels changed: end the suspected one
+                suspected: AlertData = {**e.alert, "confidence": "suspected",
+                                        "state": "resolved", "resolved_at": now.isoformat()}
+                alerts.append(alertmanager_alert(suspected, receiver, instance, now))
         body = json.dumps(alerts).encode()
     elif receiver.format == "slack":
         url, body = receiver.url, json.dumps(slack_message(entries, receiver)).encode()

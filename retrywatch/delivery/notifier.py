@@ -21,6 +21,7 @@ from retrywatch.delivery.formats import Entry
 from retrywatch.delivery.receivers import Receiver
 from retrywatch.delivery.state import DeliveryState
 from retrywatch.detect.alerts import AlertChange
+from retrywatch.detect.disk import DiskChange
 from retrywatch.detect.schema import AlertData
 
 __all__ = ["Notifier", "sample_alert"]
@@ -51,8 +52,9 @@ class Notifier:
                 r, client, instance=r.instance or host, clock=clock, wall=wall, rng=rng,
                 state=state.receivers.get(r.name), wait=wait)
 
-    def offer(self, change: AlertChange) -> None:
-        """The engine's subscriber: quick, never blocks on a receiver."""
+    def offer(self, change: AlertChange | DiskChange) -> None:
+        """The engine's subscriber: quick, never blocks on a receiver. A disk alert goes
+        the way of the others (its own shape in each format: formats.py)."""
         if not self.channels:
             return
         alert = change.alert.to_dict()

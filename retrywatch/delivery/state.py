@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from retrywatch.delivery.formats import Entry
-from retrywatch.detect.schema import AlertData, saved_alert
+from retrywatch.detect.schema import AnyAlertData, saved_alert
 
 __all__ = ["DeliveryState", "ReceiverState"]
 
@@ -24,7 +24,7 @@ STATE_VERSION = 1
 @dataclass(slots=True)
 class ReceiverState:
     notified: dict[str, float] = field(default_factory=dict)
-    firing: dict[str, AlertData] = field(default_factory=dict)
+    firing: dict[str, AnyAlertData] = field(default_factory=dict)
     pending: list[Entry] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,18 +23,21 @@ from operator import attrgetter
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from retrywatch.detect.alerts import Alert, AlertChange
 from retrywatch.detect.core import Conn, Core, DetectorConfig, localize, new_core, restore_core
+from retrywatch.detect.disk import DiskAlert, DiskChange, DiskWatch
 from retrywatch.detect.judge import judge
 from retrywatch.detect.knowledge import Knowledge, Verdict
-from retrywatch.detect.schema import AlertData, ConnectionData
+from retrywatch.detect.schema import AlertData, ConnectionData, saved_disk_alert
 from retrywatch.detect.stats import SourceStats
 from retrywatch.serve.health import ServiceHealth
 
 __all__ = ["DetectorStats", "Engine", "RuledOut", "SourceInfo", "apply_changes"]
 
-Subscriber = Callable[[AlertChange], None]
+#: A subscriber hears every change: of a runaway connection's alert, or of a disk alert.
+Subscriber = Callable[[AlertChange | DiskChange], None]
 Clock = Callable[[], float]
 #: A change as the core hands it back: (kind, at, reason, connection figures).
 RawChange = tuple[str, int, str | None, dict[str, Any]]
@@ -187,6 +190,12 @@ class Engine:
         #: How the service around the engine fares (checkpoints, ingest loop): set by the
         #: service, read by the API and the metrics.
         self.health = ServiceHealth()
+        #: The followed files' growth and the disk forecast: set by the service (none in a
+        #: replay), read by the API and the metrics.
+        self.disk: DiskWatch | None = None
+        #: disk alerts firing in the snapshot restored (the service hands them to its
+        #: DiskWatch)
+        self.restored_disk: list[DiskAlert] = []
 
     # -- input ---------------------------------------------------------------
     def add_source(self, name: str, kind: str) -> SourceInfo:
@@ -323,6 +332,8 @@ class Engine:
                 "changes_total": self.changes_total,
                 "published": self.published,
                 "last_ts": self._last_ts,
+                "disk": [a.to_dict() for a in self.disk.firing.values()]
+                if self.disk is not None else [],
             }
             return self.core.snapshot(), orjson.dumps(extra)
 
@@ -354,13 +365,25 @@ class Engine:
             engine.changes_total = int(extra["changes_total"])
             engine.published = {str(k): int(v) for k, v in
                                 dict(extra.get("published") or {}).items()}
+            engine.restored_disk = [DiskAlert.from_data(saved_disk_alert(d))
+                                    for d in extra.get("disk") or []]
             last_ts = extra.get("last_ts")
             if last_ts is not None:
                 engine._last_ts = int(last_ts)
                 engine._last_ts_at = clock()
-        except (KeyError, TypeError, orjson.JSONDecodeError) as exc:
+        except (KeyError, TypeError, orjson.JSONDecodeError, ValidationError) as exc:
             raise ValueError(f"unreadable engine state: {exc}") from exc
         return engine
+
+    def publish_disk(self, changes: list[DiskChange]) -> None:
+        """Disk alerts fired and resolved (detect/disk.py) to every subscriber, under the
+        lock as the others are (the alert counters are the runaway alerts' only)."""
+        if not changes:
+            return
+        with self._lock:
+            for change in changes:
+                for subscriber in list(self.subscribers):
+                    subscriber(change)
 
     def resolve_all(self, reason: str) -> list[AlertChange]:
         """Every firing alert resolved now with ``reason``, and the event time forgotten:

@@ -16,15 +16,20 @@ lists ``configuration`` among ``__required_keys__``.)
 """
 
 import functools
-from typing import Annotated, Literal, NotRequired
+from typing import Annotated, Final, Literal, NotRequired
 
 from pydantic import ConfigDict, Field, TypeAdapter, with_config
-from typing_extensions import TypedDict
+from typing_extensions import TypedDict, TypeIs
 
-__all__ = ["AlertData", "ConfigurationData", "ConnectionData", "DiagnosisData",
-           "SnapshotData", "saved_alert"]
+__all__ = ["DISK_ALERTNAME", "AlertData", "AnyAlertData", "ConfigurationData",
+           "ConnectionData", "DiagnosisData", "DiskAlertData", "DiskConnectionData",
+           "FileGrowthData", "ForecastData", "SnapshotData", "is_disk_alert", "saved_alert",
+           "saved_disk_alert"]
 
 AlertState = Literal["firing", "resolved"]
+#: The name of a disk alert, in its own field and in Alertmanager (a runaway connection's
+#: alert has no such field: it is the one the API's alert endpoints serve).
+DISK_ALERTNAME: Final = "RetrywatchDiskFilling"
 Confidence = Literal["confirmed", "suspected"]
 
 
@@ -111,6 +116,74 @@ class ConnectionData(TypedDict):
 
 
 
+class ForecastData(TypedDict):
+    """A filesystem holding followed logs: its free space and when they will fill it."""
+
+    mount: Annotated[str, Field(description="Where the filesystem is mounted.")]
+    free_bytes: Annotated[int, Field(description=(
+        "Bytes a writer without root's reserve can still use (df's Avail)."))]
+    size_bytes: int
+    sources: Annotated[list[str], Field(description="The followed files on it.")]
+    bytes_per_second: Annotated[float | None, Field(description=(
+        "What those files grow by together over the last minute (null: not known yet)."))]
+    lines_per_second: Annotated[float | None, Field(description=(
+        "Lines read from them per second over the last minute."))]
+    seconds_to_full: Annotated[float | None, Field(description=(
+        "Free bytes over growth: when the filesystem is full at this rate (0: full now; "
+        "null: not growing)."))]
+    full_at: Annotated[str | None, Field(description="That moment (RFC 3339, UTC).")]
+
+
+class FileGrowthData(TypedDict):
+    """How fast one followed file grows (``GET /api/v1/sources``)."""
+
+    bytes_per_second: Annotated[float | None, Field(description=(
+        "Bytes the file grew by per second over the last minute, through rotations: what "
+        "nginx wrote, whether or not it was read yet (null: not known yet)."))]
+    lines_per_second: Annotated[float | None, Field(description=(
+        "Lines read from it per second over the last minute."))]
+    filesystem: Annotated[ForecastData | None, Field(description=(
+        "Its filesystem and the forecast for it (null: statvfs could not read it)."))]
+
+
+class DiskConnectionData(TypedDict):
+    """A connection writing a share of a filling log's lines."""
+
+    source: str
+    pid: int
+    cid: int
+    rate_per_second: Annotated[float, Field(description=(
+        "Its connect failures per second (one line each) in the detector's window."))]
+    share: Annotated[float, Field(description=(
+        "That rate over the lines per second of the files on the filesystem (0 to 1)."))]
+    upstreams: Annotated[dict[str, int], Field(description=(
+        "Its failures per upstream address, most first."))]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class DiskAlertData(TypedDict):
+    """A filesystem the followed logs will fill within the horizon (``disk_horizon``)."""
+
+    alertname: Annotated[Literal["RetrywatchDiskFilling"], Field(description=(
+        "What tells a disk alert from a runaway connection's among delivered alerts."))]
+    id: Annotated[str, Field(description="Stable for one filesystem and the second it fired.")]
+    state: AlertState
+    mount: str
+    horizon_seconds: Annotated[float, Field(description=(
+        "It fired because the forecast was within this many seconds."))]
+    forecast: Annotated[ForecastData, Field(description="The figures when last evaluated.")]
+    connections: Annotated[list[DiskConnectionData], Field(description=(
+        "The connections writing most of the lines, most first."))]
+    upstreams: Annotated[dict[str, int], Field(description=(
+        "Upstream addresses those connections fail against (failures in the window)."))]
+    fired_at: str
+    resolved_at: str | None
+    resolved_reason: Annotated[str | None, Field(description=(
+        "not_growing, forecast_past_horizon (past 1.5 horizons) or source_gone."))]
+    diagnosis: DiagnosisData
+
+
+
 #: What an alert saved by an older version may lack (the delivery state keeps alerts as
 #: they were sent): the value it would have had.
 _SAVED_DEFAULTS: dict[str, object] = {
@@ -122,10 +195,21 @@ _SAVED_DEFAULTS: dict[str, object] = {
 }
 
 
-def saved_alert(data: dict[str, object]) -> AlertData:
+#: What the deliveries carry: a runaway connection's alert or a disk alert.
+AnyAlertData = AlertData | DiskAlertData
+
+
+def is_disk_alert(alert: AnyAlertData) -> TypeIs[DiskAlertData]:
+    return alert.get("alertname") == DISK_ALERTNAME
+
+
+def saved_alert(data: dict[str, object]) -> AnyAlertData:
     """An alert read back from saved JSON (the delivery state): the fields of today's
     shape, those an older version did not write filled in, any other dropped; checked
-    (pydantic ValidationError, a ValueError, when it is not an alert at all)."""
+    (pydantic ValidationError, a ValueError, when it is not an alert at all). A disk alert
+    (its ``alertname``) is checked as one, whole."""
+    if data.get("alertname") == DISK_ALERTNAME:
+        return _disk_adapter().validate_python(data)
     keys = AlertData.__required_keys__ | AlertData.__optional_keys__
     known = {k: v for k, v in data.items() if k in keys}
     return _alert_adapter().validate_python(_SAVED_DEFAULTS | known)
@@ -134,3 +218,13 @@ def saved_alert(data: dict[str, object]) -> AlertData:
 @functools.cache
 def _alert_adapter() -> TypeAdapter[AlertData]:
     return TypeAdapter(AlertData)
+
+
+def saved_disk_alert(data: object) -> DiskAlertData:
+    """A disk alert read back from a checkpoint, checked (pydantic ValidationError)."""
+    return _disk_adapter().validate_python(data)
+
+
+@functools.cache
+def _disk_adapter() -> TypeAdapter[DiskAlertData]:
+    return TypeAdapter(DiskAlertData)

@@ -36,7 +36,13 @@ from starlette.types import Receive, Scope, Send
 from retrywatch import __version__
 from retrywatch.delivery import Notifier
 from retrywatch.detect.engine import Engine
-from retrywatch.detect.schema import AlertData, ConnectionData
+from retrywatch.detect.schema import (
+    AlertData,
+    ConnectionData,
+    DiskAlertData,
+    FileGrowthData,
+    ForecastData,
+)
 from retrywatch.serve import problems
 from retrywatch.serve.events import (
     MAX_STREAM_CLIENTS,
@@ -64,6 +70,8 @@ TAGS = [
                                       "and their changes as Server-Sent Events."},
     {"name": "connections", "description": "The connections tracked now."},
     {"name": "sources", "description": "What is read: positions, lag, errors, checkpoints."},
+    {"name": "disk", "description": "The followed logs' growth, when they will fill their "
+                                    "filesystems, and the disk alerts."},
     {"name": "health", "description": "Liveness and readiness probes (no token needed)."},
     {"name": "metrics", "description": "Prometheus metrics."},
 ]
@@ -116,6 +124,8 @@ class SourceOut(BaseModel):
     caught_up: bool
     syslog: SyslogFigures | None = Field(None, description=(
         "A syslog listener's own figures (kind syslog only)."))
+    growth: FileGrowthData | None = Field(None, description=(
+        "A followed file's growth and its filesystem's forecast (kind file only)."))
 
 
 class CheckpointOut(BaseModel):
@@ -131,6 +141,15 @@ class SourceList(BaseModel):
     sources: list[SourceOut]
     checkpoint: CheckpointOut | None = Field(None, description=(
         "The checkpoints of --state-dir (none: no state directory)."))
+
+
+class DiskOut(BaseModel):
+    horizon_seconds: float = Field(description=(
+        "A disk alert fires when a filesystem will be full within this many seconds "
+        "(disk_horizon; 0: never)."))
+    filesystems: list[ForecastData]
+    alerts: list[DiskAlertData] = Field(description=(
+        "Firing first, then the last resolved ones, newest first."))
 
 
 class Health(BaseModel):
@@ -300,6 +319,8 @@ def create_app(engine: Engine, notifier: Notifier | None = None, *,
                 "unparsed_by_reason": dict(stats.unparsed), "rotations": info.rotations,
                 "last_error": info.last_error, "open": info.open, "caught_up": info.caught_up,
                 "syslog": info.extra.get("syslog"),
+                "growth": engine.disk.growth(info.name)
+                if engine.disk is not None and info.kind == "file" else None,
             })
             if out[-1]["last_error"] is None and info.kind == "file":
                 out[-1]["last_error"] = unsaved
@@ -311,6 +332,17 @@ def create_app(engine: Engine, notifier: Notifier | None = None, *,
                           "failures": health.checkpoint_failures,
                           "last_error": health.checkpoint_error}
         return {"sources": out, "checkpoint": checkpoint}
+
+    @app.get("/api/v1/disk", response_model=DiskOut, tags=["disk"],
+             operation_id="getDisk", responses=_FAILED)
+    def disk() -> dict[str, Any]:
+        """Each filesystem holding followed logs: free space, the logs' growth, the time
+        until it is full at that growth; and the disk alerts with what writes most."""
+        watch = engine.disk
+        if watch is None:  # (an engine without a service: nothing is followed)
+            return {"horizon_seconds": 0.0, "filesystems": [], "alerts": []}
+        return {"horizon_seconds": watch.horizon, "filesystems": watch.forecasts(),
+                "alerts": watch.alerts()}
 
     return app
 

@@ -31,8 +31,13 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from retrywatch.detect.alerts import AlertChange
+from retrywatch.detect.disk import DiskChange
 from retrywatch.detect.engine import Engine
 from retrywatch.serve.problems import problem_response
+
+#: A change the stream tells: a runaway connection's alert, or a disk alert (``disk_``
+#: and its kind: ``disk_fired``, ``disk_resolved``).
+Change = AlertChange | DiskChange
 
 __all__ = ["HEADERS", "HISTORY", "KEEPALIVE", "RESUME_GRACE", "RETRY_MS", "EventStream",
            "StreamHub", "ingest_behind"]
@@ -169,9 +174,9 @@ class StreamHub:
         self._complete_after = self.last_id  # every event after this id is in _history
         self._missed = False  # unsubscribed a while: changes went unseen
         self._mutex = threading.Lock()  # the engine's thread notes, the loop takes
-        self._ordered: list[AlertChange] = []  # fired, confirmed, resolved, in order
+        self._ordered: list[Change] = []  # fired, confirmed, resolved, in order
         self._listed: dict[str, str] = {}  # alert id -> the first kind it has in _ordered
-        self._updates: dict[str, AlertChange] = {}  # the newest update of the others
+        self._updates: dict[str, Change] = {}  # the newest update of the others
         self._woken = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -303,7 +308,7 @@ class StreamHub:
             self._drop_logged_at = now
 
     # -- the engine's thread (under its lock: quick) ----------------------------------------
-    def _note(self, change: AlertChange) -> None:
+    def _note(self, change: Change) -> None:
         aid, kind = change.alert.id, change.kind
         with self._mutex:
             listed = self._listed.get(aid)
@@ -345,7 +350,7 @@ class StreamHub:
             except Exception:  # a bug must not silence every stream
                 log.exception("event stream")
 
-    def _take(self) -> list[AlertChange]:
+    def _take(self) -> list[Change]:
         with self._mutex:
             changes = [*self._ordered, *self._updates.values()]
             self._ordered, self._listed, self._updates, self._woken = [], {}, {}, False
@@ -366,7 +371,7 @@ class StreamHub:
                 for client in self.clients:
                     client.queue(pieces)
 
-    def _keep(self, change: AlertChange) -> bytes:
+    def _keep(self, change: Change) -> bytes:
         """The change's event, with the next id, kept in the history."""
         self.last_id += 1
         event = _event(change, self.last_id)
@@ -400,9 +405,12 @@ def _encode(data: str | None = None, *, event: str | None = None, id: str | None
                            sep="\n").encode()
 
 
-def _event(change: AlertChange, event_id: int) -> bytes:
+def _event(change: Change, event_id: int) -> bytes:
     """The event of a change. Written without the engine's lock, as the figures are then
     (the JSON a list request made under it, when the alert has not changed since)."""
+    if isinstance(change, DiskChange):
+        return _encode(orjson.dumps(change.alert.to_dict()).decode(),
+                       event=f"disk_{change.kind}", id=str(event_id))
     alert = change.alert
     data = alert.json_made or orjson.dumps(alert.to_dict())
     return _encode(data.decode(), event=change.kind, id=str(event_id))

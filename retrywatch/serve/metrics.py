@@ -64,6 +64,13 @@ METRIC_NAMES = (
     "retrywatch_checkpoint_last_success_timestamp_seconds",
     "retrywatch_state_moved_aside_total",
     "retrywatch_http_connections_closed_total",
+    "retrywatch_source_growth_bytes_per_second",
+    "retrywatch_source_growth_lines_per_second",
+    "retrywatch_filesystem_free_bytes",
+    "retrywatch_filesystem_size_bytes",
+    "retrywatch_filesystem_full_in_seconds",
+    "retrywatch_disk_alerts_firing",
+    "retrywatch_disk_alerts_fired_total",
 )
 
 #: The delivery metrics, exported when receivers are configured (series per receiver).
@@ -136,6 +143,7 @@ class EngineCollector(Collector):
         yield from (lines, bytes_, unparsed, lag_bytes, lag_seconds, rotations, drops)
         yield from _syslog_families(engine)
         yield from _health_families(engine)
+        yield from _disk_families(engine)
 
         with engine.lock:
             d = engine.detector_stats()
@@ -241,6 +249,49 @@ def _health_families(engine: Engine) -> Iterator[CounterMetricFamily | GaugeMetr
     for reason in ("evicted", "header_timeout", "out_of_descriptors"):
         closed.add_metric([reason], figures.get(reason, 0))
     yield closed
+
+
+def _disk_families(engine: Engine) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """The followed files' growth and their filesystems' forecast (detect/disk.py). The
+    labels are bounded: a file source (forgotten with the others' series), a mount point."""
+    growth_bytes = GaugeMetricFamily(
+        "retrywatch_source_growth_bytes_per_second",
+        "Bytes a followed file grew by per second over the last minute (through rotations).",
+        labels=["source"])
+    growth_lines = GaugeMetricFamily(
+        "retrywatch_source_growth_lines_per_second",
+        "Lines read from a followed file per second over the last minute.", labels=["source"])
+    free = GaugeMetricFamily(
+        "retrywatch_filesystem_free_bytes",
+        "Free bytes (for writers without root's reserve) of a filesystem holding followed "
+        "logs.", labels=["mount"])
+    size = GaugeMetricFamily("retrywatch_filesystem_size_bytes",
+                             "Size of a filesystem holding followed logs.", labels=["mount"])
+    full_in = GaugeMetricFamily(
+        "retrywatch_filesystem_full_in_seconds",
+        "Seconds until the followed logs fill their filesystem at their growth of the last "
+        "minute (0: full now; no series while they do not grow).", labels=["mount"])
+    watch = engine.disk
+    firing = fired = 0
+    if watch is not None:
+        for source in watch.sources():
+            g = watch.growth(source)
+            if g is not None and g["bytes_per_second"] is not None:
+                growth_bytes.add_metric([source], g["bytes_per_second"])
+            if g is not None and g["lines_per_second"] is not None:
+                growth_lines.add_metric([source], g["lines_per_second"])
+        for f in watch.forecasts():
+            free.add_metric([f["mount"]], f["free_bytes"])
+            size.add_metric([f["mount"]], f["size_bytes"])
+            if f["seconds_to_full"] is not None:
+                full_in.add_metric([f["mount"]], f["seconds_to_full"])
+        firing, fired = len(watch.firing), watch.fired_total
+    yield from (growth_bytes, growth_lines, free, size, full_in)
+    yield GaugeMetricFamily("retrywatch_disk_alerts_firing",
+                            "Filesystems the followed logs will fill within disk_horizon "
+                            "(disk alerts firing).", value=firing)
+    yield CounterMetricFamily("retrywatch_disk_alerts_fired", "Disk alerts fired.",
+                              value=fired)
 
 
 def _syslog_families(engine: Engine) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:

@@ -28,6 +28,7 @@ import httpx
 
 from retrywatch.delivery import DeliveryState, Notifier
 from retrywatch.detect.core import new_core
+from retrywatch.detect.disk import DiskChange, DiskWatch, human_bytes, human_seconds
 from retrywatch.detect.engine import Engine
 from retrywatch.detect.knowledge import Knowledge
 from retrywatch.errors import ListenError
@@ -44,7 +45,14 @@ from retrywatch.serve.state import (
 )
 from retrywatch.sources.checkpoint import Position
 from retrywatch.sources.follow import PollingWaker, Waker, WatchdogWaker
-from retrywatch.sources.source import FileInput, Source, StdinInput, SyslogInput, open_sources
+from retrywatch.sources.source import (
+    FileInput,
+    Report,
+    Source,
+    StdinInput,
+    SyslogInput,
+    open_sources,
+)
 from retrywatch.timezones import resolve_zone
 
 __all__ = ["Service"]
@@ -59,6 +67,10 @@ STARTUP_FAILURE = 3
 CHECKPOINT_LOG_EVERY = 60.0
 #: The resolve reason of alerts whose detector state was discarded (another time zone).
 TIMEZONE_CHANGED = "timezone_changed"
+#: Seconds between two samples of the files' growth and two disk forecasts.
+DISK_EVERY = 1.0
+#: Hottest connections a disk alert looks through for the ones writing its lines.
+DISK_HOTTEST = 200
 
 
 class Service:
@@ -86,6 +98,12 @@ class Service:
         self.notifier = Notifier(settings.receivers, state=self._restore_delivery(
             saved.delivery if saved is not None else None), transport=transport)
         self.engine.subscribe(self.notifier.offer)
+        #: the followed files' growth and the disk forecast (detect/disk.py)
+        self.disk = DiskWatch(settings.disk_horizon, clock=clock)
+        self.disk.restore(self.engine.restored_disk)
+        self.engine.disk = self.disk
+        self._file_reports: dict[str, Report] = {}
+        self._disk_at = float("-inf")
         if resolve_reason is not None:  # the detector state was discarded: receivers hear
             self.engine.resolve_all(resolve_reason)
         checkpoints = saved.positions if saved is not None else {}
@@ -187,20 +205,24 @@ class Service:
         for (retrywatch/sources/source.py)."""
         busy = False
         live: set[str] = set()
+        files: dict[str, Report] = {}
         for source in self.sources:
             try:
-                busy |= self._ingest(source, live)
+                busy |= self._ingest(source, live, files)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # (a panic in the core is a BaseException)
                 live.update(self._failed(source, exc))
+                files.update({n: r for n, r in self._file_reports.items() if n in live})
+        self._file_reports = files
         self._forget_gone(live)
         self.engine.tick()
+        self._watch_disk()
         if self.clock() - self._last_checkpoint >= self.checkpoint_every:
             self.checkpoint()
         return busy
 
-    def _ingest(self, source: Source, live: set[str]) -> bool:
+    def _ingest(self, source: Source, live: set[str], files: dict[str, Report]) -> bool:
         engine = self.engine
         busy = False
         for piece in source.poll():
@@ -219,6 +241,7 @@ class Service:
             live.add(report.name)
             info = engine.add_source(report.name, report.kind)
             if report.kind == "file":
+                files[report.name] = report
                 info.position = report.position
                 info.lag_bytes = report.lag_bytes
                 info.lag_seconds = report.lag_seconds
@@ -232,6 +255,33 @@ class Service:
                 info.extra.pop("skipped", None)
             info.extra.update(report.extra)
         return busy
+
+    def _watch_disk(self) -> list[DiskChange]:
+        """About once a second: each followed file's size, lines and filesystem sampled,
+        the forecasts made, disk alerts fired or resolved (said in the log)."""
+        now = self.clock()
+        if not self.settings.disk_forecast or now - self._disk_at < DISK_EVERY:
+            return []
+        self._disk_at = now
+        disk, engine = self.disk, self.engine
+        lines = {info.name: stats.lines_read for info, stats in engine.source_stats()}
+        for name, report in self._file_reports.items():
+            if report.size is not None and report.skipped is None:
+                disk.observe(name, report.size, lines.get(name, 0), report.filesystem)
+        disk.forget([n for n in list(disk.sources()) if n not in self._file_reports])
+        changes = disk.evaluate(lambda: engine.connections(DISK_HOTTEST))
+        engine.publish_disk(changes)  # the receivers and the event stream
+        for change in changes:
+            f = change.alert.forecast
+            if change.kind == "fired":
+                log.warning("%s will be full in about %s (%s free, the followed logs grow by "
+                            "%s/s): disk alert %s", f.mount,
+                            human_seconds(f.seconds_to_full or 0), human_bytes(f.free_bytes),
+                            human_bytes(f.bytes_per_second or 0), change.alert.id)
+            else:
+                log.info("disk alert %s on %s resolved (%s)", change.alert.id, f.mount,
+                         change.alert.resolved_reason)
+        return changes
 
     def _failed(self, source: Source, exc: BaseException) -> list[str]:
         """One source failed: logged (the traceback at most once a minute), counted in

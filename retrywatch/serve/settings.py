@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     http_header_timeout: float = Field(10.0, gt=0, description=(
         "Seconds a client has to send a whole request head (and to start the next one on "
         "a kept-alive connection) before its connection is closed."))
+    disk_forecast: bool = Field(True, description=(
+        "Sample each followed file's growth and its filesystem's free space (statvfs) "
+        "about once a second for the disk forecast and its alert; off: neither is read."))
+    disk_horizon: float = Field(1800.0, ge=0, description=(
+        "Alert when the followed logs will fill their filesystem within this many seconds "
+        "at their growth of the last minute (0: no disk alert; the forecast is still "
+        "served)."))
     source_retention: float = Field(6 * 3600.0, ge=0, description=(
         "Seconds a file source may be gone (deleted, no longer matched by its glob) "
         "before it is forgotten with its metric series (a pod's log on a node)."))

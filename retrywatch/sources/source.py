@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from retrywatch.sources.checkpoint import Position
 from retrywatch.sources.files import source_name
 from retrywatch.sources.follow import FileFollower, FileStatus
+from retrywatch.sources.growth import Filesystem, filesystem_of
 from retrywatch.sources.stdin import StdinSource
 from retrywatch.sources.syslog import SyslogListener
 
@@ -44,6 +45,8 @@ log = logging.getLogger("retrywatch")
 POLL_WAIT = 1.0
 #: Seconds without an answer after which a file input is reported stuck.
 STUCK_AFTER = 5.0
+#: Seconds between two reads of a file input's filesystems (free space).
+FILESYSTEM_EVERY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,9 @@ class Report:
     caught_up: bool = True
     #: Why it is not read at all (a FIFO under a glob): not a failure of the service.
     skipped: str | None = None
+    #: A file's size now, and its filesystem (free space: the disk forecast's input).
+    size: int | None = None
+    filesystem: Filesystem | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -114,6 +120,7 @@ class _Poll:
     positions: list[Position]
     statuses: list[FileStatus]
     dirs: set[str]
+    filesystems: dict[str, Filesystem]
 
 
 class _Worker:
@@ -184,7 +191,7 @@ class FileInput:
     kind = "file"
 
     def __init__(self, follower: FileFollower, *, wait: float = POLL_WAIT,
-                 stuck_after: float = STUCK_AFTER) -> None:
+                 stuck_after: float = STUCK_AFTER, filesystems: bool = True) -> None:
         self.follower = follower
         self.name = follower.pattern
         self.wait = wait
@@ -195,6 +202,15 @@ class FileInput:
         self._dirs: set[str] | None = None
         self._error: str | None = None
         self._closed = False
+        #: each open file's filesystem, read at most every FILESYSTEM_EVERY seconds (in the
+        #: worker: statvfs on a hung filesystem stalls this input only); its mount point
+        #: found once per path
+        self._filesystems: dict[str, Filesystem] = {}
+        self._mounts: dict[str, str] = {}
+        self._filesystems_at = float("-inf")
+        #: False: no filesystem is read (the service's disk_forecast off)
+        self.read_filesystems = filesystems
+        self._polled_filesystems: dict[str, Filesystem] = {}
 
     def start(self) -> None:
         pass  # the worker starts with the first poll
@@ -202,7 +218,29 @@ class FileInput:
     def _poll_now(self) -> _Poll:
         follower = self.follower
         chunks = follower.poll()
-        return _Poll(chunks, follower.positions(), follower.status(), follower.watch_dirs())
+        statuses = follower.status()
+        now = time.monotonic()
+        if self.read_filesystems and now - self._filesystems_at >= FILESYSTEM_EVERY:
+            self._filesystems_at = now
+            self._filesystems = self._read_filesystems(statuses)
+        return _Poll(chunks, follower.positions(), statuses, follower.watch_dirs(),
+                     self._filesystems)
+
+    def _read_filesystems(self, statuses: list[FileStatus]) -> dict[str, Filesystem]:
+        out: dict[str, Filesystem] = {}
+        mounts = self._mounts
+        for st in statuses:
+            if not st.open or st.skipped is not None:
+                continue
+            try:
+                fs = filesystem_of(st.path, mounts.get(st.path))
+            except OSError:  # gone between the poll and now: the next poll says so
+                continue
+            out[st.path] = fs
+            mounts[st.path] = fs.mount
+        for path in [p for p in mounts if p not in out]:
+            del mounts[path]
+        return out
 
     def poll(self) -> list[Piece]:
         if self._closed:
@@ -220,6 +258,7 @@ class FileInput:
             raise
         self._error = None
         self._positions, self._statuses, self._dirs = done.positions, done.statuses, done.dirs
+        self._polled_filesystems = done.filesystems
         return [Piece(c.source, c.data, boundary=c.boundary) for c in done.chunks]
 
     def reports(self) -> list[Report]:
@@ -236,7 +275,8 @@ class FileInput:
                               lag_bytes=st.lag_bytes, lag_seconds=st.lag_seconds,
                               rotations=st.rotations + st.truncations, last_error=error,
                               open=st.open, caught_up=st.lag_bytes == 0 and not stuck,
-                              skipped=st.skipped))
+                              skipped=st.skipped, size=st.size,
+                              filesystem=self._polled_filesystems.get(st.path)))
         return out
 
     def positions(self) -> list[Position]:
@@ -357,7 +397,8 @@ def open_sources(settings: Settings, checkpoints: dict[str, Position] | None = N
             sources.append(StdinInput())
         else:
             sources.append(FileInput(FileFollower(pattern, from_end=from_end,
-                                                  checkpoints=checkpoints)))
+                                                  checkpoints=checkpoints),
+                                     filesystems=settings.disk_forecast))
     for url in settings.syslog:
         listener = SyslogListener(url, max_record=settings.syslog_max_frame,
                                   max_clients=settings.syslog_max_clients,

@@ -1,0 +1,348 @@
+"""The disk forecast's parts on fake clocks: a file's growth (sources/growth.py) through
+rotation, truncation and silence, with hypothesis for its bounds; the forecast of each
+filesystem and the disk alert's lifecycle (detect/disk.py); the filesystem read by a file
+input, against findmnt and df."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from service_harness import FakeClock
+
+from retrywatch.detect.disk import (
+    DEFAULT_HOLD,
+    RESOLVE_MARGIN,
+    DiskWatch,
+    disk_alert_id,
+    human_bytes,
+    human_seconds,
+)
+from retrywatch.detect.schema import ConnectionData
+from retrywatch.sources.follow import FileFollower
+from retrywatch.sources.growth import (
+    IDLE_AFTER,
+    MIN_SPAN,
+    RATE_SPAN,
+    Filesystem,
+    Growth,
+    filesystem_of,
+    mount_point,
+)
+from retrywatch.sources.source import FileInput
+
+MiB = 1 << 20
+LOG = "/var/log/nginx/error.log"
+
+
+# -- one file's growth -------------------------------------------------------------------
+
+def test_a_steady_writer_grows_at_its_rate_and_none_is_said_before_min_span() -> None:
+    g = Growth()
+    for t in range(int(MIN_SPAN)):
+        g.observe(float(t), 1000 * t, 10 * t)
+        assert g.bytes_per_second is None and g.lines_per_second is None
+    g.observe(MIN_SPAN, int(1000 * MIN_SPAN), int(10 * MIN_SPAN))
+    assert g.bytes_per_second == 1000.0
+    assert g.lines_per_second == 10.0
+
+
+def test_the_rate_is_over_the_last_minute_only() -> None:
+    g = Growth()
+    size = 0
+    for t in range(200):  # 100 s at 10 kB/s, then 100 s at 1 kB/s
+        size += 10_000 if t < 100 else 1000
+        g.observe(float(t), size, 0)
+    assert g.bytes_per_second == pytest.approx(1000.0)
+
+
+def test_rotation_and_truncation_count_the_new_files_bytes() -> None:
+    g = Growth()
+    g.observe(0.0, 5000, 0)
+    g.observe(1.0, 9000, 0)  # +4000
+    g.observe(2.0, 300, 0)  # rotated: a new file of 300 bytes
+    g.observe(3.0, 0, 0)  # truncated: nothing new
+    g.observe(4.0, 700, 0)  # +700
+    assert g.bytes_total == 4000 + 300 + 700
+
+
+def test_a_file_that_stopped_growing_grows_at_zero_after_idle_after() -> None:
+    g = Growth()
+    for t in range(30):
+        g.observe(float(t), 1000 * t, 0)
+    last = 29.0
+    g.observe(last + IDLE_AFTER - 1, 29_000, 0)
+    assert g.bytes_per_second is not None and g.bytes_per_second > 0
+    g.observe(last + IDLE_AFTER, 29_000, 0)
+    assert g.bytes_per_second == 0.0
+
+
+def test_polled_twenty_times_a_second_it_keeps_one_sample_a_second() -> None:
+    g = Growth()
+    for i in range(20 * 600):  # ten minutes
+        g.observe(i / 20, 50 * i, i)
+    assert len(g._samples) <= RATE_SPAN + 3
+    assert g.bytes_per_second == pytest.approx(1000.0)
+    assert g.lines_per_second == pytest.approx(20.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 30.0, allow_nan=False),
+                          st.integers(0, 1 << 40), st.integers(0, 1 << 20)),
+                max_size=400))
+def test_any_sequence_keeps_bounded_and_sane(steps: list[tuple[float, int, int]]) -> None:
+    """Whatever the sizes (growing, shrinking, jumping) and the gaps between polls: the
+    samples stay bounded, growth is never negative, and the rate is what the kept samples
+    say over their span."""
+    g = Growth()
+    now, grown, last = 0.0, 0, None
+    for gap, size, lines in steps:
+        now += gap
+        g.observe(now, size, lines)
+        if last is not None:
+            grown += size - last if size >= last else size
+        last = size
+        assert len(g._samples) <= RATE_SPAN + 3
+        assert g.bytes_total == grown
+        for rate in (g.bytes_per_second, g.lines_per_second):
+            assert rate is None or rate >= 0
+        (t0, b0, _), (t1, b1, _) = g._samples[0], g._samples[-1]
+        if t1 - t0 < MIN_SPAN:
+            assert g.bytes_per_second is None
+        elif g.bytes_per_second != 0.0:
+            assert g.bytes_per_second == pytest.approx((b1 - b0) / (t1 - t0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 1 << 30), st.integers(1, 1 << 24), st.integers(10, 400))
+def test_a_steady_rate_forecasts_free_over_rate(free: int, rate: int, seconds: int) -> None:
+    clock = FakeClock(0.0)
+    watch = DiskWatch(clock=clock, wall=lambda: 0.0)
+    for t in range(seconds + 1):
+        clock.now = float(t)
+        watch.observe(LOG, rate * t, 0, Filesystem("/var/log", free, 2 * free))
+    watch.evaluate()
+    (f,) = watch.forecasts()
+    assert f["bytes_per_second"] == pytest.approx(rate, abs=0.05)
+    assert f["seconds_to_full"] == pytest.approx(free / rate, rel=1e-6, abs=0.05)
+
+
+# -- the forecast and the alert -------------------------------------------------------------
+
+class Disk:
+    """A DiskWatch fed one file (or more) a second on a fake clock."""
+
+    def __init__(self, horizon: float = 1800.0, **kwargs: Any) -> None:
+        self.clock = FakeClock(0.0)
+        self.wall = FakeClock(1_700_000_000.0)
+        self.watch = DiskWatch(horizon, clock=self.clock, wall=self.wall, **kwargs)
+        self.sizes: dict[str, int] = {}
+
+    def second(self, grow: dict[str, int], free: int, *, mount: str = "/var/log",
+               size: int = 64 * MiB, hottest: list[ConnectionData] | None = None
+               ) -> list[tuple[str, str]]:
+        for name, n in grow.items():
+            self.sizes[name] = self.sizes.get(name, 0) + n
+            self.watch.observe(name, self.sizes[name], self.sizes[name] // 100,
+                               Filesystem(mount, free, size))
+        changes = self.watch.evaluate(lambda: hottest or [])
+        self.clock.advance(1.0)
+        self.wall.advance(1.0)
+        return [(c.kind, c.alert.mount) for c in changes]
+
+    def run(self, seconds: int, grow: dict[str, int], free: int, **kwargs: Any
+            ) -> list[tuple[int, str, str]]:
+        out = []
+        for i in range(seconds):
+            out += [(i, *c) for c in self.second(grow, free, **kwargs)]
+        return out
+
+
+def test_fires_after_the_hold_and_not_for_a_short_burst() -> None:
+    d = Disk()
+    # 10 MiB free, 100 KiB/s: full in 102 s, well within 30 minutes.
+    d.run(int(MIN_SPAN), {LOG: 100 << 10}, 10 * MiB)  # the rate is not known yet
+    assert not d.watch.firing
+    # A burst shorter than the hold, then quiet: the rate drops to 0 IDLE_AFTER seconds
+    # later, before the forecast has been within the horizon for the hold: nothing fires.
+    quiet = Disk()
+    burst = int(MIN_SPAN + DEFAULT_HOLD - IDLE_AFTER) - 1
+    events = quiet.run(burst, {LOG: 100 << 10}, 10 * MiB)
+    events += quiet.run(60, {LOG: 0}, 10 * MiB)
+    assert events == []
+    assert quiet.watch.forecasts()[0]["bytes_per_second"] == 0.0
+    # Kept up: fired once, DEFAULT_HOLD seconds after the forecast came within the horizon.
+    events = d.run(30, {LOG: 100 << 10}, 10 * MiB)
+    assert events == [(int(DEFAULT_HOLD), "fired", "/var/log")]
+
+
+def test_a_slow_log_on_a_big_disk_does_not_fire() -> None:
+    d = Disk()
+    # 1 KiB/s with 10 GiB free: 121 days.
+    assert d.run(120, {LOG: 1024}, 10 << 30) == []
+    (f,) = d.watch.forecasts()
+    assert f["seconds_to_full"] == pytest.approx((10 << 30) / 1024)
+
+
+def test_files_on_one_filesystem_add_up_and_others_are_apart() -> None:
+    d = Disk(horizon=600)
+    # two logs of 512 KiB/s each on /var/log with 500 MiB free: 500 s together (each
+    # alone: 1000 s, past the horizon); a third on / grows as fast with 500 MiB free.
+    for _ in range(30):
+        d.second({"a.log": 512 << 10, "b.log": 512 << 10}, 500 * MiB)
+        d.watch.observe("c.log", d.sizes.setdefault("c.log", 0), 0,
+                        Filesystem("/", 500 * MiB, 8 << 30))
+        d.sizes["c.log"] += 512 << 10
+    forecasts = {f["mount"]: f for f in d.watch.forecasts()}
+    assert forecasts["/var/log"]["sources"] == ["a.log", "b.log"]
+    assert forecasts["/var/log"]["seconds_to_full"] == pytest.approx(500, rel=0.01)
+    assert forecasts["/"]["seconds_to_full"] == pytest.approx(1000, rel=0.01)
+    assert list(d.watch.firing) == ["/var/log"]
+
+
+def test_resolves_past_the_margin_after_the_hold_and_not_while_it_wavers() -> None:
+    d = Disk(horizon=100)
+    # 10 MiB free: 128 KiB/s is 80 s to full (fires); 80 KiB/s is 128 s, past the horizon
+    # but within 1.5 horizons (stays firing); 32 KiB/s is 320 s, past them (resolves).
+    d.run(20, {LOG: 128 << 10}, 10 * MiB)
+    assert d.watch.firing
+    assert d.run(120, {LOG: 80 << 10}, 10 * MiB) == []
+    assert 100 < d.watch.forecasts()[0]["seconds_to_full"] < 100 * RESOLVE_MARGIN
+    events = d.run(120, {LOG: 32 << 10}, 10 * MiB)
+    assert [e[1:] for e in events] == [("resolved", "/var/log")]
+    (alert,) = d.watch.alerts()
+    assert alert["resolved_reason"] == "forecast_past_horizon"
+    # the rate of the last minute passes 150 s after the change begins, then the hold
+    assert DEFAULT_HOLD < events[0][0] <= RATE_SPAN + DEFAULT_HOLD + 1
+
+
+def test_a_full_disk_keeps_firing_though_the_log_no_longer_grows() -> None:
+    d = Disk()
+    d.run(20, {LOG: 1 * MiB}, 10 * MiB)
+    assert d.watch.firing
+    assert d.run(120, {LOG: 0}, 0) == []  # full: the writes fail, nothing grows
+    (alert,) = d.watch.alerts()
+    assert alert["state"] == "firing"
+    assert alert["forecast"]["seconds_to_full"] == 0
+    assert "it is full now" in alert["diagnosis"]["cause"]
+    # truncated: the space is back, nothing grows: resolved after IDLE_AFTER and the hold
+    events = d.run(60, {LOG: 0}, 60 * MiB)
+    assert [e[1:] for e in events] == [("resolved", "/var/log")]
+    assert d.watch.alerts()[0]["resolved_reason"] == "not_growing"
+
+
+def test_a_filesystem_whose_files_are_gone_resolves_its_alert() -> None:
+    d = Disk()
+    d.run(20, {LOG: 1 * MiB}, 10 * MiB)
+    d.watch.forget([LOG])
+    assert [(c.kind, c.alert.resolved_reason) for c in d.watch.evaluate()] == [
+        ("resolved", "source_gone")]
+    assert d.watch.forecasts() == []
+    assert d.watch.sources() == []
+
+
+def test_horizon_zero_never_fires_even_when_full() -> None:
+    d = Disk(horizon=0)
+    assert d.run(60, {LOG: 1 * MiB}, 0) == []
+    assert d.watch.forecasts()[0]["seconds_to_full"] == 0
+
+
+def test_resolved_alerts_kept_are_bounded() -> None:
+    d = Disk(horizon=100, hold=1.0)
+    for _ in range(130):  # fire and resolve, over and over
+        d.run(8, {LOG: 1 * MiB}, 10 * MiB)
+        d.run(20, {LOG: 0}, 10 * MiB)
+    assert d.watch.fired_total == d.watch.resolved_total == 130
+    assert len(d.watch.resolved) == 100
+
+
+def conn(cid: int, rate: float, upstreams: dict[str, int], source: str = LOG
+         ) -> ConnectionData:
+    return {"source": source, "pid": 2454, "cid": cid, "failures_in_window": int(rate * 60),
+            "rate_per_second": rate, "failures": int(rate * 60), "upstreams": upstreams,
+            "client": None, "server": None, "first_seen": "", "last_seen": ""}
+
+
+def test_the_alert_names_the_connections_writing_most_and_their_upstreams() -> None:
+    d = Disk()
+    hottest = [
+        conn(7, 50.0, {"10.0.0.9:80": 3000}),
+        conn(49447, 900.0, {"unix:/run/app.sock": 50_000, "10.0.0.9:80": 4000}),
+        conn(3, 2000.0, {"10.0.0.1:80": 99}, source="/elsewhere/error.log"),  # not on it
+    ]
+    # 1,000 lines a second of 200 bytes (sizes // 100 lines: 200_000 bytes is 2,000 lines)
+    d.run(20, {LOG: 100_000}, 10 * MiB, hottest=hottest)
+    (alert,) = d.watch.alerts()
+    assert [(c["cid"], c["share"]) for c in alert["connections"]] == [(49447, 0.9), (7, 0.05)]
+    assert alert["connections"][0]["upstreams"] == {"unix:/run/app.sock": 50_000,
+                                                    "10.0.0.9:80": 4000}
+    assert alert["upstreams"] == {"unix:/run/app.sock": 50_000, "10.0.0.9:80": 7000}
+    cause = alert["diagnosis"]["cause"]
+    assert cause.startswith("/var/log has 10.0 MiB free of 64.0 MiB; "
+                            "/var/log/nginx/error.log grows by 97.7 KiB/s: full in about 105 s"
+                            ) or "full in about 2 min" in cause, cause
+    assert ("nginx connection *49447 (pid 2454) writes 90% of the lines, 900 connect() "
+            "failures a second against unix:/run/app.sock, 10.0.0.9:80.") in cause
+    assert alert["diagnosis"]["fix"].startswith("Stop the writer first")
+    assert alert["diagnosis"]["docs"] == "docs/lint/log_fills_disk.md"
+    assert Path(alert["diagnosis"]["docs"]).exists()
+
+
+def test_without_a_writing_connection_the_fix_says_to_find_the_writer() -> None:
+    d = Disk()
+    d.run(20, {LOG: 1 * MiB}, 10 * MiB)
+    alert = d.watch.alerts()[0]
+    assert alert["connections"] == [] and alert["upstreams"] == {}
+    assert alert["diagnosis"]["fix"].startswith("Find what writes")
+
+
+def test_the_alert_id_is_pinned() -> None:
+    assert disk_alert_id("/var/log", 1_700_000_000.5) == disk_alert_id("/var/log", 1.7e9)
+    assert disk_alert_id("/var/log", 1.7e9) == "3698a257d804d2eb"
+    assert disk_alert_id("/", 1.7e9) != disk_alert_id("/var/log", 1.7e9)
+
+
+def test_human_units() -> None:
+    assert [human_bytes(n) for n in (512, 1536, 10 * MiB, 3 << 40)] == [
+        "512 B", "1.5 KiB", "10.0 MiB", "3.0 TiB"]
+    assert [human_seconds(s) for s in (45, 720, 12_600)] == ["45 s", "12 min", "3.5 h"]
+
+
+# -- the filesystem a file input reads ------------------------------------------------------
+
+def test_the_filesystem_of_a_file_is_what_findmnt_and_df_say(tmp_path: Path) -> None:
+    findmnt, df = shutil.which("findmnt"), shutil.which("df")
+    assert findmnt and df, "findmnt and df (util-linux, coreutils)"
+    log = tmp_path / "error.log"
+    log.write_bytes(b"x" * 100)
+    target = subprocess.run([findmnt, "-n", "-o", "TARGET", "-T", str(log)], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    assert mount_point(str(log)) == target
+    fs = filesystem_of(str(log))
+    size, avail = subprocess.run([df, "-B1", "--output=size,avail", str(log)], check=True,
+                                 capture_output=True, text=True).stdout.split()[-2:]
+    assert fs.mount == target and fs.size_bytes == int(size)
+    assert abs(fs.free_bytes - int(avail)) < 64 * MiB  # others write meanwhile
+    assert mount_point("/") == "/"
+
+
+def test_a_file_inputs_reports_carry_size_and_filesystem(tmp_path: Path) -> None:
+    log = tmp_path / "error.log"
+    log.write_bytes(b"2026/12/03 10:00:00 [error] 1#1: *1 something\n")
+    source = FileInput(FileFollower(str(log), from_end=False))
+    try:
+        source.poll()
+        (report,) = source.reports()
+        assert report.size == log.stat().st_size
+        assert report.filesystem is not None
+        assert report.filesystem.mount == mount_point(str(log))
+        assert report.filesystem.size_bytes == os.statvfs(log).f_blocks * os.statvfs(
+            log).f_frsize
+    finally:
+        source.close()

@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,13 +190,20 @@ class Writer:
 class Child:
     """One ``retrywatch run`` process following ``path``, serving on a free port."""
 
-    def __init__(self, base: list[str], path: Path, threshold: int, workdir: Path) -> None:
+    def __init__(
+        self,
+        base: list[str],
+        path: Path,
+        threshold: int,
+        workdir: Path,
+        extra: Sequence[str] = (),
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.argv = [
             *base, "run",
             "--log", str(path), "--from", "beginning", "--timezone", "UTC",
-            "--threshold", str(threshold), "--listen", f"127.0.0.1:{self.port}",
+            "--threshold", str(threshold), "--listen", f"127.0.0.1:{self.port}", *extra,
         ]  # fmt: skip
         # Only the flags configure it: no RETRYWATCH_* variable or configuration file.
         env = {k: v for k, v in os.environ.items() if not k.startswith("RETRYWATCH_")}
@@ -450,8 +458,13 @@ def alert_checks(
 # ------------------------------------------------------------------------ the parts
 
 
+#: The switches of the features beyond one connection (``--features``): off, each is
+#: disabled; on, each runs as by default.
+FEATURES_OFF = ["--no-disk-forecast"]
+
+
 def part_throughput(
-    args: argparse.Namespace, workdir: Path, workload: str, rw: list[str]
+    args: argparse.Namespace, workdir: Path, workload: str, rw: list[str], features: str = "on"
 ) -> dict[str, Any]:
     """Append the generated file to the followed one; time until every line is read.
 
@@ -465,9 +478,10 @@ def part_throughput(
     total = summary["lines"]
     path = workdir / f"throughput-{workload}.log"
     path.write_bytes(b"")
-    child = Child(rw, path, args.threshold, workdir)
+    child = Child(rw, path, args.threshold, workdir, FEATURES_OFF if features == "off" else [])
     result: dict[str, Any] = {
         "workload": workload,
+        "features": features,
         "file": str(source),
         "lines": total,
         "bytes": summary["bytes"],
@@ -797,7 +811,8 @@ def print_report(result: dict[str, Any], out: Any) -> None:
 
     for r in result.get("throughput", []):
         p(
-            f"throughput, {r['workload']}: {r['lines']:,} lines ({r['bytes'] / MIB:.0f} MiB) "
+            f"throughput, {r['workload']}, features {r.get('features', 'on')}: "
+            f"{r['lines']:,} lines ({r['bytes'] / MIB:.0f} MiB) "
             f"appended to the followed file, {r.get('mode')}"
         )
         if "error" in r:
@@ -813,6 +828,13 @@ def print_report(result: dict[str, Any], out: Any) -> None:
         )
         for c in r["checks"]:
             p(f"  [{mark(c['ok'])}] {c['what']}: {c['detail']}")
+    rates = {(r["workload"], r.get("features")): r.get("lines_per_s")
+             for r in result.get("throughput", [])}
+    for workload in dict.fromkeys(w for w, _ in rates):
+        on, off = rates.get((workload, "on")), rates.get((workload, "off"))
+        if on and off:
+            p(f"features, {workload}: {on:,} lines/s on, {off:,} lines/s off: on is "
+              f"{on / off:.1%} of off ({FEATURES_OFF} turns them off)")
     for r in result.get("latency", []):
         lat = r.get("latency_ms")
         p(
@@ -911,6 +933,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--parts", default=",".join(PARTS), help="a subset of " + ",".join(PARTS))
     ap.add_argument("--workload", choices=("storm", "flood", "both"), default="both")
+    ap.add_argument(
+        "--features",
+        choices=("on", "off", "both"),
+        default="on",
+        help="throughput with the features beyond one connection (the disk forecast) on, "
+        "off, or both, each in its own run, and their ratio (on)",
+    )
     ap.add_argument("--storm-lines", type=int, default=2_000_000, help="throughput (2000000)")
     ap.add_argument(
         "--concurrent-copy",
@@ -1058,10 +1087,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if "throughput" in args.part_set:
+            features = ["on", "off"] if args.features == "both" else [args.features]
             result["throughput"] = [
-                attempt(part_throughput, {"workload": w, "lines": 0, "bytes": 0},
-                        args, workdir, w, rw)
-                for w in workloads
+                attempt(part_throughput, {"workload": w, "lines": 0, "bytes": 0,
+                                          "features": f},
+                        args, workdir, w, rw, f)
+                for w in workloads for f in features
             ]  # fmt: skip
         if "latency" in args.part_set:
             result["latency"] = []

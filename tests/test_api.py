@@ -56,19 +56,7 @@ def empty() -> Iterator[tuple[Engine, Any]]:
         yield engine, c
 
 
-# -- landing, health ----------------------------------------------------------------
-def test_landing_page_links_the_rest(client: Any) -> None:
-    r = client.get("/")
-    assert r.status_code == 200
-    assert r.headers["content-type"].startswith("text/html")
-    assert "Firing now: <b>1</b>" in r.text
-    for path in ("/api/v1/alerts", "/api/v1/alerts/stream", "/api/v1/connections",
-                 "/api/v1/sources", "/metrics", "/healthz", "/readyz", "/openapi.json"):
-        assert f'href="{path}' in r.text, path
-        if path != "/api/v1/alerts/stream":  # endless
-            assert client.get(path).status_code == 200, path
-
-
+# -- health (the page at / : tests/test_live_page.py) ---------------------------------
 def test_healthz(client: Any) -> None:
     r = client.get("/healthz")
     assert r.status_code == 200

@@ -30,13 +30,15 @@ TOKEN = "s3cret-t0ken"
 SECRET = "hunter2"  # a query value that must not leave the service
 PROMETHEUS = shutil.which("prometheus") or "prometheus"  # the name alone when missing: a skip
 OPENSSL = shutil.which("openssl")
-#: Every endpoint but the probes and the documentation, and the landing page.
-PROTECTED = ["/", "/metrics", "/api/v1/alerts", "/api/v1/alerts/stream",
-             "/api/v1/alerts/0000000000000000", "/api/v1/connections", "/api/v1/sources"]
+#: Every endpoint but the probes, the documentation and the live page.
+PROTECTED = ["/metrics", "/api/v1/alerts", "/api/v1/alerts/stream",
+             "/api/v1/alerts/0000000000000000", "/api/v1/connections", "/api/v1/sources",
+             "/api/v1/disk"]
 #: Open: the probes carry no token, nor does a browser loading the documentation (its
-#: Authorize button takes the token for the requests it makes).
+#: Authorize button takes the token for the requests it makes) or the live page (no data
+#: in it: its script asks for the token, and sends it with every request).
 OPEN = ["/healthz", "/readyz", "/docs", "/redoc", "/openapi.json",
-        "/docs/assets/swagger-ui-bundle.js"]
+        "/docs/assets/swagger-ui-bundle.js", "/", "/ui/live.js", "/ui/live.css"]
 
 
 def follow(tmp_path: Path, data: bytes = b"") -> list[str]:

@@ -61,14 +61,15 @@ def test_swagger_ui_asks_no_validator_elsewhere(client: Any) -> None:
     assert '"validatorUrl": null' in client.get("/docs").text
 
 
-def test_only_the_documentation_is_open_with_a_token() -> None:
+def test_only_the_documentation_and_the_page_are_open_with_a_token() -> None:
     from fastapi.testclient import TestClient
 
     with TestClient(create_app(new_engine(), api_token=TOKEN)) as c:
-        for path in ("/docs", "/redoc", "/openapi.json", "/docs/assets/swagger-ui.css"):
+        for path in ("/docs", "/redoc", "/openapi.json", "/docs/assets/swagger-ui.css", "/",
+                     "/ui/live.js"):
             assert c.get(path).status_code == 200, path
-        for path in ("/", "/api/v1/alerts", "/docs/assets/../../api/v1/alerts",
-                     "/docsx", "/openapi.json/x"):
+        for path in ("/api/v1/alerts", "/docs/assets/../../api/v1/alerts", "/ui/../metrics",
+                     "/ui/x.js", "/docsx", "/openapi.json/x", "/index.html"):
             assert c.get(path).status_code == 401, path
         schema = c.get("/openapi.json").json()
         assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"

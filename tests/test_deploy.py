@@ -77,6 +77,9 @@ def test_wheel_carries_the_core_and_sample(wheel: Path) -> None:
     pages = {p.name for p in (ROOT / "docs" / "lint").glob("*.md")}
     assert "http_retry_loop.md" in pages
     assert {f"retrywatch/lint/docs/{p}" for p in pages} <= names  # lint --explain, offline
+    live = {p.name for p in (ROOT / "retrywatch" / "serve" / "live").iterdir()}
+    assert {"index.html", "live.js", "live.css"} <= live
+    assert {f"retrywatch/serve/live/{p}" for p in live} <= names  # the live page
     (entry_points,) = (n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "retrywatch=retrywatch.cli:main" in text.replace(" ", "")

@@ -52,6 +52,7 @@ from retrywatch.serve.events import (
     ingest_behind,
 )
 from retrywatch.serve.metrics import CONTENT_TYPE, StreamCollector, new_registry, render
+from retrywatch.serve.page import PAGE_PATHS, add_page
 
 __all__ = ["DOCS_PATHS", "OPEN_PATHS", "StreamHub", "create_app", "ingest_behind"]
 
@@ -174,9 +175,7 @@ def create_app(engine: Engine, notifier: Notifier | None = None, *,
     _add_docs(app)
     _complete_openapi(app, bearer=bool(api_token))
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> str:
-        return _LANDING.format(version=__version__, firing=len(engine.firing))
+    add_page(app)  # GET /: the live page (serve/page.py)
 
     @app.get("/healthz", response_model=Health, tags=["health"], operation_id="getLiveness",
              responses={503: {"model": Health, "description": _PROBE_503}, **_FAILED})
@@ -424,8 +423,9 @@ def _yield_to_ingest(engine: Engine) -> None:
 
 
 def _open(path: str) -> bool:
-    """Answered without the token: the probes, the documentation and its assets."""
-    return (path in OPEN_PATHS or path in DOCS_PATHS
+    """Answered without the token: the probes, the documentation and its assets, the live
+    page and its files (they hold no data: its script asks for the token)."""
+    return (path in OPEN_PATHS or path in DOCS_PATHS or path in PAGE_PATHS
             or (path.startswith(DOCS_ASSETS + "/") and "/.." not in path))
 
 
@@ -492,20 +492,3 @@ def _authorized(scope: Scope, token: bytes) -> bool:
     return False
 
 
-_LANDING = """<!doctype html>
-<html><head><meta charset="utf-8"><title>retrywatch</title></head>
-<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
-<h1>retrywatch {version}</h1>
-<p>nginx connections stuck in connect() retry loops. Firing now: <b>{firing}</b>.</p>
-<ul>
-<li><a href="/api/v1/alerts?state=firing">/api/v1/alerts?state=firing</a> - alerts firing</li>
-<li><a href="/api/v1/alerts">/api/v1/alerts</a> - all alerts (state, since, limit, offset)</li>
-<li><a href="/api/v1/alerts/stream">/api/v1/alerts/stream</a> - Server-Sent Events</li>
-<li><a href="/api/v1/connections">/api/v1/connections</a> - hottest connections now</li>
-<li><a href="/api/v1/sources">/api/v1/sources</a> - sources, positions, lag</li>
-<li><a href="/metrics">/metrics</a> - Prometheus metrics</li>
-<li><a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a></li>
-<li><a href="/docs">/docs</a>, <a href="/redoc">/redoc</a> - the OpenAPI schema
-(<a href="/openapi.json">JSON</a>)</li>
-</ul></body></html>
-"""

@@ -33,7 +33,7 @@ from service_harness import (
     stop_process,
     wait_until,
 )
-from test_disk_delivery import LOG, MiB, fired
+from test_disk_delivery import LOG, QUIET, MiB, fired
 from webhook_receiver import WebhookReceiver, receiving
 
 from retrywatch.delivery import Notifier, Receiver
@@ -219,9 +219,9 @@ def test_a_disk_alert_through_alertmanager(alertmanager: Alertmanager,
         threading.Event().wait(RESOLVE_TIMEOUT + 1.5)
         assert [a["status"]["state"] for a in disk_alerts()] == ["active"]
         # the log stops growing: resolved, and gone from Alertmanager
-        for _ in range(20):
+        for _ in range(QUIET):
             watch.observe(LOG, 19 * 128 * 1024, 19_000,
-                          Filesystem("/var/log", 10 * MiB, 64 * MiB))
+                          Filesystem(1, "/var/log", 10 * MiB, 64 * MiB))
             for c in watch.evaluate():
                 notifier.offer(c)
             clock.advance(1.0)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service_harness import FakeClock
+from service_harness import FakeClock, feed_storm, new_engine
 from test_delivery import alert
 from webhook_receiver import receiving
 
@@ -18,15 +18,19 @@ from retrywatch.delivery import Notifier, Receiver
 from retrywatch.delivery.formats import Entry, alertmanager_alert, build, slack_message
 from retrywatch.delivery.receivers import RUNBOOK
 from retrywatch.delivery.state import DeliveryState, ReceiverState
-from retrywatch.detect.disk import DiskChange, DiskWatch
+from retrywatch.detect.core import DetectorConfig
+from retrywatch.detect.disk import DEFAULT_HOLD, DiskChange, DiskWatch
+from retrywatch.detect.engine import Engine
 from retrywatch.detect.schema import ConnectionData, DiskAlertData, is_disk_alert
 from retrywatch.serve.service import Service
 from retrywatch.serve.settings import Settings
 from retrywatch.sources.follow import ManualWaker
-from retrywatch.sources.growth import Filesystem
+from retrywatch.sources.growth import IDLE_AFTER, Filesystem
 
 MiB = 1 << 20
 LOG = "/var/log/nginx/error.log"
+#: Seconds of nothing written after which a disk alert has resolved.
+QUIET = int(IDLE_AFTER + DEFAULT_HOLD) + 2
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 HOTTEST: list[ConnectionData] = [{
     "source": LOG, "pid": 2454, "cid": 49447, "failures_in_window": 60_000,
@@ -41,7 +45,8 @@ def fired(watch: DiskWatch | None = None, clock: FakeClock | None = None) -> lis
     watch = watch or DiskWatch(clock=clock, wall=NOW.timestamp)
     changes: list[DiskChange] = []
     for t in range(20):
-        watch.observe(LOG, t * 128 * 1024, t * 1000, Filesystem("/var/log", 10 * MiB, 64 * MiB))
+        watch.observe(LOG, t * 128 * 1024, t * 1000,
+                      Filesystem(1, "/var/log", 10 * MiB, 64 * MiB))
         changes += watch.evaluate(lambda: HOTTEST)
         clock.advance(1.0)
     assert [c.kind for c in changes] == ["fired"]
@@ -141,9 +146,9 @@ def test_the_notifier_sends_it_to_a_real_receiver() -> None:
             for change in fired(watch, clock):
                 notifier.offer(change)
             hook.wait_for("the disk alert", lambda: len(hook.ok) == 1)
-            for _ in range(20):  # nothing grows: resolved after IDLE_AFTER and the hold
+            for _ in range(QUIET):  # nothing grows: resolved after IDLE_AFTER and the hold
                 watch.observe(LOG, 19 * 128 * 1024, 19_000,
-                              Filesystem("/var/log", 10 * MiB, 64 * MiB))
+                              Filesystem(1, "/var/log", 10 * MiB, 64 * MiB))
                 for change in watch.evaluate():
                     notifier.offer(change)
                 clock.advance(1.0)
@@ -158,24 +163,82 @@ def test_the_notifier_sends_it_to_a_real_receiver() -> None:
     assert first["id"] == second["id"]
 
 
-def test_a_firing_disk_alert_outlives_a_restart(tmp_path: Path) -> None:
-    """Checkpointed with the engine's state: after a restart it fires on (receivers are
-    not told it fired again) until the growth, measured again, resolves it."""
+def settings_of(tmp_path: Path, **more: Any) -> Settings:
     log = tmp_path / "error.log"
-    log.write_bytes(b"")
-    settings = Settings.model_validate({"log": [str(log)], "state_dir": tmp_path / "state",
-                                        "timezone": "UTC", "from": "beginning"})
+    if not log.exists():
+        log.write_bytes(b"")
+    return Settings.model_validate({"log": [str(log)], "state_dir": tmp_path / "state",
+                                    "timezone": "UTC", "from": "beginning", **more})
+
+
+def checkpointed_with_a_disk_alert(tmp_path: Path) -> DiskAlertData:
+    """A service's checkpoint holding a firing disk alert (of /var/log: not the real
+    filesystem of the followed file); that alert."""
     clock = FakeClock(0.0)
-    first = Service(settings, waker=ManualWaker(), clock=clock)
+    first = Service(settings_of(tmp_path), waker=ManualWaker(), clock=clock)
     try:
         fired(first.disk, clock)
         assert first.checkpoint()
     finally:
         first.stop()
     (before,) = first.disk.alerts()
-    again = Service(settings, waker=ManualWaker(), clock=FakeClock(0.0))
+    return before
+
+
+def test_a_firing_disk_alert_outlives_a_restart(tmp_path: Path) -> None:
+    """Checkpointed with the engine's state: after a restart it fires on (receivers are
+    not told it fired again), a slow first look at the files does not resolve it, and it
+    resolves after the hold once no followed file is on its filesystem."""
+    before = checkpointed_with_a_disk_alert(tmp_path)
+    clock = FakeClock(0.0)
+    again = Service(settings_of(tmp_path), waker=ManualWaker(), clock=clock)
     try:
         assert again.disk.alerts() == [before]
         assert again.engine.disk is again.disk
+        again.run_once()  # the file, on its real filesystem (not /var/log)
+        assert again.disk.alerts()[0]["state"] == "firing"
+        for _ in range(int(DEFAULT_HOLD)):
+            clock.advance(1.0)
+            again.run_once()
+        (after,) = again.disk.alerts()
+        assert (after["id"], after["state"], after["resolved_reason"]) == (
+            before["id"], "resolved", "source_gone")
     finally:
         again.stop()
+
+
+def test_turned_off_a_restored_disk_alert_resolves_and_receivers_hear_it(
+        tmp_path: Path) -> None:
+    before = checkpointed_with_a_disk_alert(tmp_path)
+    with receiving() as hook:
+        receiver = Receiver(name="hook", url=f"{hook.url}/h", group_wait=0.0)
+        again = Service(settings_of(tmp_path, disk_forecast=False, receivers=[receiver]),
+                        waker=ManualWaker(), clock=FakeClock(0.0))
+        again.notifier.start()
+        try:
+            (after,) = again.disk.alerts()
+            assert (after["id"], after["resolved_reason"]) == (before["id"], "disabled")
+            hook.wait_for("the resolve", lambda: len(hook.ok) == 1)
+        finally:
+            again.stop()
+    (sent,) = hook.ok[0].json()["alerts"]
+    assert (sent["alertname"], sent["change"], sent["resolved_reason"]) == (
+        "RetrywatchDiskFilling", "resolved", "disabled")
+
+
+def test_a_saved_disk_alert_that_cannot_be_read_costs_only_itself(
+        tmp_path: Path, caplog: Any) -> None:
+    """A later version's field is dropped; a broken alert is left out with a warning;
+    the rest of the engine's state (the runaway alerts) is read as ever."""
+    engine = new_engine()
+    feed_storm(engine)
+    engine.disk = DiskWatch()
+    core, extra = engine.snapshot()
+    state = json.loads(extra)
+    good = {**disk_alert(), "added_later": 1}
+    broken = {**disk_alert(), "forecast": "?"}
+    state["disk"] = [good, broken]
+    restored = Engine.restore(core, json.dumps(state).encode(), DetectorConfig(), UTC)
+    assert [a.to_dict() for a in restored.restored_disk] == [disk_alert()]
+    assert set(restored.firing) == set(engine.firing) and restored.firing
+    assert "a saved disk alert cannot be read" in caplog.text

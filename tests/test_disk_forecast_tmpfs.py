@@ -32,6 +32,8 @@ import pytest
 from bounds_harness import Run, poll, running
 from webhook_receiver import WebhookReceiver, receiving
 
+from retrywatch.sources.growth import filesystem_of
+
 SIZE = 4 << 20  # the tmpfs, bytes
 STORM_CID = 4242
 UPSTREAM = "127.0.0.1:5555"
@@ -106,6 +108,38 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=True, timeout=30)
+
+
+def test_one_filesystem_through_a_bind_mount_and_a_symlink_is_one_device(
+        tmpfs: Path, tmp_path: Path) -> None:
+    """A file read through a bind mount, or through a symbolic link into the tmpfs, is on
+    the tmpfs's device (one forecast), named by its real mount point; findmnt agrees."""
+    (tmpfs / "logs").mkdir()
+    log = tmpfs / "logs" / "error.log"
+    log.write_bytes(b"x" * 5000)
+    bound = tmp_path / "bound"
+    bound.mkdir()
+    subprocess.run(["mount", "--bind", str(tmpfs), str(bound)], check=True, timeout=30)
+    try:
+        link = tmp_path / "link"
+        link.symlink_to(tmpfs / "logs")
+        direct = filesystem_of(str(log))
+        via_bind = filesystem_of(str(bound / "logs" / "error.log"))
+        via_link = filesystem_of(str(link / "error.log"))
+        assert direct.dev == via_bind.dev == via_link.dev == os.stat(tmpfs).st_dev
+        assert direct.mount == via_link.mount == str(tmpfs)
+        assert via_bind.mount == str(bound)
+        assert direct.size_bytes == SIZE and direct.file_size == 5000
+        findmnt = subprocess.run(["findmnt", "-n", "-o", "TARGET", "-T", str(link / "error.log")],
+                                 check=True, capture_output=True, text=True).stdout.strip()
+        assert findmnt == str(tmpfs)
+        # A path moved onto another filesystem is looked up again, not named by the cache.
+        elsewhere = tmp_path / "error.log"
+        elsewhere.write_bytes(b"y")
+        moved = filesystem_of(str(elsewhere), (direct.dev, direct.mount))
+        assert moved.dev != direct.dev and moved.mount != str(tmpfs)
+    finally:
+        subprocess.run(["umount", "-l", str(bound)], check=True, timeout=30)
 
 
 def disk(svc: Run) -> dict[str, Any]:

@@ -74,7 +74,8 @@ def engine(clock: FakeClock) -> Engine:
     # for 20 s: full in 512 s, within the horizon for longer than the hold (an alert)
     engine.disk = disk = DiskWatch(clock=clock, wall=lambda: 1.7e9)
     for i in range(21):
-        disk.observe("nginx", i * 32768, i * 100, Filesystem("/var/log", 16 << 20, 64 << 20))
+        disk.observe("nginx", i * 32768, i * 100,
+                     Filesystem(1, "/var/log", 16 << 20, 64 << 20))
         disk.evaluate()
         clock.advance(1.0)
     return engine
@@ -114,7 +115,7 @@ def test_no_forecast_series_while_nothing_grows(clock: FakeClock) -> None:
     engine = new_engine(clock=clock)
     engine.disk = disk = DiskWatch(clock=clock)
     for _ in range(10):
-        disk.observe("nginx", 4096, 10, Filesystem("/var/log", 1 << 20, 8 << 20))
+        disk.observe("nginx", 4096, 10, Filesystem(1, "/var/log", 1 << 20, 8 << 20))
         disk.evaluate()
         clock.advance(1.0)
     text = scrape(engine)

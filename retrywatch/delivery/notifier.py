@@ -57,7 +57,7 @@ class Notifier:
         the way of the others (its own shape in each format: formats.py)."""
         if not self.channels:
             return
-        alert = change.alert.to_dict()
+        alert = change.data if isinstance(change, DiskChange) else change.alert.to_dict()
         for channel in self.channels.values():
             channel.offer(change.kind, alert)
 

@@ -8,14 +8,17 @@ one filesystem add up: the forecast is the free space over their summed growth i
 last minute (sources/growth.py), ``0`` once nothing is free (the writes that fail then
 stop the growth: a full disk is not a disk that stopped filling).
 
-An alert fires once a filesystem's forecast has stayed within the horizon for ``hold``
-seconds (a burst of a few seconds does not page), and resolves once it has stayed past
-:data:`RESOLVE_MARGIN` times the horizon, or not growing, for ``hold`` seconds. It names
+A filesystem none of whose files grew for IDLE_AFTER (30) seconds is not growing: no
+forecast. An alert fires once a filesystem's forecast has stayed within the horizon for
+``hold`` seconds while its files are still written (a burst that stopped does not page),
+and resolves once it has stayed past :data:`RESOLVE_MARGIN` times the horizon, or not
+growing, or without any file read (``source_gone``), for ``hold`` seconds. It names
 the connections writing most of the lines (their connect failures per second over the
 files' lines per second) and the upstreams they fail against, from the detector's
 hottest connections, and says what to do first.
 
-Disk alerts live in memory: after a restart the growth is measured again.
+A firing alert is kept in the engine's checkpoint: after a restart it fires on, and the
+growth, measured again, resolves it (``disabled`` at once when the forecast is turned off).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from retrywatch.detect.schema import (
     FileGrowthData,
     ForecastData,
 )
-from retrywatch.sources.growth import RATE_SPAN, Filesystem, Growth
+from retrywatch.sources.growth import IDLE_AFTER, RATE_SPAN, Filesystem, Growth
 
 __all__ = ["DEFAULT_HOLD", "DEFAULT_HORIZON", "DiskAlert", "DiskChange", "DiskWatch",
            "human_bytes", "human_seconds"]
@@ -47,6 +50,9 @@ __all__ = ["DEFAULT_HOLD", "DEFAULT_HORIZON", "DiskAlert", "DiskChange", "DiskWa
 DEFAULT_HORIZON = 1800.0
 #: Seconds a forecast must stay within the horizon to fire (and past it to resolve).
 DEFAULT_HOLD = 10.0
+#: An alert fires only if the files grew within this many seconds: held within the
+#: horizon, but written no more (a burst that stopped), it waits.
+FIRE_IF_GREW_WITHIN = 5.0
 #: A firing alert resolves only once the forecast is this many horizons away: a rate that
 #: wavers around the horizon does not fire and resolve over and over.
 RESOLVE_MARGIN = 1.5
@@ -96,15 +102,25 @@ class Forecast:
     #: Bytes per second the files grow by together; ``None`` until a rate is known.
     bytes_per_second: float | None
     lines_per_second: float | None
+    #: Seconds since any of the files last grew.
+    idle_for: float = 0.0
+    #: When the free space was read (the newest reading of any of its files).
+    read_at: float = float("-inf")
 
     @property
     def seconds_to_full(self) -> float | None:
-        """At the current growth; 0 when nothing is free; ``None`` when not growing."""
+        """At the growth of the last minute; 0 when nothing is free; ``None`` when not
+        growing (no byte for IDLE_AFTER seconds, or no rate yet)."""
         if self.free_bytes <= 0:
             return 0.0
-        if not self.bytes_per_second or self.bytes_per_second <= 0:
+        if not self.growing or not self.bytes_per_second or self.bytes_per_second <= 0:
             return None
         return self.free_bytes / self.bytes_per_second
+
+    @property
+    def growing(self) -> bool:
+        """Any of its files grew within the last IDLE_AFTER seconds."""
+        return self.idle_for < IDLE_AFTER
 
     def to_dict(self, wall: float) -> ForecastData:
         left = self.seconds_to_full
@@ -198,6 +214,9 @@ class DiskAlert:
 class DiskChange:
     kind: Literal["fired", "resolved"]
     alert: DiskAlert
+    #: The alert as it was at the change (made under the watch's lock: the alert object
+    #: goes on changing while receivers and the event stream read this).
+    data: DiskAlertData
 
 
 def disk_alert_id(mount: str, fired_at: float) -> str:
@@ -234,14 +253,14 @@ class DiskWatch:
     # -- input (the ingest loop) -----------------------------------------------------
     def observe(self, source: str, size: int, lines: int,
                 filesystem: Filesystem | None) -> None:
-        """One file's size, lines read so far and filesystem (``None``: unknown now)."""
+        """One file's size, lines read so far and filesystem (``None``: not read now, the
+        file closed or gone: its last reading no longer counts)."""
         with self._lock:
             entry = self._files.get(source)
             if entry is None:
                 entry = self._files[source] = _File(Growth(self.span))
             entry.growth.observe(self.clock(), size, lines)
-            if filesystem is not None:
-                entry.filesystem = filesystem
+            entry.filesystem = filesystem
 
     def restore(self, alerts: Iterable[DiskAlert]) -> None:
         """Firing alerts of the last checkpoint: they fire on, and resolve as any other."""
@@ -249,6 +268,18 @@ class DiskWatch:
             for alert in alerts:
                 if alert.state == "firing":
                     self.firing[alert.mount] = alert
+
+    def resolve_all(self, reason: str) -> list[DiskChange]:
+        """Every firing alert resolved now (the forecast turned off: nothing would)."""
+        with self._lock:
+            wall = self.wall()
+            return [self._change(*self._resolve(a, wall, reason))
+                    for a in list(self.firing.values())]
+
+    def firing_dicts(self) -> list[DiskAlertData]:
+        """The firing alerts, for a checkpoint."""
+        with self._lock:
+            return [a.to_dict() for a in self.firing.values()]
 
     def sources(self) -> list[str]:
         """The files observed (and not forgotten)."""
@@ -266,7 +297,7 @@ class DiskWatch:
         ``hottest``: the detector's hottest connections, asked for only while an alert
         fires (to name what writes)."""
         now, wall = self.clock(), self.wall()
-        changes: list[DiskChange] = []
+        changed: list[tuple[Literal["fired", "resolved"], DiskAlert]] = []
         with self._lock:
             self._forecasts = forecasts = self._forecast()
             for mount in set(self._since) - set(forecasts) - set(self.firing):
@@ -278,56 +309,78 @@ class DiskWatch:
                     within = self.horizon > 0 and left is not None and left <= self.horizon
                     if not within:
                         self._since.pop(mount, None)
-                    elif now - self._since.setdefault(mount, now) >= self.hold:
+                    # held, and still being written (or full): a burst that stopped, its
+                    # minute's average still high, does not fire
+                    elif (now - self._since.setdefault(mount, now) >= self.hold
+                          and (f.idle_for < FIRE_IF_GREW_WITHIN or left == 0)):
                         del self._since[mount]
                         alert = DiskAlert(disk_alert_id(mount, wall), mount, wall, f,
                                           self.horizon)
                         self.firing[mount] = alert
                         self.fired_total += 1
-                        changes.append(DiskChange("fired", alert))
+                        changed.append(("fired", alert))
                     continue
                 alert.forecast, alert.wall = f, wall
                 past = left is None or left > self.horizon * RESOLVE_MARGIN
                 if not past:
                     self._since.pop(mount, None)
-                elif now - self._since.setdefault(mount, now) >= self.hold:
-                    del self._since[mount]
-                    changes.append(self._resolve(alert, wall, "not_growing" if left is None
+                elif self._held(mount, now):
+                    changed.append(self._resolve(alert, wall, "not_growing" if left is None
                                                  else "forecast_past_horizon"))
+            # A filesystem none of whose files is read any more (gone, closed, unreadable,
+            # or not polled yet after a restart): resolved after the hold too.
             for mount in [m for m in self.firing if m not in forecasts]:
-                self._since.pop(mount, None)
-                changes.append(self._resolve(self.firing[mount], wall, "source_gone"))
+                if self._held(mount, now):
+                    changed.append(self._resolve(self.firing[mount], wall, "source_gone"))
             firing = list(self.firing.values())
-        if firing and hottest is not None:
-            rows = hottest()  # outside the lock: the engine takes its own
-            with self._lock:
+        rows = hottest() if firing and hottest is not None else None  # (the engine's lock)
+        with self._lock:
+            if rows is not None:
                 for alert in firing:
                     alert.connections, alert.upstreams = _writers(alert.forecast, rows)
-        return changes
+            return [self._change(kind, alert) for kind, alert in changed]
 
-    def _resolve(self, alert: DiskAlert, wall: float, reason: str) -> DiskChange:
+    def _held(self, mount: str, now: float) -> bool:
+        """The condition of ``mount`` holds now: has it held for ``hold`` seconds? (Then
+        its clock starts again.)"""
+        if now - self._since.setdefault(mount, now) >= self.hold:
+            del self._since[mount]
+            return True
+        return False
+
+    @staticmethod
+    def _change(kind: Literal["fired", "resolved"], alert: DiskAlert) -> DiskChange:
+        return DiskChange(kind, alert, alert.to_dict())
+
+    def _resolve(self, alert: DiskAlert, wall: float,
+                 reason: str) -> tuple[Literal["resolved"], DiskAlert]:
         del self.firing[alert.mount]
         alert.state, alert.resolved_at, alert.resolved_reason = "resolved", wall, reason
         self.resolved.append(alert)
         del self.resolved[:-RESOLVED_KEPT]
         self.resolved_total += 1
-        return DiskChange("resolved", alert)
+        return "resolved", alert
 
     def _forecast(self) -> dict[str, Forecast]:
-        out: dict[str, Forecast] = {}
+        """The forecast of each filesystem (a device: bind mounts and symbolic links
+        lead to one), by the smallest of its mount points seen (a stable name)."""
+        by_dev: dict[int, Forecast] = {}
         for source, entry in self._files.items():
             fs = entry.filesystem
             if fs is None:
                 continue
-            f = out.get(fs.mount)
-            if f is None:  # (the newest figures of the filesystem: any of its files')
-                f = out[fs.mount] = Forecast(fs.mount, fs.free_bytes, fs.size_bytes, [],
-                                             None, None)
-            f.free_bytes = min(f.free_bytes, fs.free_bytes)
+            f = by_dev.get(fs.dev)
+            if f is None:
+                f = by_dev[fs.dev] = Forecast(fs.mount, fs.free_bytes, fs.size_bytes, [],
+                                              None, None, float("inf"), fs.read_at)
+            elif fs.read_at > f.read_at:  # the newest reading is the free space now
+                f.free_bytes, f.size_bytes, f.read_at = fs.free_bytes, fs.size_bytes, fs.read_at
+            f.mount = min(f.mount, fs.mount)
             f.sources.append(source)
             f.bytes_per_second = _add(f.bytes_per_second, entry.growth.bytes_per_second)
             f.lines_per_second = _add(f.lines_per_second, entry.growth.lines_per_second)
-        return out
+            f.idle_for = min(f.idle_for, entry.growth.idle_for)
+        return {f.mount: f for f in by_dev.values()}
 
     # -- what the API reads ------------------------------------------------------------
     def growth(self, source: str) -> FileGrowthData | None:

@@ -13,6 +13,7 @@ is moved on by the wall time elapsed so idle state expires and quiet alerts reso
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from bisect import bisect_left, insort
@@ -33,6 +34,8 @@ from retrywatch.detect.knowledge import Knowledge, Verdict
 from retrywatch.detect.schema import AlertData, ConnectionData, saved_disk_alert
 from retrywatch.detect.stats import SourceStats
 from retrywatch.serve.health import ServiceHealth
+
+log = logging.getLogger("retrywatch")
 
 __all__ = ["DetectorStats", "Engine", "RuledOut", "SourceInfo", "apply_changes"]
 
@@ -332,8 +335,7 @@ class Engine:
                 "changes_total": self.changes_total,
                 "published": self.published,
                 "last_ts": self._last_ts,
-                "disk": [a.to_dict() for a in self.disk.firing.values()]
-                if self.disk is not None else [],
+                "disk": self.disk.firing_dicts() if self.disk is not None else [],
             }
             return self.core.snapshot(), orjson.dumps(extra)
 
@@ -365,13 +367,12 @@ class Engine:
             engine.changes_total = int(extra["changes_total"])
             engine.published = {str(k): int(v) for k, v in
                                 dict(extra.get("published") or {}).items()}
-            engine.restored_disk = [DiskAlert.from_data(saved_disk_alert(d))
-                                    for d in extra.get("disk") or []]
+            engine.restored_disk = _disk_alerts(extra.get("disk") or [])
             last_ts = extra.get("last_ts")
             if last_ts is not None:
                 engine._last_ts = int(last_ts)
                 engine._last_ts_at = clock()
-        except (KeyError, TypeError, orjson.JSONDecodeError, ValidationError) as exc:
+        except (KeyError, TypeError, orjson.JSONDecodeError) as exc:
             raise ValueError(f"unreadable engine state: {exc}") from exc
         return engine
 
@@ -467,6 +468,18 @@ class Engine:
         with self._lock:
             return [(self.info.get(name) or SourceInfo(name, "unknown"), SourceStats.of(name, d))
                     for name, d in self.core.source_stats().items()]
+
+
+def _disk_alerts(saved: list[Any]) -> list[DiskAlert]:
+    """The firing disk alerts of a snapshot; one that cannot be read is left out (said in
+    the log), not the engine's whole state."""
+    out = []
+    for data in saved:
+        try:
+            out.append(DiskAlert.from_data(saved_disk_alert(data)))
+        except (ValidationError, ValueError, TypeError, KeyError) as exc:
+            log.warning("a saved disk alert cannot be read (%s): left out", exc)
+    return out
 
 
 #: The API's order: by time fired, then id (the same order after a restore).

@@ -209,7 +209,7 @@ def saved_alert(data: dict[str, object]) -> AnyAlertData:
     (pydantic ValidationError, a ValueError, when it is not an alert at all). A disk alert
     (its ``alertname``) is checked as one, whole."""
     if data.get("alertname") == DISK_ALERTNAME:
-        return _disk_adapter().validate_python(data)
+        return saved_disk_alert(data)
     keys = AlertData.__required_keys__ | AlertData.__optional_keys__
     known = {k: v for k, v in data.items() if k in keys}
     return _alert_adapter().validate_python(_SAVED_DEFAULTS | known)
@@ -221,8 +221,13 @@ def _alert_adapter() -> TypeAdapter[AlertData]:
 
 
 def saved_disk_alert(data: object) -> DiskAlertData:
-    """A disk alert read back from a checkpoint, checked (pydantic ValidationError)."""
-    return _disk_adapter().validate_python(data)
+    """A disk alert read back from a checkpoint or the delivery state: the fields of
+    today's shape (any other dropped: a later version's), checked (pydantic
+    ValidationError, a ValueError)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"not a disk alert: {type(data).__name__}")
+    keys = DiskAlertData.__required_keys__ | DiskAlertData.__optional_keys__
+    return _disk_adapter().validate_python({k: v for k, v in data.items() if k in keys})
 
 
 @functools.cache

@@ -102,6 +102,9 @@ class Service:
         self.disk = DiskWatch(settings.disk_horizon, clock=clock)
         self.disk.restore(self.engine.restored_disk)
         self.engine.disk = self.disk
+        if not settings.disk_forecast or settings.disk_horizon == 0:
+            # nothing would resolve what fired before: the receivers hear it ends
+            self.engine.publish_disk(self.disk.resolve_all("disabled"))
         self._file_reports: dict[str, Report] = {}
         self._disk_at = float("-inf")
         if resolve_reason is not None:  # the detector state was discarded: receivers hear

@@ -5,7 +5,9 @@ its mount point; it is called in the file input's own thread (sources/source.py)
 filesystem that hangs stalls that input only. :class:`Growth` turns the file's size,
 sampled at each poll, into bytes per second over the last minute, through rotation and
 truncation: what nginx writes, not what retrywatch has read (a lagging reader would
-understate the growth the disk sees).
+understate the growth the disk sees; the size is read with the free space, not from the
+reader's position). Not counted: what nginx writes to a log renamed by a rotation until
+it reopens its files (seconds, when logrotate's postrotate signals it).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ __all__ = ["IDLE_AFTER", "RATE_SPAN", "Filesystem", "Growth", "filesystem_of", "
 RATE_SPAN = 60.0
 #: The fewest seconds of samples a rate is given for (fewer: ``None``, not yet known).
 MIN_SPAN = 5.0
-#: Seconds without a byte written after which a file is not growing (its rate 0), however
-#: much it grew earlier in the minute: a log that stopped filling stops the forecast at
-#: once, not a minute later.
-IDLE_AFTER = 5.0
+#: Seconds without a byte written after which a file is not growing, however much it grew
+#: earlier in the minute: a log that stopped filling stops its forecast then, not a minute
+#: later. Longer than a writer's pauses between bursts.
+IDLE_AFTER = 30.0
 #: Seconds between two samples kept: a minute's rate is measured from at most
 #: RATE_SPAN / SAMPLE_EVERY + 3 of them, however often the file is polled (the memory
 #: bound of one file).
@@ -32,37 +34,49 @@ SAMPLE_EVERY = 1.0
 
 @dataclass(frozen=True, slots=True)
 class Filesystem:
-    """The filesystem holding a file, as ``statvfs`` reads it now."""
+    """The filesystem holding a file, as ``statvfs`` read it at ``read_at``."""
 
-    #: Where it is mounted (the file's nearest ancestor on another device, or ``/``).
+    #: Its device (``st_dev`` of the file, symbolic links followed): one filesystem seen
+    #: through bind mounts or symbolic links is one device.
+    dev: int
+    #: Where it is mounted (of the file's real path: the nearest ancestor on another
+    #: device, or ``/``).
     mount: str
     #: Bytes a writer without root's reserve can still use (``df``'s Avail).
     free_bytes: int
     size_bytes: int
-
-    def to_dict(self) -> dict[str, object]:
-        return {"mount": self.mount, "free_bytes": self.free_bytes,
-                "size_bytes": self.size_bytes}
+    #: When it was read (the reader's monotonic clock): the newest reading of a device
+    #: is its free space.
+    read_at: float = 0.0
+    #: The file's size at that moment (fresher than the follower's while it drains a
+    #: backlog).
+    file_size: int | None = None
 
 
 def mount_point(path: str) -> str:
-    """The mount point of the filesystem holding ``path`` (an existing path): its
-    nearest ancestor whose parent lies on another device, or ``/``."""
-    path = os.path.abspath(path)
+    """The mount point of the filesystem holding ``path`` (an existing path, its symbolic
+    links resolved): its nearest ancestor whose parent lies on another device, or ``/``."""
+    path = os.path.realpath(path)
     dev = os.stat(path).st_dev
+    if not os.path.isdir(path):
+        path = os.path.dirname(path)
     while True:
         parent = os.path.dirname(path)
         if parent == path or os.stat(parent).st_dev != dev:
-            return path if os.path.isdir(path) else parent
+            return path
         path = parent
 
 
-def filesystem_of(path: str, mount: str | None = None) -> Filesystem:
-    """The filesystem holding ``path`` now (OSError when it cannot be read); ``mount``:
-    its mount point when already known (it is looked up otherwise)."""
-    st = os.statvfs(path)
-    return Filesystem(mount if mount is not None else mount_point(path),
-                      st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
+def filesystem_of(path: str, known: tuple[int, str] | None = None, *,
+                  now: float = 0.0) -> Filesystem:
+    """The filesystem holding ``path`` now (OSError when it cannot be read). ``known``:
+    the device and mount point found before, used again while the file's device is the
+    same (a path now on another filesystem is looked up again)."""
+    st = os.stat(path)
+    vfs = os.statvfs(path)
+    mount = known[1] if known is not None and known[0] == st.st_dev else mount_point(path)
+    return Filesystem(st.st_dev, mount, vfs.f_bavail * vfs.f_frsize,
+                      vfs.f_blocks * vfs.f_frsize, now, st.st_size)
 
 
 class Growth:
@@ -114,12 +128,18 @@ class Growth:
 
     @property
     def bytes_per_second(self) -> float | None:
-        """Over the last minute (``None`` until :data:`MIN_SPAN` seconds are sampled); 0
-        once the file has not grown for :data:`IDLE_AFTER` seconds."""
-        rate = self._rate(0)
-        if rate is not None and self._now - self._grew_at >= IDLE_AFTER:
-            return 0.0
-        return rate
+        """Over the last minute (``None`` until :data:`MIN_SPAN` seconds are sampled)."""
+        return self._rate(0)
+
+    @property
+    def idle_for(self) -> float:
+        """Seconds since it last grew, as of the last sample (infinite: never seen to)."""
+        return self._now - self._grew_at
+
+    @property
+    def growing(self) -> bool:
+        """It grew within the last :data:`IDLE_AFTER` seconds (of the last sample)."""
+        return self.idle_for < IDLE_AFTER
 
     @property
     def lines_per_second(self) -> float | None:

@@ -79,7 +79,8 @@ class Report:
     caught_up: bool = True
     #: Why it is not read at all (a FIFO under a glob): not a failure of the service.
     skipped: str | None = None
-    #: A file's size now, and its filesystem (free space: the disk forecast's input).
+    #: A file's size now (as its filesystem was read, when it was), and its filesystem
+    #: (free space: the disk forecast's input).
     size: int | None = None
     filesystem: Filesystem | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -206,7 +207,7 @@ class FileInput:
         #: worker: statvfs on a hung filesystem stalls this input only); its mount point
         #: found once per path
         self._filesystems: dict[str, Filesystem] = {}
-        self._mounts: dict[str, str] = {}
+        self._mounts: dict[str, tuple[int, str]] = {}  # path -> (device, mount point)
         self._filesystems_at = float("-inf")
         #: False: no filesystem is read (the service's disk_forecast off)
         self.read_filesystems = filesystems
@@ -233,11 +234,11 @@ class FileInput:
             if not st.open or st.skipped is not None:
                 continue
             try:
-                fs = filesystem_of(st.path, mounts.get(st.path))
+                fs = filesystem_of(st.path, mounts.get(st.path), now=time.monotonic())
             except OSError:  # gone between the poll and now: the next poll says so
                 continue
             out[st.path] = fs
-            mounts[st.path] = fs.mount
+            mounts[st.path] = (fs.dev, fs.mount)
         for path in [p for p in mounts if p not in out]:
             del mounts[path]
         return out
@@ -270,13 +271,14 @@ class FileInput:
             out.append(Report(source_name(self.name), self.kind, open=False, caught_up=False,
                               last_error=_stuck(waited)))
         for st in self._statuses:
+            fs = self._polled_filesystems.get(st.path)
             error = _stuck(waited) if stuck else st.last_error or self._error
             out.append(Report(source_name(st.path), self.kind, position=st.offset,
                               lag_bytes=st.lag_bytes, lag_seconds=st.lag_seconds,
                               rotations=st.rotations + st.truncations, last_error=error,
                               open=st.open, caught_up=st.lag_bytes == 0 and not stuck,
-                              skipped=st.skipped, size=st.size,
-                              filesystem=self._polled_filesystems.get(st.path)))
+                              skipped=st.skipped, size=st.size if fs is None or
+                              fs.file_size is None else fs.file_size, filesystem=fs))
         return out
 
     def positions(self) -> list[Position]:

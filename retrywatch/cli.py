@@ -588,6 +588,33 @@ def demo(listen: str, keep_serving: bool) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+@main.command(short_help="A live terminal view of a running retrywatch.")
+@click.option("--url", default=None, metavar="URL",
+              help="The retrywatch to watch [default: http:// and RETRYWATCH_LISTEN, else "
+                   "http://127.0.0.1:8734].")
+@click.option("--token-file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="A file holding its API token [default: RETRYWATCH_API_TOKEN].")
+@click.option("--every", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
+              metavar="SECONDS",
+              help="How often connections and sources are read again (alerts come from the "
+                   "event stream as they change).")
+def top(url: str | None, token_file: str | None, every: float) -> None:
+    """A live view of a running retrywatch, over its REST API and event stream: the alerts
+    firing with their cause and fix, the hottest connections, the upstreams they fail
+    against, each source's lag and disk forecast. Keys: 1-4 the tabs, s sort, r reverse,
+    / filter, u update, q quit."""
+    from retrywatch.serve.settings import DEFAULT_LISTEN
+    from retrywatch.top.app import TopApp
+
+    if not sys.stdout.isatty():
+        raise click.ClickException("retrywatch top needs a terminal (the API has the same "
+                                   "figures as JSON: /api/v1/alerts, /api/v1/sources)")
+    token = (open(token_file, encoding="utf-8").read().strip() if token_file  # noqa: SIM115
+             else os.environ.get("RETRYWATCH_API_TOKEN"))
+    TopApp(url or f"http://{os.environ.get('RETRYWATCH_LISTEN') or DEFAULT_LISTEN}",
+           token or None, every=every).run()
+
+
 def _version(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
     if value is None:
         return None

@@ -1,0 +1,1 @@
+"""`retrywatch top`: a live terminal view of a running retrywatch."""

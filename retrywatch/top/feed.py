@@ -1,0 +1,184 @@
+"""What ``retrywatch top`` shows, read from a running retrywatch: its REST API for the
+whole picture, its event stream for each alert change as it happens.
+
+:class:`Feed` keeps one :class:`View` up to date. :meth:`Feed.load` reads the alerts
+firing, the disk alerts, the hottest connections and the sources; :meth:`Feed.follow`
+reads ``/api/v1/alerts/stream`` (resuming with ``Last-Event-ID`` after a break, reading
+everything again on a ``reset``) and applies each event to the view. A service that cannot
+be reached, or that wants a token it was not given, is said in ``View.error`` in words an
+operator can act on; nothing raises to the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+__all__ = ["Feed", "View", "sse_events", "upstreams_of"]
+
+#: Alerts firing read at once (the API's most).
+ALERTS_LIMIT = 1000
+#: Hottest connections read.
+CONNECTIONS_LIMIT = 50
+
+
+@dataclass
+class View:
+    """A running retrywatch as ``top`` sees it now."""
+
+    url: str
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # firing, by id
+    disk: dict[str, dict[str, Any]] = field(default_factory=dict)  # disk alerts firing
+    connections: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    #: Why the service is not being read (None: it is).
+    error: str | None = None
+    #: The event stream is open.
+    live: bool = False
+    #: Alert changes applied from the stream since the start.
+    events: int = 0
+
+
+def upstreams_of(connections: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
+    """The upstream addresses the connections fail against: (address, failures,
+    connections), most failures first."""
+    total: dict[str, list[int]] = {}
+    for c in connections:
+        for addr, n in (c.get("upstreams") or {}).items():
+            entry = total.setdefault(addr, [0, 0])
+            entry[0] += n
+            entry[1] += 1
+    return sorted(((a, f, n) for a, (f, n) in total.items()), key=lambda t: (-t[1], t[0]))
+
+
+async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str, str | None]]:
+    """Server-Sent Events from a stream's lines: (event, data, id) each, comments
+    skipped. (By hand: a dozen lines of the standard's parsing, no library needed for
+    the one stream we read.)"""
+    event, last_id = "", None
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield event or "message", "\n".join(data), last_id
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+        elif name == "id":
+            last_id = value
+
+
+class Feed:
+    def __init__(self, url: str, token: str | None = None, *,
+                 client: httpx.AsyncClient | None = None) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = client or httpx.AsyncClient(
+            base_url=self.url, headers=headers,
+            timeout=httpx.Timeout(10.0, connect=3.0))
+        self.view = View(self.url)
+        self._last_id: str | None = None
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def _get(self, path: str) -> Any:
+        r = await self.client.get(path)
+        if r.status_code == 401:
+            raise _Unauthorized
+        r.raise_for_status()
+        return orjson.loads(r.content)
+
+    async def load(self) -> bool:
+        """Read everything again; whether it could be read (else ``view.error`` says why)."""
+        try:
+            alerts = await self._get(f"/api/v1/alerts?state=firing&limit={ALERTS_LIMIT}")
+            disk = await self._get("/api/v1/disk")
+            connections = await self._get(f"/api/v1/connections?limit={CONNECTIONS_LIMIT}")
+            sources = await self._get("/api/v1/sources")
+        except Exception as exc:  # every failure is the view's to say, none the caller's
+            self.view.error = self._why(exc)
+            return False
+        view = self.view
+        view.alerts = {a["id"]: a for a in alerts["alerts"]}
+        view.disk = {a["id"]: a for a in disk["alerts"] if a["state"] == "firing"}
+        view.connections = connections["connections"]
+        view.sources = sources["sources"]
+        view.error = None
+        return True
+
+    async def follow(self, changed: Callable[[], None]) -> None:
+        """Read the event stream until it ends or breaks (then return: the caller waits
+        and calls again, which resumes after the last event had); ``changed`` after each
+        change applied."""
+        headers = {"Accept": "text/event-stream"}
+        if self._last_id is not None:
+            headers["Last-Event-ID"] = self._last_id
+        try:
+            async with self.client.stream("GET", "/api/v1/alerts/stream", headers=headers,
+                                          timeout=httpx.Timeout(10.0, read=None)) as r:
+                if r.status_code == 401:
+                    raise _Unauthorized
+                r.raise_for_status()
+                self.view.live, self.view.error = True, None
+                changed()
+                async for event, data, last_id in sse_events(r.aiter_lines()):
+                    self._last_id = last_id or self._last_id
+                    if await self.apply(event, data):
+                        changed()
+        except Exception as exc:
+            self.view.error = self._why(exc)
+        finally:
+            self.view.live = False
+            changed()
+
+    async def apply(self, event: str, data: str) -> bool:
+        """One event of the stream applied to the view; whether it changed anything."""
+        view = self.view
+        if event == "reset":  # events were missed: read the whole picture again
+            return await self.load()
+        if event not in ("fired", "updated", "confirmed", "resolved", "disk_fired",
+                         "disk_resolved"):
+            return False
+        alert = orjson.loads(data)
+        view.events += 1
+        if event == "resolved":
+            view.alerts.pop(alert["id"], None)
+        elif event == "disk_fired":
+            view.disk[alert["id"]] = alert
+        elif event == "disk_resolved":
+            view.disk.pop(alert["id"], None)
+        else:
+            view.alerts[alert["id"]] = alert
+        return True
+
+    def _why(self, exc: BaseException) -> str:
+        if isinstance(exc, _Unauthorized):
+            return (f"{self.url} wants its API token: set RETRYWATCH_API_TOKEN, or give "
+                    "--token-file")
+        if isinstance(exc, httpx.ConnectError):
+            reason = str(exc) or "connection refused"
+            return (f"cannot reach {self.url} ({reason}): is `retrywatch run` listening "
+                    "there? (--url)")
+        if isinstance(exc, httpx.HTTPStatusError):
+            return f"{self.url} answered HTTP {exc.response.status_code} to {exc.request.url.path}"
+        if isinstance(exc, httpx.TimeoutException):
+            return f"{self.url} did not answer in time"
+        if isinstance(exc, httpx.TransportError):
+            return f"the connection to {self.url} broke ({exc or type(exc).__name__})"
+        return f"{self.url}: {type(exc).__name__}: {exc}"
+
+
+class _Unauthorized(Exception):
+    """The API answered 401."""

@@ -606,7 +606,7 @@ def top(url: str | None, token_file: str | None, every: float) -> None:
     from retrywatch.serve.settings import DEFAULT_LISTEN
     from retrywatch.top.app import TopApp
 
-    if not sys.stdout.isatty():
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):
         raise click.ClickException("retrywatch top needs a terminal (the API has the same "
                                    "figures as JSON: /api/v1/alerts, /api/v1/sources)")
     token = (open(token_file, encoding="utf-8").read().strip() if token_file  # noqa: SIM115

@@ -65,7 +65,7 @@ def test_the_page_names_its_version_and_loads_only_its_own_files(client: Any) ->
     html = client.get("/").text
     assert f'<span class="version">{__version__}</span>' in html
     assert re.findall(r'(?:src|href)="([^"]+)"', html) == [
-        "/ui/live.css", "/ui/live.js", "/docs", "/metrics"]
+        "/ui/live.css", "/ui/live.js", "/docs"]
     assert "<style" not in html and " style=" not in html  # (the policy would block them)
     assert not re.search(r"<script>[^<]", html)  # no inline script
 

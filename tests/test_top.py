@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from bounds_harness import Run, poll, running
 from nginx_harness import free_port
@@ -50,6 +51,14 @@ def status(app: TopApp) -> str:
     return str(app.query_one("#status", Static).render())
 
 
+def failure(cid: int, stamp: str) -> bytes:
+    """A connect failure of ``cid`` at ``stamp`` (nginx's time stamp)."""
+    return (f"{stamp} [error] 2454#2454: *{cid} connect() failed (111: Connection refused) "
+            f"while connecting to upstream, client: 10.0.0.9, server: shop, request: "
+            f'"GET /cart HTTP/1.1", upstream: "http://127.0.0.1:5555/cart", host: "shop"\n'
+            ).encode()
+
+
 def follow(tmp_path: Path, *extra: str) -> tuple[list[str], Path]:
     log = tmp_path / "error.log"
     log.write_bytes(b"")
@@ -69,7 +78,11 @@ async def _scenario(svc: Run, log: Path, tmp_path: Path) -> None:
         assert "0 firing" in status(app)
         assert "No alert firing." in str(app.query_one("#detail", Static).render())
 
-        log.write_bytes(storm_bytes())  # the storm, all at once
+        # the storm, all at once, and two more runaway connections in its last second
+        storm = storm_bytes()
+        last = storm.rstrip(b"\n").rsplit(b"\n", 1)[-1][:19].decode()
+        log.write_bytes(storm + b"".join(failure(cid, last) for cid in (7001, 7002)
+                                         for _ in range(30)))
         alert = await asyncio.to_thread(poll, "the storm's alert in the API", lambda: next(
             (a for a in svc.get("/api/v1/alerts", state="firing")["alerts"]
              if a["cid"] == STORM_FIRING_CID), None))
@@ -86,18 +99,26 @@ async def _scenario(svc: Run, log: Path, tmp_path: Path) -> None:
         assert detail.startswith("Cause: ") and "Fix: " in detail
         assert " ".join(alert["diagnosis"]["fix"].split()) in " ".join(detail.split())
 
-        # u reads the rest now; 2 shows the hottest connections, by rate, s by window
-        await pilot.press("u")
-        await until(pilot, "the connections", lambda: bool(rows(app, "connections")))
-        await pilot.press("2")
-        assert "sort rate/s" in status(app)
-        rates = [float(r[2].replace(",", "")) for r in rows(app, "connections")]
-        assert rates == sorted(rates, reverse=True)
-        await pilot.press("s")
-        assert "sort in window" in status(app)
+        await until(pilot, "three alerts", lambda: len(rows(app, "alerts")) == 3)
+        # sorted by the failures in the window, most first; r: the other way; s: by cid
+        conns = [r[0].split("/")[0] for r in rows(app, "alerts")]
+        assert conns[0] == f"*{STORM_FIRING_CID}" and sorted(conns[1:]) == ["*7001", "*7002"]
         await pilot.press("r")
-        windows = [float(r[3].replace(",", "")) for r in rows(app, "connections")]
-        assert windows == sorted(windows)
+        assert [r[0].split("/")[0] for r in rows(app, "alerts")][-1] == f"*{STORM_FIRING_CID}"
+        await pilot.press("s", "s")
+        assert "sort cid" in status(app)
+        assert [r[0].split("/")[0] for r in rows(app, "alerts")] == [
+            "*7001", "*7002", f"*{STORM_FIRING_CID}"]
+        await pilot.press("s", "s")  # back to in window
+        # u reads the rest now; 2 shows the hottest connections, by rate
+        await pilot.press("u")
+        await until(pilot, "the connections", lambda: len(app.feed.view.connections) == 3)
+        await pilot.press("2")  # (a table is laid out when it is shown)
+        assert len(rows(app, "connections")) == 3
+        assert "sort rate/s" in status(app)
+        assert rows(app, "connections")[0][0].startswith(f"*{STORM_FIRING_CID}/")
+        await pilot.press("r")
+        assert rows(app, "connections")[-1][0].startswith(f"*{STORM_FIRING_CID}/")
         # 3: the upstreams they fail against; 4: the source, caught up, its disk forecast
         await pilot.press("3")
         assert any(r[0].startswith("unix:") or "sock" in r[0] for r in rows(app, "upstreams"))
@@ -105,11 +126,11 @@ async def _scenario(svc: Run, log: Path, tmp_path: Path) -> None:
         await until(pilot, "the source caught up",
                     lambda: any(r[1] == "caught up" for r in rows(app, "sources")))
         # / filters every table; Escape clears it
-        await pilot.press("1", "slash", *str(STORM_FIRING_CID), "enter")
-        assert [r[0] for r in rows(app, "alerts")] == [row[0]]
-        assert f"filter “{STORM_FIRING_CID}”" in status(app)
+        await pilot.press("1", "slash", "7", "0", "0", "1", "enter")
+        assert [r[0].split("/")[0] for r in rows(app, "alerts")] == ["*7001"]
+        assert "filter “7001”" in status(app)
         await pilot.press("escape")
-        assert len(rows(app, "alerts")) >= 1 and "filter" not in status(app)
+        assert len(rows(app, "alerts")) == 3 and "filter" not in status(app)
 
         # Every table fits the 80 columns: nothing to scroll sideways.
         for tab in ("alerts", "connections", "upstreams", "sources"):
@@ -158,13 +179,15 @@ def test_top_says_when_it_needs_the_token_and_reads_with_it(tmp_path: Path) -> N
 
 def test_sse_parsing_and_upstreams() -> None:
     async def lines() -> AsyncIterator[str]:
-        for line in [": hello", "id: 7", "event: fired", 'data: {"a":', "data: 1}", "",
-                     "retry: 5", "", "event: resolved", "id: 8", "data: {}", "", "data: x"]:
+        for line in [": hello", "id: 6", "retry: 5", "", "event: fired", 'data: {"a":',
+                     "data: 1}", "id: 7", "", "retry: 5", "", "event: resolved", "id: 8",
+                     "data: {}", "", "data: x"]:
             yield line
 
     async def scenario() -> None:
         got = [e async for e in sse_events(lines())]
-        assert got == [("fired", '{"a":\n1}', "7"), ("resolved", "{}", "8")]
+        # the greeting's id (no data) is known at once; a block of neither is nothing
+        assert got == [("", "", "6"), ("fired", '{"a":\n1}', "7"), ("resolved", "{}", "8")]
 
     run(scenario)
     assert upstreams_of([{"upstreams": {"a:1": 5, "b:2": 1}}, {"upstreams": {"b:2": 9}},
@@ -184,5 +207,38 @@ def test_an_event_for_another_kind_changes_nothing() -> None:
             assert feed.view.alerts == {} and feed.view.disk == {} and feed.view.events == 4
         finally:
             await feed.close()
+
+    run(scenario)
+
+
+def test_a_change_during_the_list_read_is_not_lost_under_it() -> None:
+    """The stream is opened before the alerts are read, and read after: an alert that
+    resolves while the (older) list is on its way leaves the view."""
+    alert = {"id": "a1", "state": "firing"}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/api/v1/alerts/stream":
+            body = (b": hello\nid: 10\n\nevent: resolved\nid: 11\ndata: "
+                    + json.dumps({**alert, "state": "resolved"}).encode() + b"\n\n")
+            return httpx.Response(200, content=body,
+                                  headers={"content-type": "text/event-stream"})
+        if path == "/api/v1/alerts":  # written before the resolve: still firing
+            return httpx.Response(200, json={"alerts": [alert]})
+        if path == "/api/v1/disk":
+            return httpx.Response(200, json={"alerts": []})
+        return httpx.Response(404)
+
+    async def scenario() -> None:
+        client = httpx.AsyncClient(base_url="http://rw.test",
+                                   transport=httpx.MockTransport(answer))
+        feed = Feed("http://rw.test", client=client)
+        seen: list[set[str]] = []
+        try:
+            await feed.follow(lambda: seen.append(set(feed.view.alerts)))
+        finally:
+            await feed.close()
+        assert {"a1"} in seen  # the list, read once the stream was open
+        assert feed.view.alerts == {} and feed._last_id == "11"
 
     run(scenario)

@@ -201,14 +201,15 @@ class TopApp(App[None]):
 
     # -- reading -----------------------------------------------------------------------
     async def _follow(self) -> None:
-        """Read everything, then the event stream; after a break, wait (1 s doubling to
-        10 s) and do it again."""
+        """The event stream (the alerts read once it is open); after a break, wait (1 s
+        doubling to 10 s, from 1 s again after a stream open 30 s) and do it again."""
         wait = 1.0
+        await self.feed.load_others()
         while True:
-            if await self.feed.load():
+            opened = asyncio.get_running_loop().time()
+            await self.feed.follow(self._changed)
+            if asyncio.get_running_loop().time() - opened > 30:  # (not a stream cut at once)
                 wait = 1.0
-                self._changed()
-                await self.feed.follow(self._changed)
             self._changed()
             await asyncio.sleep(wait)
             wait = min(wait * 2, 10.0)
@@ -223,9 +224,10 @@ class TopApp(App[None]):
 
     # -- drawing -------------------------------------------------------------------------
     def draw(self) -> None:
+        """The table shown (the others when they are shown: a storm's thousands of rows are
+        laid out for one table, not four), the status line, the alert's detail."""
         view = self.feed.view
-        for table in self.tables.values():
-            self._fill(table, view)
+        self._fill(self.tables[self._tab()], view)
         self._status(view)
         self._detail()
 
@@ -238,15 +240,18 @@ class TopApp(App[None]):
             items = [(item, row) for item, row in items
                      if any(needle in str(cell).lower() for cell in row[1])]
         items.sort(key=lambda pair: sort.key(pair[0]), reverse=sort.descending != table.reverse)
-        selected = None
+        selected, at, scrolled = None, widget.cursor_row, widget.scroll_y
         if widget.row_count and widget.cursor_row < widget.row_count:
             selected = widget.coordinate_to_cell_key(widget.cursor_coordinate).row_key.value
         widget.clear()
         for _, (key, cells) in items:
             widget.add_row(*cells, key=key)
         keys = [key for _, (key, _) in items]
-        if selected in keys:
-            widget.move_cursor(row=keys.index(selected), animate=False)
+        # the same row highlighted; its place when it is gone (not the top of the table)
+        row = keys.index(selected) if selected in keys else min(at, len(keys) - 1)
+        if row >= 0:
+            widget.move_cursor(row=row, animate=False, scroll=False)
+        widget.scroll_to(y=scrolled, animate=False, immediate=True)
 
     def _status(self, view: View) -> None:
         status = self.query_one("#status", Static)
@@ -290,7 +295,7 @@ class TopApp(App[None]):
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
         self.query_one(f"#{tab}-table", DataTable).focus()
-        self._status(self.feed.view)
+        self.draw()
 
     def action_sort(self) -> None:
         table = self.tables[self._tab()]
@@ -324,6 +329,7 @@ class TopApp(App[None]):
         self.query_one(f"#{self._tab()}-table", DataTable).focus()
 
     async def action_update(self) -> None:
-        """Read everything now (and every ``every`` seconds)."""
-        await self.feed.load()
+        """Read the connections and sources now (and every ``every`` seconds); the alerts
+        come from the stream (read here too while it is not open)."""
+        await self.feed.load_others()
         self._changed()

@@ -1,10 +1,11 @@
 """What ``retrywatch top`` shows, read from a running retrywatch: its REST API for the
 whole picture, its event stream for each alert change as it happens.
 
-:class:`Feed` keeps one :class:`View` up to date. :meth:`Feed.load` reads the alerts
-firing, the disk alerts, the hottest connections and the sources; :meth:`Feed.follow`
-reads ``/api/v1/alerts/stream`` (resuming with ``Last-Event-ID`` after a break, reading
-everything again on a ``reset``) and applies each event to the view. A service that cannot
+:class:`Feed` keeps one :class:`View` up to date. :meth:`Feed.follow` opens
+``/api/v1/alerts/stream``, then reads the alerts firing and the disk alerts, then applies
+each event of the stream to them (resuming with ``Last-Event-ID`` after a break, reading
+the alerts again on a ``reset``); :meth:`Feed.load_others` reads the hottest connections
+and the sources (and the alerts too while no stream is open). A service that cannot
 be reached, or that wants a token it was not given, is said in ``View.error`` in words an
 operator can act on; nothing raises to the caller.
 """
@@ -56,16 +57,19 @@ def upstreams_of(connections: list[dict[str, Any]]) -> list[tuple[str, int, int]
 
 
 async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str, str | None]]:
-    """Server-Sent Events from a stream's lines: (event, data, id) each, comments
-    skipped. (By hand: a dozen lines of the standard's parsing, no library needed for
-    the one stream we read.)"""
-    event, last_id = "", None
+    """Server-Sent Events from a stream's lines: (event, data, the last event id) each,
+    comments skipped; a block with an id but no data (the greeting) is yielded as
+    ("", "", id): the id to resume from is known before the first event. (By hand: a dozen
+    lines of the standard's parsing, no library needed for the one stream we read.)"""
+    event, last_id, seen_id = "", None, False
     data: list[str] = []
     async for line in lines:
         if not line:
             if data:
                 yield event or "message", "\n".join(data), last_id
-            event, data = "", []
+            elif seen_id:
+                yield "", "", last_id
+            event, data, seen_id = "", [], False
             continue
         if line.startswith(":"):
             continue
@@ -76,7 +80,7 @@ async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str,
         elif name == "data":
             data.append(value)
         elif name == "id":
-            last_id = value
+            last_id, seen_id = value, True
 
 
 class Feed:
@@ -100,22 +104,35 @@ class Feed:
         r.raise_for_status()
         return orjson.loads(r.content)
 
-    async def load(self) -> bool:
-        """Read everything again; whether it could be read (else ``view.error`` says why)."""
+    async def load_alerts(self) -> bool:
+        """The alerts firing (runaway and disk) read again; whether they could be (else
+        ``view.error`` says why). While the stream is followed, only :meth:`follow` calls
+        this, between opening the stream and reading its events: a change in between is
+        in the stream, applied after, never lost under an older list."""
         try:
             alerts = await self._get(f"/api/v1/alerts?state=firing&limit={ALERTS_LIMIT}")
             disk = await self._get("/api/v1/disk")
-            connections = await self._get(f"/api/v1/connections?limit={CONNECTIONS_LIMIT}")
-            sources = await self._get("/api/v1/sources")
         except Exception as exc:  # every failure is the view's to say, none the caller's
             self.view.error = self._why(exc)
             return False
-        view = self.view
-        view.alerts = {a["id"]: a for a in alerts["alerts"]}
-        view.disk = {a["id"]: a for a in disk["alerts"] if a["state"] == "firing"}
-        view.connections = connections["connections"]
-        view.sources = sources["sources"]
-        view.error = None
+        self.view.alerts = {a["id"]: a for a in alerts["alerts"]}
+        self.view.disk = {a["id"]: a for a in disk["alerts"] if a["state"] == "firing"}
+        self.view.error = None
+        return True
+
+    async def load_others(self) -> bool:
+        """The hottest connections and the sources read again (whether they could be)."""
+        try:
+            connections = await self._get(f"/api/v1/connections?limit={CONNECTIONS_LIMIT}")
+            sources = await self._get("/api/v1/sources")
+        except Exception as exc:
+            self.view.error = self._why(exc)
+            return False
+        self.view.connections = connections["connections"]
+        self.view.sources = sources["sources"]
+        if not self.view.live:
+            return await self.load_alerts()  # nothing else keeps the alerts current
+        self.view.error = None
         return True
 
     async def follow(self, changed: Callable[[], None]) -> None:
@@ -131,7 +148,10 @@ class Feed:
                 if r.status_code == 401:
                     raise _Unauthorized
                 r.raise_for_status()
-                self.view.live, self.view.error = True, None
+                # subscribed: the list now, the events after it (see load_alerts)
+                if not await self.load_alerts():
+                    return
+                self.view.live = True
                 changed()
                 async for event, data, last_id in sse_events(r.aiter_lines()):
                     self._last_id = last_id or self._last_id
@@ -146,8 +166,8 @@ class Feed:
     async def apply(self, event: str, data: str) -> bool:
         """One event of the stream applied to the view; whether it changed anything."""
         view = self.view
-        if event == "reset":  # events were missed: read the whole picture again
-            return await self.load()
+        if event == "reset":  # events were missed: read the alerts again, then go on
+            return await self.load_alerts()
         if event not in ("fired", "updated", "confirmed", "resolved", "disk_fired",
                          "disk_resolved"):
             return False

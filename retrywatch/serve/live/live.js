@@ -20,9 +20,9 @@
     resolved: [],            // resolved while the page is open, newest first
     connections: [],
     sources: [],
-    filesystems: [],
     lastEventId: null,
     renderQueued: false,
+    following: false,
   };
 
   const $ = (id) => document.getElementById(id);
@@ -107,8 +107,7 @@
       ups.length ? el("p", { class: "meta", text: "upstream: " + ups.join(", ") }) : null,
       d ? el("p", { class: "cause", text: d.cause }) : null,
       d ? el("p", { class: "fix", text: d.fix }) : null,
-      el("p", { class: "meta" }, el("a", { href: "/api/v1/alerts/" + a.id, text: "alert " + a.id }),
-        d ? " · " + d.code : ""));
+      el("p", { class: "meta", text: "alert " + a.id + (d ? " · " + d.code : "") }));
   }
 
   function diskCard(a) {
@@ -121,7 +120,7 @@
         ", growing " + bytes(f.bytes_per_second) + "/s" }),
       el("p", { class: "cause", text: a.diagnosis.cause }),
       el("p", { class: "fix", text: a.diagnosis.fix }),
-      el("p", { class: "meta" }, el("a", { href: "/api/v1/disk", text: "alert " + a.id })));
+      el("p", { class: "meta", text: "alert " + a.id + " · GET /api/v1/disk" }));
   }
 
   function renderAlerts() {
@@ -197,12 +196,14 @@
   }
 
   // -- reading -------------------------------------------------------------------------
+  // The alerts are read only once the event stream is open, and its events are read
+  // only after that: a change between the two is in the stream, applied on top of the
+  // list, never lost under it.
   async function loadAlerts() {
     const [alerts, disk] = await Promise.all([
       api("/api/v1/alerts?state=firing&limit=1000"), api("/api/v1/disk")]);
     state.alerts = new Map(alerts.alerts.map((a) => [a.id, a]));
     state.disk = new Map(disk.alerts.filter((a) => a.state === "firing").map((a) => [a.id, a]));
-    state.filesystems = disk.filesystems;
   }
 
   async function loadOthers() {
@@ -213,10 +214,6 @@
   }
 
   function apply(event, data) {
-    if (event === "reset") {     // events were missed: read everything again
-      loadAlerts().then(render, failed);
-      return;
-    }
     const a = JSON.parse(data);
     if (event === "disk_fired") state.disk.set(a.id, a);
     else if (event === "disk_resolved") { state.disk.delete(a.id); state.resolved.unshift(a); }
@@ -234,6 +231,8 @@
     const r = await fetch("/api/v1/alerts/stream", { headers: headers(extra), cache: "no-store" });
     if (r.status === 401) throw new Unauthorized("stream");
     if (!r.ok || !r.body) throw new Error("event stream: HTTP " + r.status);
+    await loadAlerts();          // subscribed first: what changes meanwhile is in the stream
+    render();
     status("live", "live");
     const reader = r.body.getReader();
     const decoder = new TextDecoder();
@@ -247,7 +246,12 @@
         const line = buffer.slice(0, cut).replace(/\r$/, "");
         buffer = buffer.slice(cut + 1);
         if (line === "") {
-          if (data.length) apply(event || "message", data.join("\n"));
+          if (event === "reset") {
+            await loadAlerts();  // events were missed: read the alerts again, then go on
+            render();
+          } else if (data.length) {
+            apply(event || "message", data.join("\n"));
+          }
           event = ""; data = [];
         } else if (line.startsWith(":")) {
           continue;
@@ -268,33 +272,36 @@
     else status("cannot reach retrywatch", "down");
   }
 
+  // One loop at a time; after a break it waits 1 s, doubling to 10 s, and the wait
+  // starts again from 1 s only once a stream has stayed open for 30 s (a proxy that
+  // closes it at once is not asked again every second).
   async function follow() {
+    if (state.following) return;
+    state.following = true;
     let wait = 1000;
-    for (;;) {
-      try {
-        await stream();
-        wait = 1000;
-      } catch (err) {
-        failed(err);
-        if (err instanceof Unauthorized) return;
+    try {
+      for (;;) {
+        const opened = Date.now();
+        try {
+          await stream();
+        } catch (err) {
+          failed(err);
+          if (err instanceof Unauthorized) return;
+        }
+        if (Date.now() - opened > 30000) wait = 1000;
+        if ($("status").textContent === "live") status("reconnecting…", "down");
+        await new Promise((done) => setTimeout(done, wait));
+        wait = Math.min(wait * 2, 10000);
       }
-      status("reconnecting…", "down");
-      await new Promise((done) => setTimeout(done, wait));
-      wait = Math.min(wait * 2, 10000);
-      try {
-        await loadAlerts();    // what changed during the break, if the stream cannot say
-        render();
-      } catch (err) {
-        failed(err);
-        if (err instanceof Unauthorized) return;
-      }
+    } finally {
+      state.following = false;
     }
   }
 
   async function start() {
     $("token").hidden = true;
     try {
-      await Promise.all([loadAlerts(), loadOthers()]);
+      await loadOthers();
     } catch (err) {
       failed(err);
       return;
@@ -306,12 +313,9 @@
   let refreshing = null;
   function refreshEvery() {
     if (refreshing) return;
-    refreshing = setInterval(() => {
+    refreshing = setInterval(() => {   // (the alerts: from the stream only)
       if (!$("token").hidden) return;
-      Promise.all([loadOthers(), api("/api/v1/disk").then((d) => {
-        state.filesystems = d.filesystems;
-        state.disk = new Map(d.alerts.filter((a) => a.state === "firing").map((a) => [a.id, a]));
-      })]).then(render, failed);
+      loadOthers().then(render, failed);
     }, REFRESH_MS);
   }
 

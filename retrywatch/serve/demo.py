@@ -155,7 +155,8 @@ def run_demo(*, listen: str, keep_serving: bool, sample: Path = SAMPLE,
             console.print(f"\n{total:,} lines written and read; {fired} runaway connections "
                           f"found, {len(engine.firing)} still firing:")
             _summary(console, engine)
-            console.print(f"  {base}/api/v1/alerts\n  {base}/api/v1/connections\n"
+            console.print(f"  {base}/ (the live page)\n"
+                          f"  {base}/api/v1/alerts\n  {base}/api/v1/connections\n"
                           f"  {base}/api/v1/sources\n  {base}/metrics\n  {base}/docs")
             if keep_serving:
                 console.print("serving until interrupted (Ctrl-C)")

@@ -11,8 +11,10 @@ skipped test but a test of the rejection.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Generator
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +60,24 @@ def away_from_utc() -> Generator[None, None, None]:
         else:
             os.environ["TZ"] = saved
         time.tzset()
+
+
+#: The size of the ``tmpfs`` fixture's filesystem, bytes.
+TMPFS_SIZE = 4 << 20
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Generator[Path, None, None]:
+    """A real 4 MiB tmpfs mounted on a folder of ``tmp_path`` for the test, unmounted
+    after it (mounting needs root: CI runs as root; elsewhere the test is skipped, which
+    CI would count as a failure)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(mount)],
+                   check=True, timeout=30)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True, timeout=30)

@@ -15,10 +15,10 @@ killed (the mutant loops), a mutant that does not compile (Rust) counts for noth
   left out: its behaviour is tested from Python.
 - Python (``mutmut``, of the ``dev`` extra): the modules in ``[tool.mutmut] only_mutate``
   of pyproject.toml (the detection wrapper, alerts, checkpoints and the state store, the
-  delivery channel), tested by the in-process tests listed there. mutmut switches a
-  mutant on inside the test process, so a test that runs ``retrywatch`` in a subprocess
-  cannot see one: those are not listed. A mutant no listed test reaches is "no tests"
-  and counts as survived.
+  delivery channel, the disk forecast and a file's growth), tested by the in-process tests
+  listed there. mutmut switches a mutant on inside the test process, so a test that runs
+  ``retrywatch`` in a subprocess cannot see one: those are not listed. A mutant no listed
+  test reaches is "no tests" and counts as survived.
 
 Prints per file: mutants, killed, survived, timeouts, unviable, the score, and every
 survivor (Rust: file, line and change; Python: mutmut's name, ``mutmut show NAME`` prints
@@ -87,6 +87,8 @@ _NAIVE = ("a naive local datetime names the same instant: astimezone reads it as
           "process's local time (only a day before the machine's own DST change would "
           "move by its hour)")
 _PROBE = "the probe file is removed at once: its mode is never seen"
+_UNREACHABLE = ("human_bytes returns at \"TiB\", the last unit, at the latest: the "
+                "AssertionError after the loop is never raised")
 PYTHON_EQUIVALENT = {
     "retrywatch.detect.alerts.xǁAlertǁfrom_state__mutmut_94": _CAST,
     "retrywatch.detect.alerts.xǁAlertǁto_dict__mutmut_38": _CAST,
@@ -147,6 +149,18 @@ PYTHON_EQUIVALENT = {
     "retrywatch.serve.state.x__has_rows__mutmut_4": "the letter case of an SQL table name",
     "retrywatch.serve.state.x__has_rows__mutmut_6": "the letter case of an SQL table name",
     "retrywatch.serve.state.x__has_rows__mutmut_8": "the letter case of an SQL table name",
+    # detect/disk.py
+    "retrywatch.detect.disk.x_human_bytes__mutmut_31": _UNREACHABLE,
+    "retrywatch.detect.disk.x_human_bytes__mutmut_32": _UNREACHABLE,
+    "retrywatch.detect.disk.x_human_bytes__mutmut_33": _UNREACHABLE,
+    "retrywatch.detect.disk.xǁDiskWatchǁ_forecast__mutmut_25": 'float("INF") is float("inf")',
+    # sources/growth.py
+    "retrywatch.sources.growth.xǁGrowthǁ__init____mutmut_6": 'float("-INF") is float("-inf")',
+    "retrywatch.sources.growth.xǁGrowthǁ__init____mutmut_10":
+        'float("-INF") is float("-inf")',
+    "retrywatch.sources.growth.xǁGrowthǁobserve__mutmut_36":
+        "with two samples, samples[1] is the one just taken (its time is now): now - "
+        "samples[1][0] is 0, under any positive span (the service's is RATE_SPAN, 60 s)",
 }
 #: cargo-mutants' outcome files (mutants.out/*.txt), one mutant per line.
 RUST_OUTCOMES = {"caught": "killed", "missed": "survived", "timeout": "timeout",

@@ -21,20 +21,19 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from bounds_harness import Run, poll, running
+from conftest import TMPFS_SIZE
 from webhook_receiver import WebhookReceiver, receiving
 
 from retrywatch.sources.growth import filesystem_of
 
-SIZE = 4 << 20  # the tmpfs, bytes
+SIZE = TMPFS_SIZE  # the tmpfs fixture's (tests/conftest.py)
 STORM_CID = 4242
 UPSTREAM = "127.0.0.1:5555"
 #: lines a second: the storm's and the others' (one request each, distinct connections)
@@ -95,19 +94,6 @@ class Writer:
         finally:
             os.close(fd)
 
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "fs"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SIZE}", "tmpfs", str(mount)],
-                   check=True, timeout=30)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True, timeout=30)
 
 
 def test_one_filesystem_through_a_bind_mount_and_a_symlink_is_one_device(

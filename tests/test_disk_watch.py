@@ -18,8 +18,14 @@ from service_harness import FakeClock
 
 from retrywatch.detect.disk import (
     DEFAULT_HOLD,
+    FIRE_IF_GREW_WITHIN,
+    NAMED,
     RESOLVE_MARGIN,
+    DiskAlert,
     DiskWatch,
+    Forecast,
+    _iso,
+    _writers,
     disk_alert_id,
     human_bytes,
     human_seconds,
@@ -92,6 +98,43 @@ def test_polled_twenty_times_a_second_it_keeps_one_sample_a_second() -> None:
     assert len(g._samples) <= RATE_SPAN + 3
     assert g.bytes_per_second == pytest.approx(1000.0)
     assert g.lines_per_second == pytest.approx(20.0)
+
+
+def test_kept_samples_are_one_second_apart_the_newest_moving_until_then() -> None:
+    """The newest sample follows the polls until it is SAMPLE_EVERY past the one before
+    it (exactly 1 s: kept), then a new one starts; the second sample moves too."""
+    g = Growth()
+    times = []
+    for t in (0.0, 0.5, 0.7, 1.0, 1.5, 2.0, 2.5, 2.7):
+        g.observe(t, int(t * 10), 0)
+        times.append([s[0] for s in g._samples])
+    assert times == [[0.0], [0.0, 0.5], [0.0, 0.7], [0.0, 1.0], [0.0, 1.0, 1.5],
+                     [0.0, 1.0, 2.0], [0.0, 1.0, 2.0, 2.5], [0.0, 1.0, 2.0, 2.7]]
+
+
+def test_the_oldest_sample_goes_once_the_next_is_a_span_old() -> None:
+    """The first sample is dropped when the second is RATE_SPAN old (exactly: dropped),
+    down to two samples; not while the second is younger."""
+    g = Growth()
+    for t in (0.0, 1.0, 61.0):
+        g.observe(t, int(t) * 100, int(t))
+    assert list(g._samples) == [(1.0, 100, 1), (61.0, 6100, 61)]
+    assert g.bytes_per_second == 100.0
+    g = Growth()
+    for t in (0.0, 1.0, 2.0, 61.5):
+        g.observe(t, int(t * 100), int(t))
+    assert [s[0] for s in g._samples] == [1.0, 2.0, 61.5]
+    g = Growth()
+    for t in (0.0, 1.0, 60.5):
+        g.observe(t, int(t * 100), int(t))
+    assert [s[0] for s in g._samples] == [0.0, 1.0, 60.5]
+
+
+def test_a_file_never_observed_is_not_growing() -> None:
+    g = Growth()
+    assert not g.growing
+    g.observe(0.0, 100, 0)  # one size: nothing seen to grow yet
+    assert g.idle_for == float("inf") and not g.growing
 
 
 @settings(max_examples=300, deadline=None)
@@ -304,6 +347,7 @@ def test_a_filesystem_whose_files_are_gone_resolves_its_alert_after_the_hold() -
         resolved += [(i, c.kind, c.alert.resolved_reason) for c in d.watch.evaluate()]
         d.clock.advance(1.0)
     assert resolved == [(DEFAULT_HOLD, "resolved", "source_gone")]
+    assert d.watch.alerts()[0]["resolved_at"] == _iso(1_700_000_020.0)
     assert d.watch.forecasts() == []
     assert d.watch.sources() == []
 
@@ -313,6 +357,7 @@ def test_resolve_all_says_why_and_each_change_carries_the_alert_as_it_was() -> N
     d.run(20, {LOG: 1 * MiB}, 10 * MiB)
     (change,) = d.watch.resolve_all("disabled")
     assert change.kind == "resolved" and change.data["resolved_reason"] == "disabled"
+    assert change.data["resolved_at"] == _iso(1_700_000_020.0)
     change.alert.mount = "/changed later"
     assert change.data["mount"] == "/var/log"
     assert d.watch.firing == {} and d.watch.resolved_total == 1
@@ -383,6 +428,279 @@ def test_human_units() -> None:
     assert [human_bytes(n) for n in (512, 1536, 10 * MiB, 3 << 40)] == [
         "512 B", "1.5 KiB", "10.0 MiB", "3.0 TiB"]
     assert [human_seconds(s) for s in (45, 720, 12_600)] == ["45 s", "12 min", "3.5 h"]
+
+
+def test_human_units_at_their_boundaries() -> None:
+    """1024 of a unit is one of the next; GiB between MiB and TiB; TiB the last unit,
+    however large. Seconds up to 89, minutes from 90 s up to 89.98 min, then hours."""
+    assert [human_bytes(n) for n in (1023, 1024, 1025, 3 << 30, 2048 << 40)] == [
+        "1023 B", "1.0 KiB", "1.0 KiB", "3.0 GiB", "2048.0 TiB"]
+    assert [human_seconds(s) for s in (89, 90, 5399, 5400, 720_000)] == [
+        "89 s", "2 min", "90 min", "1.5 h", "200.0 h"]
+
+
+# -- figures, diagnosis and writers, on forecasts made by hand ------------------------------
+
+FIX_FREE = ("Then free space: `truncate -s 0 FILE` (nginx writes on at the new end; a "
+            "deleted log keeps its space until `nginx -s reopen`). Keep the log on a volume "
+            "of its own, rotated by size (logrotate `maxsize`), so a storm cannot take the "
+            "node's disk.")
+FIX_STOP = ("Stop the writer first: the runaway connection's alert says how to bound its "
+            "retries (until then each failure is another line). ")
+FIX_FIND = ("Find what writes (the log's most repeated lines); no tracked connection writes "
+            "a large share of them. ")
+
+
+def hand_alert(sources: list[str], free: int = 10 * MiB, rate: float | None = 100 << 10,
+               idle_for: float = 0.0, **kwargs: Any) -> DiskAlert:
+    f = Forecast("/var/log", free, 64 * MiB, sources, rate, 50.0, idle_for=idle_for)
+    return DiskAlert("id", "/var/log", 1.7e9, f, 1800.0, **kwargs)
+
+
+def test_a_forecasts_figures_are_rounded_to_a_tenth_and_its_full_at_is_ahead() -> None:
+    f = Forecast("/var/log", 1000, 4000, ["a.log"], 1000 / 3, 10 / 3)
+    assert f.to_dict(1.7e9) == {
+        "mount": "/var/log", "free_bytes": 1000, "size_bytes": 4000, "sources": ["a.log"],
+        "bytes_per_second": 333.3, "lines_per_second": 3.3, "seconds_to_full": 3.0,
+        "full_at": "2023-11-14T22:13:23+00:00"}
+    stopped = Forecast("/var/log", 1000, 4000, ["a.log"], 10.0, 1.0, idle_for=IDLE_AFTER)
+    assert stopped.to_dict(1.7e9)["full_at"] is None
+
+
+def test_the_diagnosis_names_up_to_three_files_and_counts_the_others() -> None:
+    causes = {n: hand_alert([f"{c}.log" for c in "abcde"[:n]]).diagnosis().cause
+              for n in (1, 2, 3, 4, 5)}
+    when = " by 100.0 KiB/s: full in about 2 min at this rate."
+    assert causes == {
+        1: "/var/log has 10.0 MiB free of 64.0 MiB; a.log grows" + when,
+        2: "/var/log has 10.0 MiB free of 64.0 MiB; a.log, b.log grow" + when,
+        3: "/var/log has 10.0 MiB free of 64.0 MiB; a.log, b.log, c.log grow" + when,
+        4: "/var/log has 10.0 MiB free of 64.0 MiB; a.log, b.log, c.log and 1 more grow"
+           + when,
+        5: "/var/log has 10.0 MiB free of 64.0 MiB; a.log, b.log, c.log and 2 more grow"
+           + when,
+    }
+
+
+def test_the_diagnosis_of_a_full_disk_and_of_one_that_stopped_filling() -> None:
+    """Exact cause and fix without a named writer: full now; stopped (no rate: 0 B/s)."""
+    full = hand_alert(["a.log"], free=0).diagnosis()
+    assert full.cause == ("/var/log has 0 B free of 64.0 MiB; a.log grows by 100.0 KiB/s: "
+                          "it is full now.")
+    assert full.fix == FIX_FIND + FIX_FREE
+    stopped = hand_alert(["a.log"], rate=None).diagnosis()
+    assert stopped.cause == ("/var/log has 10.0 MiB free of 64.0 MiB; a.log grows by "
+                             "0 B/s: it has stopped filling.")
+    assert stopped.fix == FIX_FIND + FIX_FREE
+
+
+def test_the_diagnosis_with_a_writer_names_three_upstreams_and_says_to_stop_it() -> None:
+    top: Any = {"source": "a.log", "pid": 7, "cid": 12, "rate_per_second": 1234.4,
+                "share": 0.456, "upstreams": {}}
+    alert = hand_alert(["a.log"], connections=[top],
+                       upstreams={"u1": 4, "u2": 3, "u3": 2, "u4": 1})
+    d = alert.diagnosis()
+    assert d.cause.endswith(": full in about 2 min at this rate. nginx connection *12 "
+                            "(pid 7) writes 46% of the lines, 1,234 connect() failures a "
+                            "second against u1, u2, u3."), d.cause
+    assert d.fix == FIX_STOP + FIX_FREE
+    alert.upstreams = {}
+    assert alert.diagnosis().cause.endswith("1,234 connect() failures a second.")
+
+
+def test_a_resolved_alerts_dict_says_when_it_resolved() -> None:
+    alert = hand_alert(["a.log"], state="resolved", resolved_at=1.7e9 + 10,
+                       resolved_reason="not_growing")
+    data = alert.to_dict()
+    assert (data["resolved_at"], data["fired_at"]) == ("2023-11-14T22:13:30+00:00",
+                                                       "2023-11-14T22:13:20+00:00")
+    assert hand_alert(["a.log"]).to_dict()["resolved_at"] is None
+
+
+def row(cid: int, rate: float, upstreams: dict[str, int], source: str = "a.log"
+        ) -> ConnectionData:
+    return {**conn(cid, rate, upstreams), "source": source}
+
+
+def test_writers_shares_are_capped_rounded_and_zero_without_a_line_rate() -> None:
+    """share: rate over the files' lines per second, at most 1, to 3 decimals; 0 when the
+    files' line rate is unknown or 0; under 1 line a second it is still a share."""
+    rows = [row(1, 100.0, {}), row(2, 1.0, {}), row(3, 0.25, {})]
+
+    def shares(lines: float | None) -> list[float]:
+        f = Forecast("/var/log", 1, 2, ["a.log"], 1.0, lines)
+        return [c["share"] for c in _writers(f, rows)[0]]
+
+    assert shares(3.0) == [1.0, 0.333, 0.083]
+    assert shares(0.5) == [1.0, 1.0, 0.5]
+    assert shares(None) == [0.0, 0.0, 0.0]
+    assert shares(0.0) == [0.0, 0.0, 0.0]
+
+
+def test_writers_are_the_fastest_on_the_files_with_their_first_three_upstreams() -> None:
+    """NAMED connections, fastest first, each with its first three upstreams; the
+    upstreams of all of them summed, the NAMED most failed against."""
+    ups = {f"u{i}": 10 - i for i in range(7)}  # u0: 10, ..., u6: 4
+    rows = [row(cid, float(cid), ups) for cid in range(1, 8)]
+    rows.append(row(99, 1000.0, {"elsewhere": 1}, source="other.log"))
+    f = Forecast("/var/log", 1, 2, ["a.log"], 1.0, 100.0)
+    named, upstreams = _writers(f, rows)
+    assert [c["cid"] for c in named] == [7, 6, 5, 4, 3] and len(named) == NAMED
+    assert named[0] == {"source": "a.log", "pid": 2454, "cid": 7, "rate_per_second": 7.0,
+                        "share": 0.07, "upstreams": {"u0": 10, "u1": 9, "u2": 8}}
+    assert upstreams == {"u0": 70, "u1": 63, "u2": 56, "u3": 49, "u4": 42}
+
+
+# -- the watch's boundaries ---------------------------------------------------------------
+
+def test_what_the_watch_says_before_any_evaluation_and_of_unknown_files() -> None:
+    clock = FakeClock(0.0)
+    watch = DiskWatch(clock=clock, wall=lambda: 1.7e9)
+    watch.observe(LOG, 100, 1, Filesystem(1, "/var/log", MiB, 2 * MiB))
+    assert watch.forecasts() == []
+    assert watch.growth(LOG) == {"bytes_per_second": None, "lines_per_second": None,
+                                 "filesystem": None}
+    assert watch.growth("/not/followed.log") is None
+    watch.forget(["/not/followed.log", LOG])  # one never followed: nothing to do
+    assert watch.sources() == []
+    assert watch.growth(LOG) is None
+
+
+def test_a_files_growth_carries_its_filesystems_forecast() -> None:
+    """growth(): the file's own rates (to a tenth) and its filesystem's forecast, at the
+    wall clock now; a file closed (no filesystem) has none."""
+    clock = FakeClock(0.0)
+    watch = DiskWatch(clock=clock, wall=lambda: 1.7e9)
+    for t in range(7):
+        clock.now = float(t)
+        watch.observe("a.log", 1000 * t, 10 * t, Filesystem(1, "/var/log", 60_000, 10**6, t))
+        watch.observe("b.log", 2000 * t // 3, t // 3, Filesystem(1, "/var/log", 60_000,
+                                                                   10**6, t))
+        watch.observe("c.log", 0, 0, None)
+    watch.evaluate()
+    forecast = {"mount": "/var/log", "free_bytes": 60_000, "size_bytes": 10**6,
+                "sources": ["a.log", "b.log"], "bytes_per_second": 1666.7,
+                "lines_per_second": 10.3, "seconds_to_full": 36.0,
+                "full_at": "2023-11-14T22:13:56+00:00"}
+    assert watch.growth("a.log") == {"bytes_per_second": 1000.0, "lines_per_second": 10.0,
+                                     "filesystem": forecast}
+    assert watch.growth("b.log") == {"bytes_per_second": 666.7, "lines_per_second": 0.3,
+                                     "filesystem": forecast}
+    assert watch.growth("c.log") == {"bytes_per_second": 0.0, "lines_per_second": 0.0,
+                                     "filesystem": None}
+    assert watch.forecasts() == [forecast]
+
+
+def test_a_file_without_a_rate_yet_adds_nothing_to_its_filesystems() -> None:
+    clock = FakeClock(0.0)
+    watch = DiskWatch(clock=clock)
+    for t in range(10):
+        clock.now = float(t)
+        watch.observe("a.log", 1000 * t, 10 * t, Filesystem(1, "/var/log", MiB, 2 * MiB, t))
+    watch.observe("b.log", 5000, 50, Filesystem(1, "/var/log", MiB, 2 * MiB, 9))
+    watch.evaluate()
+    (f,) = watch.forecasts()
+    assert (f["bytes_per_second"], f["lines_per_second"]) == (1000.0, 10.0)
+
+
+def test_the_free_space_is_the_newest_reading_whichever_file_gave_it() -> None:
+    """Of two files on one device, the reading with the latest read_at is the free space,
+    whether it comes first or last; on a tie the first file's stands."""
+    def free(readings: list[tuple[int, float]]) -> tuple[int, int]:
+        watch = DiskWatch(clock=FakeClock(0.0))
+        for i, (free_bytes, read_at) in enumerate(readings):
+            watch.observe(f"{i}.log", 0, 0, Filesystem(1, "/var/log", free_bytes,
+                                                      10 * free_bytes, read_at))
+        watch.evaluate()
+        (f,) = watch.forecasts()
+        return f["free_bytes"], f["size_bytes"]
+
+    assert free([(100, 5.0), (200, 4.0)]) == (100, 1000)
+    assert free([(100, 4.0), (200, 5.0)]) == (200, 2000)
+    assert free([(100, 5.0), (200, 5.0)]) == (100, 1000)
+
+
+def test_the_hold_starts_again_when_the_forecast_leaves_the_horizon() -> None:
+    """Within the horizon for 5 s, past it for one second, within again: it fires a whole
+    hold after it came back, not a hold after it first came within."""
+    d = Disk()
+    events = []
+    for t in range(40):  # 100 KiB/s; the rate is known from t = 5
+        free = 10 << 30 if t == 10 else 10 * MiB
+        events += [(t, *c) for c in d.second({LOG: 100 << 10}, free)]
+    assert events == [(11 + int(DEFAULT_HOLD), "fired", "/var/log")]
+    (alert,) = d.watch.alerts()
+    assert alert["id"] == disk_alert_id("/var/log", 1_700_000_000.0 + 21)
+    assert alert["fired_at"] == _iso(1_700_000_000.0 + 21)
+
+
+def test_the_resolving_hold_starts_again_when_the_forecast_comes_back() -> None:
+    """Firing; past 1.5 horizons for 5 s, within for one second, past again: it resolves
+    a whole hold after the second time, at that wall clock."""
+    d = Disk()
+    d.run(20, {LOG: 100 << 10}, 10 * MiB)
+    assert d.watch.firing
+    events = []
+    for t in range(20, 60):
+        free = 10 * MiB if t == 25 else 10 << 30
+        events += [(t, *c) for c in d.second({LOG: 100 << 10}, free)]
+    assert events == [(26 + int(DEFAULT_HOLD), "resolved", "/var/log")]
+    (alert,) = d.watch.alerts()
+    assert alert["resolved_reason"] == "forecast_past_horizon"
+    assert alert["resolved_at"] == _iso(1_700_000_000.0 + 36)
+
+
+def test_it_fires_at_exactly_the_horizon_and_resolves_only_past_the_margin() -> None:
+    """1 KiB/s: 1 MiB free is 1024 s to full, a horizon of 1024 s: within, fires.
+    1.5 horizons exactly (1536 KiB free) is not past the margin; 1537 KiB is."""
+    d = Disk(horizon=1024)
+    events = d.run(20, {LOG: 1024}, MiB)
+    assert [e[1:] for e in events] == [("fired", "/var/log")]
+    assert d.run(60, {LOG: 1024}, int(1024 * 1024 * RESOLVE_MARGIN)) == []
+    events = d.run(20, {LOG: 1024}, int(1024 * 1024 * RESOLVE_MARGIN) + 1024)
+    assert events == [(int(DEFAULT_HOLD), "resolved", "/var/log")]
+
+
+def test_a_horizon_under_a_second_fires_on_a_full_disk() -> None:
+    d = Disk(horizon=0.5)
+    assert d.run(20, {LOG: 1 * MiB}, 0) == [(int(DEFAULT_HOLD), "fired", "/var/log")]
+
+
+def test_a_forecast_held_fires_only_if_written_within_fire_if_grew_within() -> None:
+    """Written for 10 s (t 0-9) on a big disk, then nothing, the free space falling to
+    10 MiB at t = 10: held within the horizon from t = 10. With a hold of 4 s the files
+    last grew FIRE_IF_GREW_WITHIN (5) s before: it waits, and never fires; with a hold
+    of 3 s, 4 s before: it fires."""
+    for hold, expected in ((4.0, []), (3.0, [(13, "fired", "/var/log")])):
+        d = Disk(hold=hold)
+        events = d.run(10, {LOG: 100 << 10}, 10 << 30)
+        events += [(10 + i, kind, mount)
+                   for i, kind, mount in d.run(30, {LOG: 0}, 10 * MiB)]
+        assert events == expected, hold
+    assert FIRE_IF_GREW_WITHIN == 5.0
+
+
+def test_a_full_disk_fires_though_nothing_is_written_any_more() -> None:
+    """Written for 10 s, then nothing, then the disk full (another writer): it fires a
+    hold later, however long ago the files grew."""
+    d = Disk()
+    d.run(10, {LOG: 100 << 10}, 10 << 30)
+    events = d.run(20, {LOG: 0}, 0)
+    assert events == [(int(DEFAULT_HOLD), "fired", "/var/log")]
+
+
+def test_a_quiet_filesystem_before_a_filling_one_does_not_stop_its_alert() -> None:
+    """The forecasts are looked at one by one: a quiet filesystem met first does not
+    stop the one after it from firing, nor from resolving."""
+    d = Disk()
+    events = []
+    for t in range(60):
+        d.watch.observe("quiet.log", 0, 0, Filesystem(2, "/", 10 << 30, 20 << 30, t))
+        events += [(t, *c) for c in d.second({LOG: (100 << 10) if t < 20 else 0},
+                                             10 * MiB)]
+    assert events == [(15, "fired", "/var/log"),
+                      (19 + int(IDLE_AFTER) + int(DEFAULT_HOLD), "resolved", "/var/log")]
+    assert d.watch.alerts()[0]["resolved_at"] == _iso(1_700_000_000.0 + 59)
 
 
 # -- the filesystem a file input reads ------------------------------------------------------

@@ -336,6 +336,10 @@ def test_one_device_is_one_forecast_under_any_mount_name() -> None:
     assert f["mount"] == "/mnt/bind" and f["sources"] == ["x.log", "y.log"]
     assert f["bytes_per_second"] == pytest.approx(2 * MiB)
     assert f["seconds_to_full"] == pytest.approx(50)
+    # each file's growth carries that forecast, whichever name its own path gave it
+    for source in ("x.log", "y.log"):
+        growth = watch.growth(source)
+        assert growth is not None and growth["filesystem"] == f, source
 
 
 def test_a_filesystem_whose_files_are_gone_resolves_its_alert_after_the_hold() -> None:

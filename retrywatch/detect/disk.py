@@ -242,7 +242,7 @@ class DiskWatch:
         self.wall = wall
         self._lock = threading.Lock()
         self._files: dict[str, _File] = {}
-        self._forecasts: dict[str, Forecast] = {}
+        self._forecasts: dict[int, Forecast] = {}  # by device
         #: per mount: since when its forecast has been within (or, firing, past) the horizon
         self._since: dict[str, float] = {}
         self.firing: dict[str, DiskAlert] = {}  # by mount
@@ -299,7 +299,8 @@ class DiskWatch:
         now, wall = self.clock(), self.wall()
         changed: list[tuple[Literal["fired", "resolved"], DiskAlert]] = []
         with self._lock:
-            self._forecasts = forecasts = self._forecast()
+            self._forecasts = self._forecast()
+            forecasts = {f.mount: f for f in self._forecasts.values()}
             for mount in set(self._since) - set(forecasts) - set(self.firing):
                 del self._since[mount]
             for mount, f in forecasts.items():
@@ -361,9 +362,9 @@ class DiskWatch:
         self.resolved_total += 1
         return "resolved", alert
 
-    def _forecast(self) -> dict[str, Forecast]:
-        """The forecast of each filesystem (a device: bind mounts and symbolic links
-        lead to one), by the smallest of its mount points seen (a stable name)."""
+    def _forecast(self) -> dict[int, Forecast]:
+        """The forecast of each filesystem, by device (bind mounts and symbolic links lead
+        to one), named by the smallest of its mount points seen (a stable name)."""
         by_dev: dict[int, Forecast] = {}
         for source, entry in self._files.items():
             fs = entry.filesystem
@@ -380,7 +381,7 @@ class DiskWatch:
             f.bytes_per_second = _add(f.bytes_per_second, entry.growth.bytes_per_second)
             f.lines_per_second = _add(f.lines_per_second, entry.growth.lines_per_second)
             f.idle_for = min(f.idle_for, entry.growth.idle_for)
-        return {f.mount: f for f in by_dev.values()}
+        return by_dev
 
     # -- what the API reads ------------------------------------------------------------
     def growth(self, source: str) -> FileGrowthData | None:
@@ -390,7 +391,7 @@ class DiskWatch:
             if entry is None:
                 return None
             fs = entry.filesystem
-            f = self._forecasts.get(fs.mount) if fs is not None else None
+            f = self._forecasts.get(fs.dev) if fs is not None else None
             return {
                 "bytes_per_second": _round(entry.growth.bytes_per_second),
                 "lines_per_second": _round(entry.growth.lines_per_second),

@@ -16,7 +16,7 @@ lists ``configuration`` among ``__required_keys__``.)
 """
 
 import functools
-from typing import Annotated, Final, Literal, NotRequired
+from typing import Annotated, Any, Final, Literal, NotRequired
 
 from pydantic import ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import TypedDict, TypeIs
@@ -210,9 +210,7 @@ def saved_alert(data: dict[str, object]) -> AnyAlertData:
     (its ``alertname``) is checked as one, whole."""
     if data.get("alertname") == DISK_ALERTNAME:
         return saved_disk_alert(data)
-    keys = AlertData.__required_keys__ | AlertData.__optional_keys__
-    known = {k: v for k, v in data.items() if k in keys}
-    return _alert_adapter().validate_python(_SAVED_DEFAULTS | known)
+    return _alert_adapter().validate_python(_SAVED_DEFAULTS | _known(AlertData, data))
 
 
 @functools.cache
@@ -226,8 +224,14 @@ def saved_disk_alert(data: object) -> DiskAlertData:
     ValidationError, a ValueError)."""
     if not isinstance(data, dict):
         raise ValueError(f"not a disk alert: {type(data).__name__}")
-    keys = DiskAlertData.__required_keys__ | DiskAlertData.__optional_keys__
-    return _disk_adapter().validate_python({k: v for k, v in data.items() if k in keys})
+    return _disk_adapter().validate_python(_known(DiskAlertData, data))
+
+
+def _known(shape: Any, data: dict[str, object]) -> dict[str, object]:
+    """The fields of ``data`` that the TypedDict ``shape`` has (a later version's others
+    dropped)."""
+    keys = shape.__required_keys__ | shape.__optional_keys__
+    return {k: v for k, v in data.items() if k in keys}
 
 
 @functools.cache

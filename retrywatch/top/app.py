@@ -25,16 +25,13 @@ from retrywatch.top.feed import Feed, View, upstreams_of
 
 __all__ = ["TopApp"]
 
-#: Characters a name keeps in a column (its end: a path's file, an address's port).
-NAME = 14
 #: What an empty cell shows.
 NONE = "-"
 Row = tuple[str, list[Any]]  # (key, cells)
 
 
-def tail(text: str | None, width: int = NAME) -> str:
+def tail(text: str, width: int) -> str:
     """``text`` cut to ``width`` from its start (``…`` says so): the end tells paths apart."""
-    text = text or NONE
     return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
@@ -56,14 +53,24 @@ class Sort:
     descending: bool = True
 
 
+@dataclass(frozen=True)
+class Column:
+    """A column of a table: its label, its width, and how a longer text is cut to it
+    (``tail``: a path's or an address's end; ``head``: a code's start)."""
+
+    label: str
+    width: int
+    cut: Callable[[str, int], str] | None = None
+
+
 @dataclass
 class Table:
     """A tab's table: its columns, its sorts, and its rows from the view."""
 
     tab: str
-    #: (label, width): the widths and their cell padding add up to 78 at most, the inside
-    #: of an 80-column terminal
-    columns: tuple[tuple[str, int], ...]
+    #: the widths and their cell padding add up to 78 at most, the inside of an 80-column
+    #: terminal
+    columns: tuple[Column, ...]
     sorts: tuple[Sort, ...]
     rows: Callable[[View], list[tuple[Any, Row]]]  # (the item sorted on, the row)
     sort: int = 0
@@ -76,16 +83,16 @@ def _alert_rows(view: View) -> list[tuple[Any, Row]]:
         f = a["forecast"]
         left = f["seconds_to_full"]
         out.append(({"window": float("inf"), "peak": 0, "cid": -1, "source": a["mount"]}, (
-            a["id"], ["disk", tail(a["mount"], 11), "full now" if left == 0 else
+            a["id"], ["disk", a["mount"], "full now" if left == 0 else
                       f"full {human_seconds(left)}" if left is not None else NONE,
                       f"{human_bytes(f['bytes_per_second'] or 0)}/s", "disk",
-                      head(a["diagnosis"]["code"], 16)])))
+                      a["diagnosis"]["code"]])))
     for a in view.alerts.values():
         out.append(({"window": a["failures_in_window"], "peak": a["peak_per_second"],
                      "cid": a["cid"], "source": a["source"]}, (
-            a["id"], [f"*{a['cid']}/{a['pid']}", tail(a["source"], 11),
+            a["id"], [f"*{a['cid']}/{a['pid']}", a["source"],
                       number(a["failures_in_window"]), number(a["peak_per_second"]),
-                      a["confidence"], head((a["diagnosis"] or {}).get("code", NONE), 16)])))
+                      a["confidence"], (a["diagnosis"] or {}).get("code", NONE)])))
     return out
 
 
@@ -94,13 +101,13 @@ def _connection_rows(view: View) -> list[tuple[Any, Row]]:
     for c in view.connections:
         top = max((c.get("upstreams") or {}).items(), key=lambda kv: kv[1], default=(NONE, 0))
         out.append((c, (f"{c['source']}\x1f{c['pid']}\x1f{c['cid']}", [
-            f"*{c['cid']}/{c['pid']}", tail(c["source"], 16), number(c["rate_per_second"]),
-            number(c["failures_in_window"]), tail(top[0], 19)])))
+            f"*{c['cid']}/{c['pid']}", c["source"], number(c["rate_per_second"]),
+            number(c["failures_in_window"]), top[0]])))
     return out
 
 
 def _upstream_rows(view: View) -> list[tuple[Any, Row]]:
-    return [((addr, failures, n), (addr, [tail(addr, 44), number(failures), number(n)]))
+    return [((addr, failures, n), (addr, [addr, number(failures), number(n)]))
             for addr, failures, n in upstreams_of(view.connections)]
 
 
@@ -114,7 +121,7 @@ def _source_rows(view: View) -> list[tuple[Any, Row]]:
                if s.get("lag_bytes") else "caught up" if s["kind"] == "file" else NONE)
         out.append(({"name": s["name"], "lag": s.get("lag_bytes") or 0,
                      "full": float("inf") if left is None else left}, (s["name"], [
-            tail(s["name"], 22), lag,
+            s["name"], lag,
             NONE if growth.get("bytes_per_second") is None
             else f"{human_bytes(growth['bytes_per_second'])}/s",
             human_bytes(fs["free_bytes"]) if fs else NONE,
@@ -123,22 +130,30 @@ def _source_rows(view: View) -> list[tuple[Any, Row]]:
     return out
 
 
+def _shown(columns: tuple[Column, ...], cells: list[Any]) -> list[Any]:
+    """A row's cells as shown: each text cut to its column's width, its own way."""
+    return [column.cut(cell, column.width) if column.cut and isinstance(cell, str) else cell
+            for column, cell in zip(columns, cells, strict=True)]
+
+
 TABLES = (
-    Table("alerts", (("conn", 13), ("source", 11), ("in window", 9), ("peak/s", 8),
-                     ("conf", 9), ("diagnosis", 16)), (
+    Table("alerts", (Column("conn", 13), Column("source", 11, tail), Column("in window", 9),
+                     Column("peak/s", 8), Column("conf", 9), Column("diagnosis", 16, head)), (
         Sort("in window", lambda r: r["window"]), Sort("peak/s", lambda r: r["peak"]),
         Sort("cid", lambda r: r["cid"], False), Sort("source", lambda r: r["source"], False)),
         _alert_rows),
-    Table("connections", (("conn", 13), ("source", 16), ("rate/s", 9), ("in window", 9),
-                          ("upstream", 19)), (
+    Table("connections", (Column("conn", 13), Column("source", 16, tail),
+                          Column("rate/s", 9), Column("in window", 9),
+                          Column("upstream", 19, tail)), (
         Sort("rate/s", lambda c: c["rate_per_second"]),
         Sort("in window", lambda c: c["failures_in_window"]),
         Sort("cid", lambda c: c["cid"], False)), _connection_rows),
-    Table("upstreams", (("upstream", 44), ("failures", 11), ("connections", 11)), (
+    Table("upstreams", (Column("upstream", 44, tail), Column("failures", 11),
+                        Column("connections", 11)), (
         Sort("failures", lambda u: u[1]), Sort("connections", lambda u: u[2]),
         Sort("upstream", lambda u: u[0], False)), _upstream_rows),
-    Table("sources", (("source", 22), ("lag", 16), ("growth", 12), ("free", 10),
-                      ("full in", 8)), (
+    Table("sources", (Column("source", 22, tail), Column("lag", 16), Column("growth", 12),
+                      Column("free", 10), Column("full in", 8)), (
         Sort("source", lambda s: s["name"], False), Sort("lag", lambda s: s["lag"]),
         Sort("full in", lambda s: s["full"], False)), _source_rows),
 )
@@ -189,8 +204,8 @@ class TopApp(App[None]):
     def on_mount(self) -> None:
         for table in self.tables.values():
             widget = self.query_one(f"#{table.tab}-table", DataTable)
-            for label, width in table.columns:
-                widget.add_column(label, width=width)
+            for column in table.columns:
+                widget.add_column(column.label, width=column.width)
         self.query_one("#alerts-table", DataTable).focus()
         self.set_interval(0.25, self._draw_if_changed)
         self.set_interval(self.every, self.action_update)
@@ -234,7 +249,8 @@ class TopApp(App[None]):
     def _fill(self, table: Table, view: View) -> None:
         widget = self.query_one(f"#{table.tab}-table", DataTable)
         sort = table.sorts[table.sort]
-        items = table.rows(view)
+        items = [(item, (key, _shown(table.columns, cells)))
+                 for item, (key, cells) in table.rows(view)]
         needle = self.filter.lower()
         if needle:
             items = [(item, row) for item, row in items

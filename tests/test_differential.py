@@ -55,6 +55,7 @@ def assert_same(ops: list[Op], config: DetectorConfig, max_line: int = MAX_LINE)
         assert got == want
     assert core.detector == ref.detector
     assert core.tracked == ref.tracked
+    assert core.peers == ref.peers
 
 
 # -- generated streams ------------------------------------------------------------------

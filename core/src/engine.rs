@@ -4,11 +4,12 @@
 //! local seconds; a [`Zone`] turns them into POSIX seconds (the boundary asks Python's
 //! zoneinfo once per distinct second, cached; a fixed zone needs no call).
 
-use crate::event::parse_event;
+use crate::event::{failure_peer, parse_event};
 use crate::head::{ended_hint, failure_kind, Head, Kind};
 use crate::pipeline::{Pipeline, Sink};
 use crate::snapshot::{Reader, Result, SnapshotError, Writer};
-use crate::tracker::{new_map, Change, Config, Detector, Input, SourceId};
+use crate::tracker::{new_map, Change, Config, Detector, Input, Key, SourceId};
+use crate::upstreams::Upstreams;
 
 type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -255,6 +256,7 @@ struct DetectSink<'a, Z: Zone> {
     source: SourceId,
     changes: &'a mut Vec<Change>,
     agg: Option<&'a mut Aggregates>,
+    upstreams: Option<&'a mut Upstreams>,
     newest: &'a mut Option<i64>,
 }
 
@@ -264,6 +266,7 @@ impl<Z: Zone> Sink for DetectSink<'_, Z> {
         detect_one(
             self.detector,
             self.agg.as_deref_mut(),
+            self.upstreams.as_deref_mut(),
             self.newest,
             &input,
             self.changes,
@@ -282,12 +285,14 @@ fn input_of<'t, Z: Zone>(zone: &mut Z, source: SourceId, text: &'t [u8], head: &
         failure,
         ended_hint: head.cid.is_some() && failure.is_none() && ended_hint(text),
         text,
+        msg: head.msg_start,
     }
 }
 
 fn detect_one(
     detector: &mut Detector,
     agg: Option<&mut Aggregates>,
+    upstreams: Option<&mut Upstreams>,
     newest: &mut Option<i64>,
     input: &Input<'_>,
     changes: &mut Vec<Change>,
@@ -296,6 +301,14 @@ fn detect_one(
         *newest = Some(input.ts);
     }
     detector.process(input, 1, changes);
+    if let (Some(upstreams), Some(_), Some(cid)) = (upstreams, input.failure, input.cid) {
+        let key = Key {
+            source: input.source,
+            pid: input.pid,
+            cid,
+        };
+        upstreams.failure(input.ts, &key, failure_peer(input.text, input.msg), 1);
+    }
     if let Some(agg) = agg {
         agg.event(input.ts);
         if let (Some(kind), Some(cid)) = (input.failure, input.cid) {
@@ -318,6 +331,7 @@ struct ParsedEvent {
     cid: Option<u64>,
     failure: Option<Kind>,
     ended_hint: bool,
+    msg: usize,
     start: usize,
     end: usize,
 }
@@ -353,6 +367,7 @@ impl<Z: Zone> Sink for CollectSink<'_, Z> {
             cid: input.cid,
             failure: input.failure,
             ended_hint: input.ended_hint,
+            msg: input.msg,
             start,
             end: self.out.arena.len(),
         });
@@ -414,6 +429,8 @@ pub struct Engine {
     pub detector: Detector,
     pub max_line: usize,
     pub agg: Option<Aggregates>,
+    /// Connect failures per upstream peer, when asked for.
+    pub upstreams: Option<Upstreams>,
 }
 
 /// Sources an engine holds at most (each has a pipeline; names come from paths).
@@ -429,6 +446,7 @@ impl Engine {
             detector: Detector::new(config),
             max_line,
             agg: None,
+            upstreams: None,
         }
     }
 
@@ -460,6 +478,7 @@ impl Engine {
             pipes,
             detector,
             agg,
+            upstreams,
             newest,
             ..
         } = self;
@@ -470,6 +489,7 @@ impl Engine {
             source,
             changes,
             agg: agg.as_mut(),
+            upstreams: upstreams.as_mut(),
             newest,
         };
         f(&mut pipes[source as usize], &mut sink);
@@ -524,6 +544,7 @@ impl Engine {
         let Engine {
             detector,
             agg,
+            upstreams,
             newest,
             ..
         } = self;
@@ -537,8 +558,16 @@ impl Engine {
                 failure: ev.failure,
                 ended_hint: ev.ended_hint,
                 text: &parsed.arena[ev.start..ev.end],
+                msg: ev.msg,
             };
-            detect_one(detector, agg.as_mut(), newest, &input, changes);
+            detect_one(
+                detector,
+                agg.as_mut(),
+                upstreams.as_mut(),
+                newest,
+                &input,
+                changes,
+            );
         }
         detector.finish_batch(changes);
     }

@@ -13,5 +13,6 @@ mod py;
 pub mod snapshot;
 pub mod text;
 pub mod tracker;
+pub mod upstreams;
 pub mod window;
 pub mod wrappers;

@@ -11,6 +11,10 @@ use crate::head::Head;
 use crate::pipeline::{Pipeline, Sink, REASONS};
 use crate::text::decode_escaped;
 use crate::tracker::{Change, Config, Conn, Key, SourceId, Table};
+use crate::upstreams::{self, Upstreams};
+
+/// The seconds of a peer's `recent` failures (`Core.upstreams`).
+const RECENT: i64 = 10;
 
 fn config(
     window: i64,
@@ -402,6 +406,107 @@ impl Core {
             out.append(conn_dict(py, &self.engine.names, key, c, c.window.total())?)?;
         }
         Ok(out)
+    }
+
+    /// Counts connect failures per upstream peer from now on, naming at most `capacity`
+    /// peers (0: stops, forgetting them), their baselines learnt in full for the first
+    /// `warmup` seconds of log time; other settings start afresh. (Not in the state:
+    /// `upstream_baselines` and `seed_upstreams` carry the baselines over a restart.)
+    #[pyo3(signature = (capacity, warmup=60))]
+    fn set_upstreams(&mut self, capacity: usize, warmup: i64) {
+        let u = &mut self.engine.upstreams;
+        if capacity == 0 {
+            *u = None;
+        } else if u
+            .as_ref()
+            .is_none_or(|u| u.capacity != capacity || u.warmup != warmup.max(0))
+        {
+            *u = Some(Upstreams::new(capacity, warmup));
+        }
+    }
+
+    /// Every named peer's baseline: (peer, mean, variance, seconds learnt).
+    fn upstream_baselines<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for p in self.engine.upstreams.iter().flat_map(|u| u.peers()) {
+            out.append((text(py, &p.name), p.mean, p.var, p.seconds_learnt))?;
+        }
+        Ok(out)
+    }
+
+    /// Baselines saved by `upstream_baselines` before a restart, at log second `now`: those
+    /// peers judge against them at once (no warm-up). Nothing when not counting.
+    fn seed_upstreams(&mut self, baselines: Vec<(String, f64, f64, u64)>, now: i64) {
+        if let Some(u) = &mut self.engine.upstreams {
+            for (peer, mean, var, seconds) in baselines {
+                u.seed(peer.as_bytes(), mean, var, seconds, now);
+            }
+        }
+    }
+
+    /// Connect failures per upstream peer in the window ending at `now` (and in its last
+    /// `RECENT` seconds, `recent`) (default: the
+    /// newest event second), when made with `upstreams` > 0 (else None). Seconds before
+    /// `now` are learnt by each peer's baseline first. Peers are sorted by failures in the
+    /// window, most first, at most `limit` of them; `window_failures` counts every peer.
+    #[pyo3(signature = (now=None, limit=usize::MAX))]
+    fn upstreams<'py>(
+        &mut self,
+        py: Python<'py>,
+        now: Option<i64>,
+        limit: usize,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let watermark = self.engine.detector.watermark;
+        let Some(u) = &mut self.engine.upstreams else {
+            return Ok(None);
+        };
+        let now = now.or(watermark).or(u.newest);
+        let d = PyDict::new(py);
+        d.set_item("now", now)?;
+        d.set_item("window", upstreams::WINDOW)?;
+        d.set_item("capacity", u.capacity)?;
+        d.set_item("named", u.len())?;
+        d.set_item("failures_total", u.failures)?;
+        d.set_item("without_peer_total", u.without_peer)?;
+        d.set_item("evicted_total", u.evicted)?;
+        d.set_item("warm_from", u.warm_from())?;
+        let peers = PyList::empty(py);
+        let Some(now) = now else {
+            d.set_item("window_failures", 0)?;
+            d.set_item("recent_seconds", RECENT)?;
+            d.set_item("peers", peers)?;
+            return Ok(Some(d));
+        };
+        py.detach(|| u.settle(now));
+        d.set_item("window_failures", u.all_in_window(now))?;
+        d.set_item("recent_seconds", RECENT)?;
+        let mut rows: Vec<(u64, u32, &upstreams::Peer)> = u
+            .peers()
+            .iter()
+            .map(|p| {
+                let (failures, seconds) = p.window(now);
+                (failures, seconds, p)
+            })
+            .collect();
+        rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.name.cmp(&b.2.name)));
+        for (failures, seconds, p) in rows.into_iter().take(limit) {
+            let row = PyDict::new(py);
+            row.set_item("peer", text(py, &p.name))?;
+            row.set_item("failures", failures)?;
+            row.set_item("failing_seconds", seconds)?;
+            row.set_item("recent", p.last_seconds(now, RECENT).0)?;
+            row.set_item("connections", p.distinct(now).round())?;
+            row.set_item("baseline_mean", p.mean)?;
+            row.set_item("baseline_sd", p.sd())?;
+            row.set_item("seconds_learnt", p.seconds_learnt)?;
+            row.set_item("warm", p.warm(now))?;
+            row.set_item("total", p.total)?;
+            row.set_item("first", p.first)?;
+            row.set_item("last", p.last_failure)?;
+            peers.append(row)?;
+        }
+        d.set_item("peers", peers)?;
+        Ok(Some(d))
     }
 
     /// What `analyze` folds (when made with aggregates=True): first and last event

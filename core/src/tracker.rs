@@ -78,6 +78,8 @@ pub struct Input<'a> {
     pub failure: Option<Kind>,
     pub ended_hint: bool,
     pub text: &'a [u8],
+    /// Where the message starts in `text` (the head's `msg_start`).
+    pub msg: usize,
 }
 
 /// What a failure line tells a connection's state.
@@ -1414,6 +1416,7 @@ mod tests {
             failure: Some(Kind::ConnectFailed),
             ended_hint: false,
             text,
+            msg: 0, // the tracker does not read the message
         }
     }
 
@@ -1664,6 +1667,7 @@ mod tests {
             failure: None,
             ended_hint: true,
             text,
+            msg: 0,
         }
     }
 
@@ -1773,6 +1777,7 @@ mod tests {
             failure: None,
             ended_hint: false,
             text: b"",
+            msg: 0,
         }
     }
 

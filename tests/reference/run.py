@@ -29,6 +29,9 @@ class Outcome:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     detector: dict[str, Any] = field(default_factory=dict)
     tracked: int = 0
+    #: connect failures by the peer their line names (None: names none), the upstream
+    #: anomalies' input
+    peers: dict[str | None, int] = field(default_factory=dict)
 
 
 def _take(changes: Iterable[AlertChange], out: Outcome) -> None:
@@ -76,6 +79,9 @@ def run_reference(ops: list[Op], config: DetectorConfig, tz: tzinfo,
                 head = parser.head(record.line, source)
                 assert isinstance(head, EventHead)
                 heads.append((head, 1))
+                if head.failure is not None and head.cid is not None:
+                    peer = head.event().peer
+                    out.peers[peer] = out.peers.get(peer, 0) + 1
         _take(detector.process(heads), out)
     for name, pipe in pipes.items():
         s = pipe.stats
@@ -90,6 +96,7 @@ def run_reference(ops: list[Op], config: DetectorConfig, tz: tzinfo,
 def run_core(ops: list[Op], config: DetectorConfig, tz: tzinfo,
              max_line: int = 64 * 1024) -> Outcome:
     core = new_core(config, tz, max_line=max_line)
+    core.set_upstreams(65536, 0)  # every peer named
     by_key: dict[tuple[str, int, int], Alert] = {}
     out = Outcome()
     for op in ops:
@@ -106,4 +113,10 @@ def run_core(ops: list[Op], config: DetectorConfig, tz: tzinfo,
         out.sources[name] = _source_stats(name, d)
     out.detector = _detector_stats(DetectorStats.of(core))
     out.tracked = core.tracked_keys
+    figures = core.upstreams()
+    assert figures is not None
+    out.peers = {p["peer"]: p["total"] for p in figures["peers"]}
+    if figures["without_peer_total"]:
+        out.peers[None] = figures["without_peer_total"]
+    assert figures["failures_total"] == sum(n for p, n in out.peers.items() if p is not None)
     return out

@@ -410,6 +410,17 @@ def service_options(func: Any) -> Any:
         _setting("--disk-horizon", type=click.FloatRange(min=0), metavar="SECONDS",
                  help="Alert when the followed logs will fill their disk within this time "
                       "(1800: 30 minutes; 0: never)."),
+        _setting("--upstream-anomalies/--no-upstream-anomalies", "upstream_anomalies",
+                 help="Count connect failures per upstream peer against its learnt baseline "
+                      "(on by default) and alert on a peer failing for many connections."),
+        _setting("--upstream-peers", type=click.IntRange(min=1, max=65536), metavar="N",
+                 help="Upstream peers named at most (256); the rest are summed as other."),
+        _setting("--upstream-warmup", type=click.IntRange(min=0, max=86400),
+                 metavar="SECONDS", help="Log seconds after the first line during which what "
+                                         "fails is learnt as usual (60)."),
+        _setting("--upstream-min-connections", type=click.IntRange(min=1), metavar="N",
+                 help="Distinct connections failing against a peer within a minute before "
+                      "it can alert (20)."),
         _setting("--source-retention", type=click.FloatRange(min=0), metavar="SECONDS",
                  help="Forget a file source gone this long (21600: 6 hours), with its metric "
                       "series."),

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from helpers import BASE_TS
 from service_harness import (
     STORM_FIRING_CID,
     FakeClock,
@@ -34,10 +35,15 @@ from service_harness import (
     wait_until,
 )
 from test_disk_delivery import LOG, QUIET, MiB, fired
+from test_upstream_delivery import PEER as UPSTREAM_PEER
+from test_upstream_delivery import QUIET as UPSTREAM_QUIET
+from test_upstream_delivery import fired as fired_upstream
+from test_upstream_watch import figures_of
 from webhook_receiver import WebhookReceiver, receiving
 
 from retrywatch.delivery import Notifier, Receiver
 from retrywatch.detect.disk import DiskWatch
+from retrywatch.detect.upstreams import UpstreamWatch
 from retrywatch.sources.growth import Filesystem
 
 # On PATH; the name alone when missing (a skip).
@@ -361,5 +367,66 @@ def test_the_pushed_disk_alert_inhibits_the_rule_alert_of_its_mount(
             assert not any(a["labels"]["alertname"] == "RetrywatchLogFillsDisk"
                            and a["labels"]["mount"] == "/var/log"
                            for r in hook.ok for a in r.json()["alerts"])
+        finally:
+            notifier.stop()
+
+
+def test_the_pushed_upstream_alert_through_alertmanager_inhibits_the_rule_of_its_peer(
+        tmp_path: Path, hook: WebhookReceiver) -> None:
+    """An upstream alert (detect/upstreams.py) as Alertmanager takes it:
+    RetrywatchUpstreamFailing with its peer, active while it fires; the documented third
+    inhibit rule suppresses the rule's RetrywatchUpstreamAnomalous of that instance and
+    peer (not another peer's); resolved, it leaves Alertmanager."""
+    receiver = Receiver(name="am", url="http://127.0.0.1:9", format="alertmanager",
+                        group_wait=0.2, resend_interval=0.5, instance="edge-1:8734",
+                        backoff_initial=0.05, backoff_max=0.5, timeout=5)
+    watch = UpstreamWatch(hold=0)
+    with running(tmp_path, hook, group_by=("alertname", "instance", "peer"),
+                 inhibit_rules=documented_inhibit_rules()) as am:
+        notifier = Notifier([receiver.model_copy(update={"url": am.url})])
+        notifier.start()
+
+        def pushed() -> list[dict[str, Any]]:
+            return [a for a in am.alerts()
+                    if a["labels"]["alertname"] == "RetrywatchUpstreamFailing"]
+
+        try:
+            for change in fired_upstream(watch):
+                notifier.offer(change)
+            am.until("the pushed upstream alert active",
+                     lambda: [a["status"]["state"] for a in pushed()] == ["active"])
+            (alert,) = pushed()
+            assert alert["labels"] == {
+                "alertname": "RetrywatchUpstreamFailing", "severity": "critical",
+                "instance": "edge-1:8734", "peer": UPSTREAM_PEER,
+                "alert_id": watch.alerts()[0]["id"]}
+            assert alert["annotations"]["runbook_url"].endswith(
+                "docs/runbook.md#upstream_failing")
+            rules = []
+            for peer in (UPSTREAM_PEER, "10.12.39.133:5555"):
+                rule = rule_alert("RetrywatchUpstreamAnomalous", "edge-1:8734", "", "critical")
+                del rule["labels"]["confidence"]
+                rule["labels"]["peer"] = peer
+                rules.append(rule)
+            httpx.post(f"{am.url}/api/v2/alerts", timeout=5, json=rules).raise_for_status()
+
+            def state(peer: str) -> str:
+                found = [a["status"]["state"] for a in am.alerts()
+                         if a["labels"]["alertname"] == "RetrywatchUpstreamAnomalous"
+                         and a["labels"]["peer"] == peer]
+                return found[0] if len(found) == 1 else f"{len(found)} alerts"
+
+            am.until("the rule alert of the peer suppressed",
+                     lambda: state(UPSTREAM_PEER) == "suppressed")
+            assert state("10.12.39.133:5555") == "active"
+            # back to its baseline: resolved, and gone from Alertmanager
+            for change in watch.evaluate(figures_of(UPSTREAM_QUIET, now=BASE_TS + 101)):
+                notifier.offer(change)
+            assert watch.firing == {}
+            am.until("the upstream alert resolved", lambda: pushed() == [])
+            hook.wait_for("alertmanager's resolved webhook", lambda: any(
+                a["labels"]["alertname"] == "RetrywatchUpstreamFailing"
+                and a["status"] == "resolved" for r in hook.ok for a in r.json()["alerts"]),
+                timeout=WAIT)
         finally:
             notifier.stop()

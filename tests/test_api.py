@@ -423,6 +423,7 @@ def test_schemathesis_every_get_operation(live_storm: LiveServer, mode: str) -> 
         assert set(calls) == {
             "GET /healthz", "GET /readyz", "GET /metrics", "GET /api/v1/alerts",
             "GET /api/v1/alerts/{alert_id}", "GET /api/v1/connections", "GET /api/v1/sources",
-            "GET /api/v1/disk"}
+            "GET /api/v1/disk", "GET /api/v1/upstreams"}
     else:
-        assert set(calls) == {"GET /api/v1/alerts", "GET /api/v1/connections"}
+        assert set(calls) == {"GET /api/v1/alerts", "GET /api/v1/connections",
+                              "GET /api/v1/upstreams"}

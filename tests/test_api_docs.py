@@ -99,7 +99,8 @@ def test_swagger_ui_renders_offline_with_the_authorize_button(guarded: Run,
     paths = set(re.findall(r'class="opblock-summary-path" data-path="([^"]+)"', dom))
     assert paths == {"/healthz", "/readyz", "/metrics", "/api/v1/alerts",
                      "/api/v1/alerts/stream", "/api/v1/alerts/{alert_id}",
-                     "/api/v1/connections", "/api/v1/sources", "/api/v1/disk"}
+                     "/api/v1/connections", "/api/v1/sources", "/api/v1/disk",
+                     "/api/v1/upstreams"}
     assert 'class="btn authorize' in dom
 
 

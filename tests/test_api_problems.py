@@ -29,7 +29,8 @@ OPERATION_IDS = {
     ("/api/v1/alerts/stream", "get"): "streamAlerts",
     ("/api/v1/alerts/{alert_id}", "get"): "getAlert",
     ("/api/v1/connections", "get"): "listConnections",
-    ("/api/v1/sources", "get"): "listSources", ("/api/v1/disk", "get"): "getDisk"}
+    ("/api/v1/sources", "get"): "listSources", ("/api/v1/disk", "get"): "getDisk",
+    ("/api/v1/upstreams", "get"): "getUpstreams"}
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
 

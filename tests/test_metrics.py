@@ -16,6 +16,7 @@ from service_harness import STORM_FIRING_CID, FakeClock, feed_storm, new_engine
 
 from retrywatch.detect.disk import DiskWatch
 from retrywatch.detect.engine import Engine
+from retrywatch.detect.upstreams import UpstreamWatch
 from retrywatch.serve.api import create_app
 from retrywatch.serve.metrics import METRIC_NAMES, RUNTIME_METRIC_NAMES
 from retrywatch.sources.growth import Filesystem
@@ -63,7 +64,10 @@ def engine(clock: FakeClock) -> Engine:
     """The storm, a line that is no nginx event, and a syslog listener with drops: every
     family has a series."""
     engine = new_engine(clock=clock)
+    engine.count_upstreams(256, 0)
+    engine.upstreams = UpstreamWatch()
     feed_storm(engine)
+    engine.upstreams.evaluate(engine.upstream_figures(), engine.runaway_upstreams)
     engine.feed("other", b"not an nginx line\n")
     engine.end("other")
     engine.add_source(SYSLOG, "syslog").extra["drops"] = 3
@@ -124,6 +128,23 @@ def test_no_forecast_series_while_nothing_grows(clock: FakeClock) -> None:
     assert values(text, "retrywatch_filesystem_free_bytes") == {(("mount", "/var/log"),): 1 << 20}
     assert values(text, "retrywatch_filesystem_full_in_seconds") == {}
     assert values(text, "retrywatch_disk_alerts_firing") == {(): 0.0}
+
+
+def test_the_upstream_figures(text: str) -> None:
+    """The storm's two peers by name, and "other" (nothing else fails): per second over
+    the window, exactly; the peers that fail and their connections in the sketch."""
+    peer, sock = "127.0.0.1:17939", "unix:/tmp/retrywatch-real-nginx.PJCwCC/stale-upstream.sock"
+    assert values(text, "retrywatch_upstream_failures_per_second") == {
+        (("peer", peer),): 821.28, (("peer", sock),): 133.33, (("peer", "other"),): 0.0}
+    assert values(text, "retrywatch_upstream_failing_connections") == {
+        (("peer", peer),): 23.0, (("peer", sock),): 1.0}
+    assert values(text, "retrywatch_upstream_anomalous") == {
+        (("peer", peer),): 0.0, (("peer", sock),): 0.0}
+    assert values(text, "retrywatch_upstream_peer_failures_total") == {(): 49_277 + 8_000}
+    assert values(text, "retrywatch_upstream_peers") == {(): 2.0}
+    assert values(text, "retrywatch_upstream_peers_evicted_total") == {(): 0.0}
+    assert values(text, "retrywatch_upstream_alerts_firing") == {(): 0.0}
+    assert values(text, "retrywatch_upstream_alerts_fired_total") == {(): 0.0}
 
 
 @pytest.mark.parametrize("name", RUNTIME_METRIC_NAMES)

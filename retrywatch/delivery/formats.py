@@ -26,10 +26,13 @@ from retrywatch.delivery.receivers import Receiver
 from retrywatch.detect.disk import human_bytes, human_seconds
 from retrywatch.detect.schema import (
     DISK_ALERTNAME,
+    UPSTREAM_ALERTNAME,
     AlertData,
     AnyAlertData,
     DiskAlertData,
+    UpstreamAlertData,
     is_disk_alert,
+    is_upstream_alert,
 )
 
 __all__ = [
@@ -158,7 +161,8 @@ def runbook_url(base: str, alert: AnyAlertData) -> str:
     if "#" in base:
         return base
     code = alert["diagnosis"]["code"] if alert["diagnosis"] else ""
-    name = DISK_ALERTNAME if is_disk_alert(alert) else ALERTNAME
+    name = (DISK_ALERTNAME if is_disk_alert(alert) else
+            UPSTREAM_ALERTNAME if is_upstream_alert(alert) else ALERTNAME)
     anchor = code if re.fullmatch(r"[a-z][a-z0-9_]*", code) else name.lower()
     return f"{base}#{anchor}"
 
@@ -188,6 +192,24 @@ def disk_description(alert: DiskAlertData) -> str:
             f"fix: {diagnosis['fix']}")
 
 
+def upstream_summary(alert: UpstreamAlertData) -> str:
+    f = alert["figures"]
+    if alert["state"] == "resolved":
+        return f"upstream {alert['peer']} no longer fails ({alert['resolved_reason']})"
+    return (f"upstream {alert['peer']} failed {f['failures']:,} connects from "
+            f"{f['connections']:,} connections in the last minute")
+
+
+def upstream_description(alert: UpstreamAlertData) -> str:
+    f, diagnosis = alert["figures"], alert["diagnosis"]
+    linked = ", ".join(f"{r['id']} (*{r['cid']})" for r in alert["runaway_alerts"][:5]) or "none"
+    return (f"peer={alert['peer']} {f['failures_per_second']:,.1f} failures/s in "
+            f"{f['failing_seconds']} of 60 s, baseline {f['baseline_per_second']:,.2f}/s\n"
+            f"runaway alerts on it: {linked}\n"
+            f"diagnosis: {diagnosis['code']}: {diagnosis['cause']}\n"
+            f"fix: {diagnosis['fix']}")
+
+
 def _envelope(alert: AnyAlertData, labels: dict[str, str], annotations: dict[str, str],
               generator: str, now: datetime) -> dict[str, Any]:
     """An alert of Alertmanager's API: starts when it fired (log time ahead of ours, a
@@ -206,7 +228,8 @@ def alertmanager_alert(alert: AnyAlertData, receiver: Receiver, instance: str,
     """One alert of ``POST /api/v2/alerts``. Labels have bounded values, except
     ``alert_id``: Alertmanager identifies an alert by its label set, and without it two
     runaway connections of one source would be one alert (one resolve ending both). A
-    disk alert is ``RetrywatchDiskFilling``, labelled with its mount point."""
+    disk alert is ``RetrywatchDiskFilling``, labelled with its mount point; an upstream's
+    ``RetrywatchUpstreamFailing``, labelled with its peer."""
     base = receiver.external_url.rstrip("/")
     if is_disk_alert(alert):
         return _envelope(alert, {
@@ -217,6 +240,15 @@ def alertmanager_alert(alert: AnyAlertData, receiver: Receiver, instance: str,
             "description": disk_description(alert),
             "runbook_url": runbook_url(receiver.runbook_url, alert),
         }, f"{base}/api/v1/disk", now)
+    if is_upstream_alert(alert):
+        return _envelope(alert, {
+            "alertname": UPSTREAM_ALERTNAME, "severity": "critical", "instance": instance,
+            "peer": alert["peer"], "alert_id": alert["id"],
+        }, {
+            "summary": upstream_summary(alert),
+            "description": upstream_description(alert),
+            "runbook_url": runbook_url(receiver.runbook_url, alert),
+        }, f"{base}/api/v1/upstreams", now)
     return _envelope(alert, {
         "alertname": ALERTNAME,
         "severity": _severity(alert),
@@ -246,10 +278,23 @@ def _slack_disk_line(a: DiskAlertData) -> str:
     return f"{head}\n{figures}{writers}\n*Fix:* {a['diagnosis']['fix']}"
 
 
+def _slack_upstream_line(a: UpstreamAlertData) -> str:
+    icon = ":white_check_mark:" if a["state"] == "resolved" else ":no_entry:"
+    f = a["figures"]
+    figures = (f"{f['failures_per_second']:,.1f} failures/s in {f['failing_seconds']} of the "
+               f"last 60 s, baseline {f['baseline_per_second']:,.2f}/s")
+    linked = (f"\nrunaway connections on it: {len(a['runaway_alerts'])}"
+              if a["runaway_alerts"] else "")
+    return (f"{icon} *{upstream_summary(a)}*\n{figures}{linked}\n"
+            f"*Fix:* {a['diagnosis']['fix']}")
+
+
 def _slack_line(entry: Entry) -> str:
     a = entry.alert
     if is_disk_alert(a):
         return _slack_disk_line(a)
+    if is_upstream_alert(a):
+        return _slack_upstream_line(a)
     diagnosis = a["diagnosis"]
     if a["state"] == "resolved":
         icon = ":white_check_mark:"
@@ -270,8 +315,10 @@ def slack_message(entries: Sequence[Entry], receiver: Receiver) -> dict[str, Any
     resolved = len(entries) - firing
     parts = [f"{n} {what}" for n, what in ((firing, "firing"), (resolved, "resolved")) if n]
     disks = sum(is_disk_alert(e.alert) for e in entries)
-    what = [f"{n} {label}" for n, label in ((len(entries) - disks,
+    peers = sum(is_upstream_alert(e.alert) for e in entries)
+    what = [f"{n} {label}" for n, label in ((len(entries) - disks - peers,
                                             "runaway nginx connection(s)"),
+                                           (peers, "upstream(s) failing"),
                                            (disks, "filesystem(s) filling")) if n]
     title = f"retrywatch: {' and '.join(what)}: {', '.join(parts)}"
     blocks: list[dict[str, Any]] = [
@@ -279,6 +326,7 @@ def slack_message(entries: Sequence[Entry], receiver: Receiver) -> dict[str, Any
     base = receiver.external_url.rstrip("/")
     for entry in entries[:SLACK_LISTED]:
         link = (f"{base}/api/v1/disk" if is_disk_alert(entry.alert)
+                else f"{base}/api/v1/upstreams" if is_upstream_alert(entry.alert)
                 else f"{base}/api/v1/alerts/{entry.id}")
         text = f"{_slack_line(entry)}\n<{link}|details>"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
@@ -304,7 +352,8 @@ def build(receiver: Receiver, entries: Sequence[Entry], instance: str,
         alerts = []
         for e in entries:
             alerts.append(alertmanager_alert(e.alert, receiver, instance, now))
-            if e.kind == "confirmed" and not is_disk_alert(e.alert):
+            if (e.kind == "confirmed" and not is_disk_alert(e.alert)
+                    and not is_upstream_alert(e.alert)):
                 # the labels changed: end the suspected one
                 suspected: AlertData = {**e.alert, "confidence": "suspected",
                                         "state": "resolved", "resolved_at": now.isoformat()}

@@ -23,6 +23,7 @@ from retrywatch.delivery.state import DeliveryState
 from retrywatch.detect.alerts import AlertChange
 from retrywatch.detect.disk import DiskChange
 from retrywatch.detect.schema import AlertData
+from retrywatch.detect.upstreams import UpstreamChange
 
 __all__ = ["Notifier", "sample_alert"]
 
@@ -52,12 +53,13 @@ class Notifier:
                 r, client, instance=r.instance or host, clock=clock, wall=wall, rng=rng,
                 state=state.receivers.get(r.name), wait=wait)
 
-    def offer(self, change: AlertChange | DiskChange) -> None:
-        """The engine's subscriber: quick, never blocks on a receiver. A disk alert goes
-        the way of the others (its own shape in each format: formats.py)."""
+    def offer(self, change: AlertChange | DiskChange | UpstreamChange) -> None:
+        """The engine's subscriber: quick, never blocks on a receiver. A disk or upstream
+        alert goes the way of the others (its own shape in each format: formats.py)."""
         if not self.channels:
             return
-        alert = change.data if isinstance(change, DiskChange) else change.alert.to_dict()
+        alert = (change.data if isinstance(change, DiskChange | UpstreamChange)
+                 else change.alert.to_dict())
         for channel in self.channels.values():
             channel.offer(change.kind, alert)
 

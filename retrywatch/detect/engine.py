@@ -31,8 +31,14 @@ from retrywatch.detect.core import Conn, Core, DetectorConfig, localize, new_cor
 from retrywatch.detect.disk import DiskAlert, DiskChange, DiskWatch
 from retrywatch.detect.judge import judge
 from retrywatch.detect.knowledge import Knowledge, Verdict
-from retrywatch.detect.schema import AlertData, ConnectionData, saved_disk_alert
+from retrywatch.detect.schema import (
+    AlertData,
+    ConnectionData,
+    saved_disk_alert,
+    saved_upstream_alert,
+)
 from retrywatch.detect.stats import SourceStats
+from retrywatch.detect.upstreams import UpstreamAlert, UpstreamChange, UpstreamWatch
 from retrywatch.serve.health import ServiceHealth
 
 log = logging.getLogger("retrywatch")
@@ -40,7 +46,7 @@ log = logging.getLogger("retrywatch")
 __all__ = ["DetectorStats", "Engine", "RuledOut", "SourceInfo", "apply_changes"]
 
 #: A subscriber hears every change: of a runaway connection's alert, or of a disk alert.
-Subscriber = Callable[[AlertChange | DiskChange], None]
+Subscriber = Callable[[AlertChange | DiskChange | UpstreamChange], None]
 Clock = Callable[[], float]
 #: A change as the core hands it back: (kind, at, reason, connection figures).
 RawChange = tuple[str, int, str | None, dict[str, Any]]
@@ -199,6 +205,12 @@ class Engine:
         #: disk alerts firing in the snapshot restored (the service hands them to its
         #: DiskWatch)
         self.restored_disk: list[DiskAlert] = []
+        #: The upstream peers' figures and alerts (detect/upstreams.py): set by the service
+        #: with :meth:`count_upstreams`, read by the API and the metrics.
+        self.upstreams: UpstreamWatch | None = None
+        #: upstream alerts firing in the snapshot restored, and the peers' baselines
+        self.restored_upstreams: list[UpstreamAlert] = []
+        self._saved_baselines: list[tuple[str, float, float, int]] = []
 
     # -- input ---------------------------------------------------------------
     def add_source(self, name: str, kind: str) -> SourceInfo:
@@ -336,6 +348,9 @@ class Engine:
                 "published": self.published,
                 "last_ts": self._last_ts,
                 "disk": self.disk.firing_dicts() if self.disk is not None else [],
+                "upstreams": (self.upstreams.firing_dicts() if self.upstreams is not None
+                              else []),
+                "upstream_baselines": self.core.upstream_baselines(),
             }
             return self.core.snapshot(), orjson.dumps(extra)
 
@@ -368,6 +383,8 @@ class Engine:
             engine.published = {str(k): int(v) for k, v in
                                 dict(extra.get("published") or {}).items()}
             engine.restored_disk = _disk_alerts(extra.get("disk") or [])
+            engine.restored_upstreams = _upstream_alerts(extra.get("upstreams") or [])
+            engine._saved_baselines = _baselines(extra.get("upstream_baselines") or [])
             last_ts = extra.get("last_ts")
             if last_ts is not None:
                 engine._last_ts = int(last_ts)
@@ -376,9 +393,43 @@ class Engine:
             raise ValueError(f"unreadable engine state: {exc}") from exc
         return engine
 
-    def publish_disk(self, changes: list[DiskChange]) -> None:
-        """Disk alerts fired and resolved (detect/disk.py) to every subscriber, under the
-        lock as the others are (the alert counters are the runaway alerts' only)."""
+    def count_upstreams(self, capacity: int, warmup: int = 60) -> None:
+        """Count connect failures per upstream peer, naming at most ``capacity`` peers
+        (0: stop), baselines learnt in full for the first ``warmup`` log seconds (the
+        status quo), except those saved in the snapshot restored. The core keeps the
+        counts; :meth:`upstream_figures` reads them."""
+        with self._lock:
+            self.core.set_upstreams(capacity, warmup)
+            if capacity and self._saved_baselines:
+                self.core.seed_upstreams(self._saved_baselines, self._last_ts or 0)
+            self._saved_baselines = []
+
+    def event_now(self) -> int | None:
+        """The log second now: the newest seen, moved on by the wall-clock seconds since
+        it was seen (a quiet log's time goes on, as :meth:`tick` moves the detector's)."""
+        with self._lock:
+            if self._last_ts is None or self._last_ts_at is None:
+                return None
+            return self._last_ts + max(0, int(self._clock() - self._last_ts_at))
+
+    def runaway_upstreams(self) -> list[tuple[str, int, list[str]]]:
+        """The runaway alerts firing: id, connection id and the peers each fails on."""
+        with self._lock:
+            return [(a.id, a.cid, list(a.snapshot.get("upstreams", {})))
+                    for a in self.firing.values()]
+
+    def upstream_figures(self, before_any: int | None = None) -> dict[str, Any] | None:
+        """The core's figures per upstream peer at :meth:`event_now` (None: not counted).
+        ``before_any``: the log second now while no event was seen yet (the service's
+        wall clock: the warm-up starts when watching starts, not at the first line)."""
+        with self._lock:
+            now = self.event_now()
+            return self.core.upstreams(now if now is not None else before_any)
+
+    def publish_disk(self, changes: list[DiskChange] | list[UpstreamChange]) -> None:
+        """Disk and upstream alerts fired and resolved (detect/disk.py, upstreams.py) to
+        every subscriber, under the lock as the others are (the alert counters are the
+        runaway alerts' only)."""
         if not changes:
             return
         with self._lock:
@@ -484,6 +535,29 @@ def _disk_alerts(saved: list[Any]) -> list[DiskAlert]:
 
 #: The API's order: by time fired, then id (the same order after a restore).
 _FIRED_AT = attrgetter("fired_at", "id")
+
+
+def _upstream_alerts(saved: list[Any]) -> list[UpstreamAlert]:
+    """The firing upstream alerts of a snapshot; one that cannot be read is left out."""
+    out = []
+    for data in saved:
+        try:
+            out.append(UpstreamAlert.from_data(saved_upstream_alert(data)))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("a saved upstream alert cannot be read (%s): left out", exc)
+    return out
+
+
+def _baselines(saved: list[Any]) -> list[tuple[str, float, float, int]]:
+    """The peers' baselines of a snapshot (those that cannot be read left out)."""
+    out = []
+    for row in saved:
+        try:
+            peer, mean, var, seconds = row
+            out.append((str(peer), float(mean), float(var), int(seconds)))
+        except (ValueError, TypeError):
+            log.warning("a saved upstream baseline cannot be read: left out")
+    return out
 
 
 def _connection(st: Conn, window: int) -> ConnectionData:

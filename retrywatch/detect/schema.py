@@ -16,20 +16,24 @@ lists ``configuration`` among ``__required_keys__``.)
 """
 
 import functools
-from typing import Annotated, Any, Final, Literal, NotRequired
+from typing import Annotated, Any, Final, Literal, NotRequired, cast
 
 from pydantic import ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import TypedDict, TypeIs
 
-__all__ = ["DISK_ALERTNAME", "AlertData", "AnyAlertData", "ConfigurationData",
-           "ConnectionData", "DiagnosisData", "DiskAlertData", "DiskConnectionData",
-           "FileGrowthData", "ForecastData", "SnapshotData", "is_disk_alert", "saved_alert",
-           "saved_disk_alert"]
+__all__ = ["DISK_ALERTNAME", "UPSTREAM_ALERTNAME", "AlertData", "AnyAlertData",
+           "ConfigurationData", "ConnectionData", "DiagnosisData", "DiskAlertData",
+           "DiskConnectionData", "FileGrowthData", "ForecastData", "RunawayLinkData",
+           "SnapshotData",
+           "UpstreamAlertData", "UpstreamData", "is_disk_alert", "is_upstream_alert",
+           "saved_alert", "saved_disk_alert", "saved_upstream_alert"]
 
 AlertState = Literal["firing", "resolved"]
 #: The name of a disk alert, in its own field and in Alertmanager (a runaway connection's
 #: alert has no such field: it is the one the API's alert endpoints serve).
 DISK_ALERTNAME: Final = "RetrywatchDiskFilling"
+#: The name of an upstream peer's alert (many connections failing against one peer).
+UPSTREAM_ALERTNAME: Final = "RetrywatchUpstreamFailing"
 Confidence = Literal["confirmed", "suspected"]
 
 
@@ -184,6 +188,68 @@ class DiskAlertData(TypedDict):
 
 
 
+class UpstreamData(TypedDict):
+    """One upstream peer's connect failures in the last minute (``GET /api/v1/upstreams``)."""
+
+    peer: Annotated[str, Field(description=(
+        "The peer's address as nginx logs it (host:port, a unix socket, a group name)."))]
+    failures: Annotated[int, Field(description="Connect failures in the window (60 s).")]
+    failures_per_second: Annotated[float, Field(description="failures over the window.")]
+    recent_per_second: Annotated[float, Field(description=(
+        "Connect failures per second in the last 10 s of the window."))]
+    failing_seconds: Annotated[int, Field(description=(
+        "Seconds of the window with at least one failure."))]
+    connections: Annotated[int, Field(description=(
+        "Distinct connections (source, worker, connection id) that failed against it in "
+        "about the window (a HyperLogLog estimate: within a few per cent; 70 s at most)."))]
+    baseline_per_second: Annotated[float, Field(description=(
+        "Its usual failures per second, learnt from the stream (an exponentially weighted "
+        "mean over about five minutes; an outage moves it only slowly)."))]
+    baseline_sd: Annotated[float, Field(description="The spread around that mean.")]
+    seconds_learnt: Annotated[int, Field(description=(
+        "Seconds the baseline has learnt (since the peer was first seen)."))]
+    warm: Annotated[bool, Field(description=(
+        "Past the warm-up (upstream_warmup seconds after retrywatch first saw the log, "
+        "during which what fails is learnt as usual): only then can it alert."))]
+    total: Annotated[int, Field(description="Connect failures since it was first seen.")]
+    first_seen: Annotated[str, Field(description="Log time of its first failure (RFC 3339).")]
+    last_seen: Annotated[str, Field(description="Log time of its last failure (RFC 3339).")]
+    anomalous: Annotated[bool, Field(description=(
+        "Failing far above its baseline for many connections now (the alert's condition)."))]
+
+
+class RunawayLinkData(TypedDict):
+    """A runaway connection's alert firing against the peer of an upstream alert."""
+
+    id: Annotated[str, Field(description="The runaway alert's id (GET /api/v1/alerts/{id}).")]
+    cid: Annotated[int, Field(description="Its nginx connection number.")]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class UpstreamAlertData(TypedDict):
+    """An upstream peer failing far above its baseline for many connections."""
+
+    alertname: Annotated[Literal["RetrywatchUpstreamFailing"], Field(description=(
+        "What tells an upstream alert from a runaway connection's among delivered alerts."))]
+    id: Annotated[str, Field(description="Stable for one peer and the log second it fired.")]
+    state: AlertState
+    peer: str
+    figures: Annotated[UpstreamData, Field(description="The figures when last evaluated.")]
+    peak_failures: Annotated[int, Field(description=(
+        "The most failures in a window seen while it fired."))]
+    peak_connections: Annotated[int, Field(description=(
+        "The most distinct failing connections in a window seen while it fired."))]
+    runaway_alerts: Annotated[list[RunawayLinkData], Field(description=(
+        "The runaway connections' alerts firing against this peer (linked: one dead peer, "
+        "and the connections looping on it)."))]
+    fired_at: Annotated[str, Field(description="Log time it fired (RFC 3339).")]
+    resolved_at: str | None
+    resolved_reason: Annotated[str | None, Field(description=(
+        "back_to_baseline (its last 10 s within the baseline), peer_gone (no longer among "
+        "the peers counted) or disabled."))]
+    diagnosis: DiagnosisData
+
+
 #: What an alert saved by an older version may lack (the delivery state keeps alerts as
 #: they were sent): the value it would have had.
 _SAVED_DEFAULTS: dict[str, object] = {
@@ -195,36 +261,54 @@ _SAVED_DEFAULTS: dict[str, object] = {
 }
 
 
-#: What the deliveries carry: a runaway connection's alert or a disk alert.
-AnyAlertData = AlertData | DiskAlertData
+#: What the deliveries carry: a runaway connection's alert, a disk alert or an upstream's.
+AnyAlertData = AlertData | DiskAlertData | UpstreamAlertData
 
 
 def is_disk_alert(alert: AnyAlertData) -> TypeIs[DiskAlertData]:
     return alert.get("alertname") == DISK_ALERTNAME
 
 
+def is_upstream_alert(alert: AnyAlertData) -> TypeIs[UpstreamAlertData]:
+    return alert.get("alertname") == UPSTREAM_ALERTNAME
+
+
 def saved_alert(data: dict[str, object]) -> AnyAlertData:
     """An alert read back from saved JSON (the delivery state): the fields of today's
     shape, those an older version did not write filled in, any other dropped; checked
-    (pydantic ValidationError, a ValueError, when it is not an alert at all). A disk alert
-    (its ``alertname``) is checked as one, whole."""
+    (pydantic ValidationError, a ValueError, when it is not an alert at all). A disk or
+    upstream alert (its ``alertname``) is checked as one, whole."""
     if data.get("alertname") == DISK_ALERTNAME:
         return saved_disk_alert(data)
-    return _alert_adapter().validate_python(_SAVED_DEFAULTS | _known(AlertData, data))
+    if data.get("alertname") == UPSTREAM_ALERTNAME:
+        return saved_upstream_alert(data)
+    return cast(AlertData, _adapter(AlertData).validate_python(
+        _SAVED_DEFAULTS | _known(AlertData, data)))
 
-
-@functools.cache
-def _alert_adapter() -> TypeAdapter[AlertData]:
-    return TypeAdapter(AlertData)
 
 
 def saved_disk_alert(data: object) -> DiskAlertData:
     """A disk alert read back from a checkpoint or the delivery state: the fields of
     today's shape (any other dropped: a later version's), checked (pydantic
     ValidationError, a ValueError)."""
+    return cast(DiskAlertData, _saved(DiskAlertData, data, "a disk alert"))
+
+
+def saved_upstream_alert(data: object) -> UpstreamAlertData:
+    """An upstream alert read back, as :func:`saved_disk_alert`."""
+    return cast(UpstreamAlertData, _saved(UpstreamAlertData, data, "an upstream alert"))
+
+
+def _saved(shape: Any, data: object, what: str) -> object:
+    """``data`` as the TypedDict ``shape`` (its fields only), checked."""
     if not isinstance(data, dict):
-        raise ValueError(f"not a disk alert: {type(data).__name__}")
-    return _disk_adapter().validate_python(_known(DiskAlertData, data))
+        raise ValueError(f"not {what}: {type(data).__name__}")
+    return _adapter(shape).validate_python(_known(shape, data))
+
+
+@functools.cache
+def _adapter(shape: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(shape)
 
 
 def _known(shape: Any, data: dict[str, object]) -> dict[str, object]:
@@ -233,7 +317,3 @@ def _known(shape: Any, data: dict[str, object]) -> dict[str, object]:
     keys = shape.__required_keys__ | shape.__optional_keys__
     return {k: v for k, v in data.items() if k in keys}
 
-
-@functools.cache
-def _disk_adapter() -> TypeAdapter[DiskAlertData]:
-    return TypeAdapter(DiskAlertData)

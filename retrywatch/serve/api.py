@@ -42,6 +42,8 @@ from retrywatch.detect.schema import (
     DiskAlertData,
     FileGrowthData,
     ForecastData,
+    UpstreamAlertData,
+    UpstreamData,
 )
 from retrywatch.serve import problems
 from retrywatch.serve.events import (
@@ -73,6 +75,8 @@ TAGS = [
     {"name": "sources", "description": "What is read: positions, lag, errors, checkpoints."},
     {"name": "disk", "description": "The followed logs' growth, when they will fill their "
                                     "filesystems, and the disk alerts."},
+    {"name": "upstreams", "description": "Connect failures per upstream peer against its "
+                                         "learnt baseline, and the upstream alerts."},
     {"name": "health", "description": "Liveness and readiness probes (no token needed)."},
     {"name": "metrics", "description": "Prometheus metrics."},
 ]
@@ -150,6 +154,27 @@ class DiskOut(BaseModel):
         "(disk_horizon; 0: never)."))
     filesystems: list[ForecastData]
     alerts: list[DiskAlertData] = Field(description=(
+        "Firing first, then the last resolved ones, newest first."))
+
+
+class UpstreamsOut(BaseModel):
+    enabled: bool = Field(description="Whether peers are counted (upstream_anomalies).")
+    at: str | None = Field(description=(
+        "The log second the figures are for (RFC 3339; null before the first event)."))
+    window_seconds: int = Field(60, description="The window the figures cover.")
+    min_connections: int = Field(description=(
+        "Distinct failing connections a peer needs before it can alert."))
+    capacity: int = Field(description="Peers named at most (upstream_peers).")
+    failures_total: int = Field(description="Connect failures naming a peer, since start.")
+    without_peer_total: int = Field(description=(
+        "Connect failures whose line names no peer (e.g. no live upstreams of a group)."))
+    evicted_total: int = Field(description=(
+        "Peers that left the table to make room for a new one."))
+    window_failures: int = Field(description="Failures of every peer (named or not) in the "
+                                             "window: the other peers are this less the named.")
+    peers: list[UpstreamData] = Field(description=(
+        "The named peers, most failures in the window first (at most `limit`)."))
+    alerts: list[UpstreamAlertData] = Field(description=(
         "Firing first, then the last resolved ones, newest first."))
 
 
@@ -342,6 +367,28 @@ def create_app(engine: Engine, notifier: Notifier | None = None, *,
             return {"horizon_seconds": 0.0, "filesystems": [], "alerts": []}
         return {"horizon_seconds": watch.horizon, "filesystems": watch.forecasts(),
                 "alerts": watch.alerts()}
+
+    @app.get("/api/v1/upstreams", response_model=UpstreamsOut, tags=["upstreams"],
+             operation_id="getUpstreams", responses=problems.declared(422, 500))
+    def upstreams(limit: Annotated[int, Query(ge=1, le=65536, description=(
+            "Peers listed at most."))] = 100) -> dict[str, Any]:
+        """Each upstream peer's connect failures and failing connections in the last minute,
+        its learnt baseline, whether it is failing far above it; and the upstream alerts
+        (a peer failing for many connections), linked to the runaway alerts on it."""
+        watch = engine.upstreams
+        if watch is None:
+            return {"enabled": False, "at": None, "min_connections": 0, "capacity": 0,
+                    "failures_total": 0, "without_peer_total": 0, "evicted_total": 0,
+                    "window_failures": 0, "peers": [], "alerts": []}
+        s = watch.summary
+        now = s.get("now")
+        return {"enabled": bool(s), "at": None if now is None else
+                datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+                "window_seconds": s.get("window", 60), "min_connections": watch.min_connections,
+                "capacity": s.get("capacity", 0),
+                **{k: s.get(k, 0) for k in ("failures_total", "without_peer_total",
+                                            "evicted_total", "window_failures")},
+                "peers": watch.peers()[:limit], "alerts": watch.alerts()}
 
     return app
 

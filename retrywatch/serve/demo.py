@@ -22,7 +22,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from retrywatch.detect.alerts import AlertChange
-from retrywatch.detect.engine import Engine
+from retrywatch.detect.disk import DiskChange
+from retrywatch.detect.engine import Engine, Subscriber
+from retrywatch.detect.upstreams import UpstreamChange
 from retrywatch.serve.api import create_app
 from retrywatch.serve.http import listen_socket
 from retrywatch.serve.service import Service
@@ -71,11 +73,19 @@ def _write(path: Path, sample: Path, progress: Progress, task: TaskID,
                     time.sleep(delay)
 
 
-def _printer(console: Console) -> object:
-    """Print each alert as it fires, is confirmed, changes diagnosis, and resolves."""
+def _printer(console: Console) -> Subscriber:
+    """Print each alert as it fires, is confirmed, changes diagnosis, and resolves (an
+    upstream or disk alert: as it fires and resolves, with its cause)."""
     said: dict[str, str] = {}  # alert id -> the diagnosis code last printed
 
-    def show(change: AlertChange) -> None:
+    def show(change: AlertChange | DiskChange | UpstreamChange) -> None:
+        if not isinstance(change, AlertChange):
+            what = (f"upstream {change.data['peer']}" if isinstance(change, UpstreamChange)
+                    else f"disk {change.data['mount']}")
+            color = "red" if change.kind == "fired" else "green"
+            console.print(f"[{color}]{change.kind.upper():<9}[/{color}] {what}: "
+                          f"{change.data['diagnosis']['cause']}")
+            return
         d = change.alert.to_dict()
         code = d["diagnosis"]["code"] if d["diagnosis"] else ""
         ups = ", ".join(list(d["upstreams"])[:2])
@@ -122,7 +132,7 @@ def run_demo(*, listen: str, keep_serving: bool, sample: Path = SAMPLE,
             {"log": [str(log)], "listen": listen, "timezone": "UTC", "from": "beginning"})
         service = Service(settings)
         engine = service.engine
-        engine.subscribe(_printer(console))  # type: ignore[arg-type]
+        engine.subscribe(_printer(console))
         host, port = settings.host_port()
         sock = listen_socket(host, port)  # ListenError now, not uvicorn's in its thread
         server = uvicorn.Server(uvicorn.Config(create_app(engine), host=host, port=port,

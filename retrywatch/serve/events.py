@@ -33,11 +33,13 @@ from starlette.types import Receive, Scope, Send
 from retrywatch.detect.alerts import AlertChange
 from retrywatch.detect.disk import DiskChange
 from retrywatch.detect.engine import Engine
+from retrywatch.detect.upstreams import UpstreamChange
 from retrywatch.serve.problems import problem_response
 
-#: A change the stream tells: a runaway connection's alert, or a disk alert (``disk_``
-#: and its kind: ``disk_fired``, ``disk_resolved``).
-Change = AlertChange | DiskChange
+#: A change the stream tells: a runaway connection's alert, a disk alert (``disk_`` and
+#: its kind: ``disk_fired``, ``disk_resolved``) or an upstream alert (``upstream_fired``,
+#: ``upstream_resolved``).
+Change = AlertChange | DiskChange | UpstreamChange
 
 __all__ = ["HEADERS", "HISTORY", "KEEPALIVE", "RESUME_GRACE", "RETRY_MS", "EventStream",
            "StreamHub", "ingest_behind"]
@@ -410,6 +412,9 @@ def _event(change: Change, event_id: int) -> bytes:
     (the JSON a list request made under it, when the alert has not changed since)."""
     if isinstance(change, DiskChange):  # (its data as of the change)
         return _encode(orjson.dumps(change.data).decode(), event=f"disk_{change.kind}",
+                       id=str(event_id))
+    if isinstance(change, UpstreamChange):
+        return _encode(orjson.dumps(change.data).decode(), event=f"upstream_{change.kind}",
                        id=str(event_id))
     alert = change.alert
     data = alert.json_made or orjson.dumps(alert.to_dict())

@@ -71,6 +71,15 @@ METRIC_NAMES = (
     "retrywatch_filesystem_full_in_seconds",
     "retrywatch_disk_alerts_firing",
     "retrywatch_disk_alerts_fired_total",
+    "retrywatch_upstream_failures_per_second",
+    "retrywatch_upstream_failing_connections",
+    "retrywatch_upstream_baseline_failures_per_second",
+    "retrywatch_upstream_anomalous",
+    "retrywatch_upstream_peer_failures_total",
+    "retrywatch_upstream_peers",
+    "retrywatch_upstream_peers_evicted_total",
+    "retrywatch_upstream_alerts_firing",
+    "retrywatch_upstream_alerts_fired_total",
 )
 
 #: The delivery metrics, exported when receivers are configured (series per receiver).
@@ -144,6 +153,7 @@ class EngineCollector(Collector):
         yield from _syslog_families(engine)
         yield from _health_families(engine)
         yield from _disk_families(engine)
+        yield from _upstream_families(engine)
 
         with engine.lock:
             d = engine.detector_stats()
@@ -291,6 +301,64 @@ def _disk_families(engine: Engine) -> Iterator[CounterMetricFamily | GaugeMetric
                             "Filesystems the followed logs will fill within disk_horizon "
                             "(disk alerts firing).", value=firing)
     yield CounterMetricFamily("retrywatch_disk_alerts_fired", "Disk alerts fired.",
+                              value=fired)
+
+
+#: Peers named in the metrics at most (most failures in the window first, and any with an
+#: alert firing); the others are summed as ``peer="other"``.
+METRIC_PEERS = 10
+
+
+def _upstream_families(engine: Engine) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """Connect failures per upstream peer (detect/upstreams.py). The ``peer`` label is
+    bounded: the METRIC_PEERS peers failing most and those alerting, the rest as
+    ``other`` (a flood of peers adds no series)."""
+    rate = GaugeMetricFamily(
+        "retrywatch_upstream_failures_per_second",
+        "Connect failures per second against an upstream peer over the last minute (the "
+        "peers failing most by name, the rest as peer=\"other\").", labels=["peer"])
+    conns = GaugeMetricFamily(
+        "retrywatch_upstream_failing_connections",
+        "Distinct connections that failed against a peer in about the last minute.",
+        labels=["peer"])
+    baseline = GaugeMetricFamily(
+        "retrywatch_upstream_baseline_failures_per_second",
+        "A peer's usual connect failures per second, learnt from the stream.",
+        labels=["peer"])
+    anomalous = GaugeMetricFamily(
+        "retrywatch_upstream_anomalous",
+        "1 while a peer fails far above its baseline for many connections.", labels=["peer"])
+    watch = engine.upstreams
+    s = watch.summary if watch is not None else {}
+    firing = fired = 0
+    if watch is not None and s:
+        peers = watch.peers()
+        alerting = set(watch.firing)
+        named = [p for i, p in enumerate(peers) if i < METRIC_PEERS or p["peer"] in alerting]
+        window = s.get("window") or 60
+        for p in named:
+            rate.add_metric([p["peer"]], p["failures_per_second"])
+            conns.add_metric([p["peer"]], p["connections"])
+            baseline.add_metric([p["peer"]], p["baseline_per_second"])
+            anomalous.add_metric([p["peer"]], int(p["anomalous"]))
+        rest = s.get("window_failures", 0) - sum(p["failures"] for p in named)
+        rate.add_metric(["other"], round(max(rest, 0) / window, 2))
+        firing, fired = len(watch.firing), watch.fired_total
+    yield from (rate, conns, baseline, anomalous)
+    yield CounterMetricFamily(
+        "retrywatch_upstream_peer_failures",
+        "Connect failures naming an upstream peer (those the peers' figures count).",
+        value=s.get("failures_total", 0))
+    yield GaugeMetricFamily("retrywatch_upstream_peers",
+                            "Upstream peers named now (at most upstream_peers).",
+                            value=s.get("named", 0))
+    yield CounterMetricFamily("retrywatch_upstream_peers_evicted",
+                              "Peers that left the table to make room for a new one.",
+                              value=s.get("evicted_total", 0))
+    yield GaugeMetricFamily("retrywatch_upstream_alerts_firing",
+                            "Upstream peers failing far above their baseline for many "
+                            "connections (upstream alerts firing).", value=firing)
+    yield CounterMetricFamily("retrywatch_upstream_alerts_fired", "Upstream alerts fired.",
                               value=fired)
 
 

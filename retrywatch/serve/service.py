@@ -31,6 +31,7 @@ from retrywatch.detect.core import new_core
 from retrywatch.detect.disk import DiskChange, DiskWatch, human_bytes, human_seconds
 from retrywatch.detect.engine import Engine
 from retrywatch.detect.knowledge import Knowledge
+from retrywatch.detect.upstreams import UpstreamChange, UpstreamWatch
 from retrywatch.errors import ListenError
 from retrywatch.serve.health import ServiceHealth
 from retrywatch.serve.http import GRACEFUL_SHUTDOWN, bounded_server
@@ -71,6 +72,8 @@ TIMEZONE_CHANGED = "timezone_changed"
 DISK_EVERY = 1.0
 #: Hottest connections a disk alert looks through for the ones writing its lines.
 DISK_HOTTEST = 200
+#: Seconds between two readings of the upstream peers' figures.
+UPSTREAMS_EVERY = 1.0
 
 
 class Service:
@@ -107,6 +110,16 @@ class Service:
             self.engine.publish_disk(self.disk.resolve_all("disabled"))
         self._file_reports: dict[str, Report] = {}
         self._disk_at = float("-inf")
+        #: connect failures per upstream peer and their alerts (detect/upstreams.py)
+        self.upstreams = UpstreamWatch(min_connections=settings.upstream_min_connections)
+        self.upstreams.restore(self.engine.restored_upstreams)
+        self.engine.upstreams = self.upstreams
+        self.engine.count_upstreams(settings.upstream_peers if settings.upstream_anomalies
+                                    else 0, settings.upstream_warmup)
+        if not settings.upstream_anomalies:
+            self.engine.publish_disk(self.upstreams.resolve_all(
+                "disabled", self.engine.event_now() or int(time.time())))
+        self._upstreams_at = float("-inf")
         if resolve_reason is not None:  # the detector state was discarded: receivers hear
             self.engine.resolve_all(resolve_reason)
         checkpoints = saved.positions if saved is not None else {}
@@ -221,6 +234,7 @@ class Service:
         self._forget_gone(live)
         self.engine.tick()
         self._watch_disk()
+        self._watch_upstreams()
         if self.clock() - self._last_checkpoint >= self.checkpoint_every:
             self.checkpoint()
         return busy
@@ -284,6 +298,28 @@ class Service:
             else:
                 log.info("disk alert %s on %s resolved (%s)", change.alert.id, f.mount,
                          change.alert.resolved_reason)
+        return changes
+
+    def _watch_upstreams(self) -> list[UpstreamChange]:
+        """About once a second: the upstream peers' figures read from the core, upstream
+        alerts fired or resolved (said in the log)."""
+        now = self.clock()
+        if not self.settings.upstream_anomalies or now - self._upstreams_at < UPSTREAMS_EVERY:
+            return []
+        self._upstreams_at = now
+        engine = self.engine
+        changes = self.upstreams.evaluate(engine.upstream_figures(int(time.time())),
+                                          engine.runaway_upstreams)
+        engine.publish_disk(changes)  # the receivers and the event stream
+        for change in changes:
+            a = change.alert
+            if change.kind == "fired":
+                log.warning("upstream %s fails for many connections (%s failures from %s "
+                            "connections in the last minute): upstream alert %s", a.peer,
+                            a.figures["failures"], a.figures["connections"], a.id)
+            else:
+                log.info("upstream alert %s on %s resolved (%s)", a.id, a.peer,
+                         a.resolved_reason)
         return changes
 
     def _failed(self, source: Source, exc: BaseException) -> list[str]:

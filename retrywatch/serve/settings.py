@@ -123,6 +123,19 @@ class Settings(BaseSettings):
         "Alert when the followed logs will fill their filesystem within this many seconds "
         "at their growth of the last minute (0: no disk alert; the forecast is still "
         "served)."))
+    upstream_anomalies: bool = Field(True, description=(
+        "Count connect failures per upstream peer, learn each peer's usual rate, and alert "
+        "when one fails far above it for many connections (a dead pod); off: not counted."))
+    upstream_peers: int = Field(256, ge=1, le=65536, description=(
+        "Upstream peers named at most (about 9 KiB each); past it the least failing make "
+        "room, and the metrics sum the rest as peer=\"other\"."))
+    upstream_warmup: int = Field(60, ge=0, le=86400, description=(
+        "Seconds of log time after the first line during which each peer's failures are "
+        "learnt as its usual rate (what fails when retrywatch starts is the status quo); a "
+        "peer's baseline is kept in the checkpoint."))
+    upstream_min_connections: int = Field(20, ge=1, description=(
+        "Distinct connections that must fail against a peer within a minute before its "
+        "failures can alert (fewer is the runaway alert's business)."))
     source_retention: float = Field(6 * 3600.0, ge=0, description=(
         "Seconds a file source may be gone (deleted, no longer matched by its glob) "
         "before it is forgotten with its metric series (a pod's log on a node)."))

@@ -22,7 +22,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from retrywatch.top.app import TopApp
-from retrywatch.top.feed import Feed, sse_events, upstreams_of
+from retrywatch.top.feed import Feed, sse_events
 
 SIZE = (80, 24)
 WAIT = 30.0
@@ -119,9 +119,15 @@ async def _scenario(svc: Run, log: Path, tmp_path: Path) -> None:
         assert rows(app, "connections")[0][0].startswith(f"*{STORM_FIRING_CID}/")
         await pilot.press("r")
         assert rows(app, "connections")[-1][0].startswith(f"*{STORM_FIRING_CID}/")
-        # 3: the upstreams they fail against; 4: the source, caught up, its disk forecast
+        # 3: the upstream peers counted (once the service has read them: u again);
+        # 4: the source, caught up, its disk forecast
+        await asyncio.to_thread(poll, "the peers in the API", lambda: any(
+            "sock" in p["peer"] for p in svc.get("/api/v1/upstreams")["peers"]))
+        await pilot.press("u")
+        await until(pilot, "the peers", lambda: len(app.feed.view.upstreams) == 3)
         await pilot.press("3")
         assert any(r[0].startswith("unix:") or "sock" in r[0] for r in rows(app, "upstreams"))
+        assert "sort failures/s" in status(app)
         await pilot.press("4")
         await until(pilot, "the source caught up",
                     lambda: any(r[1] == "caught up" for r in rows(app, "sources")))
@@ -190,8 +196,6 @@ def test_sse_parsing_and_upstreams() -> None:
         assert got == [("", "", "6"), ("fired", '{"a":\n1}', "7"), ("resolved", "{}", "8")]
 
     run(scenario)
-    assert upstreams_of([{"upstreams": {"a:1": 5, "b:2": 1}}, {"upstreams": {"b:2": 9}},
-                         {"upstreams": {}}]) == [("b:2", 10, 2), ("a:1", 5, 1)]
 
 
 def test_an_event_for_another_kind_changes_nothing() -> None:
@@ -204,7 +208,11 @@ def test_an_event_for_another_kind_changes_nothing() -> None:
             assert set(feed.view.disk) == {"d1"} and set(feed.view.alerts) == {"a1"}
             assert await feed.apply("resolved", '{"id": "a1"}')
             assert await feed.apply("disk_resolved", '{"id": "d1"}')
-            assert feed.view.alerts == {} and feed.view.disk == {} and feed.view.events == 4
+            assert await feed.apply("upstream_fired", '{"id": "u1", "peer": "p:1"}')
+            assert set(feed.view.peers) == {"u1"} and feed.view.alerts == {}
+            assert await feed.apply("upstream_resolved", '{"id": "u1"}')
+            assert feed.view.alerts == {} and feed.view.disk == {} and feed.view.peers == {}
+            assert feed.view.events == 6
         finally:
             await feed.close()
 
@@ -225,7 +233,7 @@ def test_a_change_during_the_list_read_is_not_lost_under_it() -> None:
                                   headers={"content-type": "text/event-stream"})
         if path == "/api/v1/alerts":  # written before the resolve: still firing
             return httpx.Response(200, json={"alerts": [alert]})
-        if path == "/api/v1/disk":
+        if path in ("/api/v1/disk", "/api/v1/upstreams"):
             return httpx.Response(200, json={"alerts": []})
         return httpx.Response(404)
 

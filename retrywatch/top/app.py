@@ -21,7 +21,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
 from retrywatch.detect.disk import human_bytes, human_seconds
-from retrywatch.top.feed import Feed, View, upstreams_of
+from retrywatch.top.feed import Feed, View
 
 __all__ = ["TopApp"]
 
@@ -42,6 +42,11 @@ def head(text: str, width: int) -> str:
 
 def number(n: float | None) -> str:
     return NONE if n is None else f"{n:,.0f}"
+
+
+def per_second(n: float) -> str:
+    """A rate with the digits that matter: ``0.05``, ``2.2``, ``4,200``."""
+    return f"{n:,.2f}" if n < 10 else f"{n:,.1f}" if n < 1000 else f"{n:,.0f}"
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,11 @@ def _alert_rows(view: View) -> list[tuple[Any, Row]]:
                       f"full {human_seconds(left)}" if left is not None else NONE,
                       f"{human_bytes(f['bytes_per_second'] or 0)}/s", "disk",
                       a["diagnosis"]["code"]])))
+    for a in view.peers.values():
+        f = a["figures"]
+        out.append(({"window": f["failures"], "peak": 0, "cid": -1, "source": a["peer"]}, (
+            a["id"], ["upstream", a["peer"], number(f["failures"]),
+                      f"{f['connections']:,} conn", "upstream", a["diagnosis"]["code"]])))
     for a in view.alerts.values():
         out.append(({"window": a["failures_in_window"], "peak": a["peak_per_second"],
                      "cid": a["cid"], "source": a["source"]}, (
@@ -107,8 +117,12 @@ def _connection_rows(view: View) -> list[tuple[Any, Row]]:
 
 
 def _upstream_rows(view: View) -> list[tuple[Any, Row]]:
-    return [((addr, failures, n), (addr, [addr, number(failures), number(n)]))
-            for addr, failures, n in upstreams_of(view.connections)]
+    """The upstream peers counted, ``!`` before one failing far above its baseline."""
+    return [(p, (p["peer"], [
+        ("! " if p["anomalous"] else "") + p["peer"], per_second(p["failures_per_second"]),
+        number(p["connections"]), f"{p['failing_seconds']} s",
+        per_second(p["baseline_per_second"]) if p["warm"] else "learning"]))
+        for p in view.upstreams]
 
 
 def _source_rows(view: View) -> list[tuple[Any, Row]]:
@@ -148,10 +162,11 @@ TABLES = (
         Sort("rate/s", lambda c: c["rate_per_second"]),
         Sort("in window", lambda c: c["failures_in_window"]),
         Sort("cid", lambda c: c["cid"], False)), _connection_rows),
-    Table("upstreams", (Column("upstream", 44, tail), Column("failures", 11),
-                        Column("connections", 11)), (
-        Sort("failures", lambda u: u[1]), Sort("connections", lambda u: u[2]),
-        Sort("upstream", lambda u: u[0], False)), _upstream_rows),
+    Table("upstreams", (Column("upstream", 28, tail), Column("failures/s", 10),
+                        Column("conns", 9), Column("failing", 8), Column("baseline", 9)), (
+        Sort("failures/s", lambda p: p["failures_per_second"]),
+        Sort("conns", lambda p: p["connections"]),
+        Sort("upstream", lambda p: p["peer"], False)), _upstream_rows),
     Table("sources", (Column("source", 22, tail), Column("lag", 16), Column("growth", 12),
                       Column("free", 10), Column("full in", 8)), (
         Sort("source", lambda s: s["name"], False), Sort("lag", lambda s: s["lag"]),
@@ -273,7 +288,7 @@ class TopApp(App[None]):
         status = self.query_one("#status", Static)
         table = self.tables[self._tab()]
         sort = table.sorts[table.sort].label + (" ↑" if table.reverse else "")
-        firing = len(view.alerts) + len(view.disk)
+        firing = len(view.alerts) + len(view.disk) + len(view.peers)
         state = view.error or ("live" if view.live else "reconnecting…")
         text = f"{view.url} · {state} · {firing} firing · sort {sort}"
         if self.filter:
@@ -289,7 +304,8 @@ class TopApp(App[None]):
         alert = None
         if widget.row_count:
             key = widget.coordinate_to_cell_key(widget.cursor_coordinate).row_key.value
-            alert = view.alerts.get(key or "") or view.disk.get(key or "")
+            alert = (view.alerts.get(key or "") or view.disk.get(key or "")
+                     or view.peers.get(key or ""))
         diagnosis = (alert or {}).get("diagnosis")
         if not diagnosis:
             detail.update("No alert firing." if not widget.row_count else "")

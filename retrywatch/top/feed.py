@@ -2,10 +2,11 @@
 whole picture, its event stream for each alert change as it happens.
 
 :class:`Feed` keeps one :class:`View` up to date. :meth:`Feed.follow` opens
-``/api/v1/alerts/stream``, then reads the alerts firing and the disk alerts, then applies
-each event of the stream to them (resuming with ``Last-Event-ID`` after a break, reading
-the alerts again on a ``reset``); :meth:`Feed.load_others` reads the hottest connections
-and the sources (and the alerts too while no stream is open). A service that cannot
+``/api/v1/alerts/stream``, then reads the alerts firing (runaway, disk and upstream), then
+applies each event of the stream to them (resuming with ``Last-Event-ID`` after a break,
+reading the alerts again on a ``reset``); :meth:`Feed.load_others` reads the hottest
+connections, the upstream peers and the sources (and the alerts too while no stream is
+open). A service that cannot
 be reached, or that wants a token it was not given, is said in ``View.error`` in words an
 operator can act on; nothing raises to the caller.
 """
@@ -19,12 +20,18 @@ from typing import Any
 import httpx
 import orjson
 
-__all__ = ["Feed", "View", "sse_events", "upstreams_of"]
+__all__ = ["Feed", "View", "sse_events"]
 
 #: Alerts firing read at once (the API's most).
 ALERTS_LIMIT = 1000
 #: Hottest connections read.
 CONNECTIONS_LIMIT = 50
+#: Upstream peers read (most failing first).
+UPSTREAMS_LIMIT = 100
+#: The events of alert changes, and the alerts each kind lands in.
+ALERT_EVENTS = {"fired": "alerts", "updated": "alerts", "confirmed": "alerts",
+                "resolved": "alerts", "disk_fired": "disk", "disk_resolved": "disk",
+                "upstream_fired": "peers", "upstream_resolved": "peers"}
 
 
 @dataclass
@@ -34,7 +41,10 @@ class View:
     url: str
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # firing, by id
     disk: dict[str, dict[str, Any]] = field(default_factory=dict)  # disk alerts firing
+    peers: dict[str, dict[str, Any]] = field(default_factory=dict)  # upstream alerts firing
     connections: list[dict[str, Any]] = field(default_factory=list)
+    #: the upstream peers counted (GET /api/v1/upstreams), most failing first
+    upstreams: list[dict[str, Any]] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
     #: Why the service is not being read (None: it is).
     error: str | None = None
@@ -42,18 +52,6 @@ class View:
     live: bool = False
     #: Alert changes applied from the stream since the start.
     events: int = 0
-
-
-def upstreams_of(connections: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
-    """The upstream addresses the connections fail against: (address, failures,
-    connections), most failures first."""
-    total: dict[str, list[int]] = {}
-    for c in connections:
-        for addr, n in (c.get("upstreams") or {}).items():
-            entry = total.setdefault(addr, [0, 0])
-            entry[0] += n
-            entry[1] += 1
-    return sorted(((a, f, n) for a, (f, n) in total.items()), key=lambda t: (-t[1], t[0]))
 
 
 async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str, str | None]]:
@@ -105,30 +103,35 @@ class Feed:
         return orjson.loads(r.content)
 
     async def load_alerts(self) -> bool:
-        """The alerts firing (runaway and disk) read again; whether they could be (else
+        """The alerts firing (runaway, disk and upstream) read again; whether they could be (else
         ``view.error`` says why). While the stream is followed, only :meth:`follow` calls
         this, between opening the stream and reading its events: a change in between is
         in the stream, applied after, never lost under an older list."""
         try:
             alerts = await self._get(f"/api/v1/alerts?state=firing&limit={ALERTS_LIMIT}")
             disk = await self._get("/api/v1/disk")
+            upstreams = await self._get("/api/v1/upstreams?limit=1")
         except Exception as exc:  # every failure is the view's to say, none the caller's
             self.view.error = self._why(exc)
             return False
         self.view.alerts = {a["id"]: a for a in alerts["alerts"]}
         self.view.disk = {a["id"]: a for a in disk["alerts"] if a["state"] == "firing"}
+        self.view.peers = {a["id"]: a for a in upstreams["alerts"] if a["state"] == "firing"}
         self.view.error = None
         return True
 
     async def load_others(self) -> bool:
-        """The hottest connections and the sources read again (whether they could be)."""
+        """The hottest connections, the upstream peers and the sources read again (whether
+        they could be)."""
         try:
             connections = await self._get(f"/api/v1/connections?limit={CONNECTIONS_LIMIT}")
+            upstreams = await self._get(f"/api/v1/upstreams?limit={UPSTREAMS_LIMIT}")
             sources = await self._get("/api/v1/sources")
         except Exception as exc:
             self.view.error = self._why(exc)
             return False
         self.view.connections = connections["connections"]
+        self.view.upstreams = upstreams["peers"]
         self.view.sources = sources["sources"]
         if not self.view.live:
             return await self.load_alerts()  # nothing else keeps the alerts current
@@ -168,19 +171,16 @@ class Feed:
         view = self.view
         if event == "reset":  # events were missed: read the alerts again, then go on
             return await self.load_alerts()
-        if event not in ("fired", "updated", "confirmed", "resolved", "disk_fired",
-                         "disk_resolved"):
+        kind = ALERT_EVENTS.get(event)
+        if kind is None:
             return False
         alert = orjson.loads(data)
         view.events += 1
-        if event == "resolved":
-            view.alerts.pop(alert["id"], None)
-        elif event == "disk_fired":
-            view.disk[alert["id"]] = alert
-        elif event == "disk_resolved":
-            view.disk.pop(alert["id"], None)
+        firing: dict[str, dict[str, Any]] = getattr(view, kind)
+        if event.endswith("resolved"):
+            firing.pop(alert["id"], None)
         else:
-            view.alerts[alert["id"]] = alert
+            firing[alert["id"]] = alert
         return True
 
     def _why(self, exc: BaseException) -> str:

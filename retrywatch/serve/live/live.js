@@ -10,13 +10,15 @@
 
 (function () {
   const TOKEN_KEY = "retrywatch-token";
-  const REFRESH_MS = 5000;   // connections, sources, disk: read again this often
+  const REFRESH_MS = 5000;   // connections, sources, upstreams: read again this often
   const SHOWN = 50;          // alert cards at most (the rest counted)
   const RESOLVED_SHOWN = 10;
 
   const state = {
     alerts: new Map(),       // runaway connections' alerts firing, by id
     disk: new Map(),         // disk alerts firing, by id
+    peers: new Map(),        // upstream alerts firing, by id
+    upstreams: [],           // the peers counted (GET /api/v1/upstreams), most failing first
     resolved: [],            // resolved while the page is open, newest first
     connections: [],
     sources: [],
@@ -123,11 +125,28 @@
       el("p", { class: "meta", text: "alert " + a.id + " · GET /api/v1/disk" }));
   }
 
+  function upstreamCard(a) {
+    const f = a.figures;
+    const linked = a.runaway_alerts.map((r) => "*" + r.cid);
+    return el("article", { class: "card upstream", "data-id": a.id },
+      el("h3", { text: "Upstream " + a.peer },
+        el("span", { class: "badge", text: "upstream" })),
+      el("p", { class: "meta", text: num(f.failures) + " failures from " +
+        num(f.connections) + " connections in the last minute, baseline " +
+        f.baseline_per_second + "/s" }),
+      linked.length ? el("p", { class: "meta", text: "runaway on it: " + linked.join(", ") })
+        : null,
+      el("p", { class: "cause", text: a.diagnosis.cause }),
+      el("p", { class: "fix", text: a.diagnosis.fix }),
+      el("p", { class: "meta", text: "alert " + a.id + " · GET /api/v1/upstreams" }));
+  }
+
   function renderAlerts() {
     const runaway = [...state.alerts.values()].sort((a, b) =>
       (a.confidence === b.confidence ? 0 : a.confidence === "confirmed" ? -1 : 1) ||
       b.failures_in_window - a.failures_in_window);
     const cards = [...state.disk.values()].map(diskCard)
+      .concat([...state.peers.values()].map(upstreamCard))
       .concat(runaway.slice(0, SHOWN).map(alertCard));
     const box = $("alerts");
     if (!cards.length) {
@@ -138,11 +157,12 @@
       }
       box.replaceChildren(...cards);
     }
-    const total = state.alerts.size + state.disk.size;
+    const total = state.alerts.size + state.disk.size + state.peers.size;
     $("firing-count").textContent = total ? "(" + total + ")" : "";
     document.title = (total ? "(" + total + ") " : "") + "retrywatch";
     const list = state.resolved.slice(0, RESOLVED_SHOWN).map((a) => el("li", {
-      text: (a.alertname ? "disk " + a.mount : "*" + a.cid + " (pid " + a.pid + ")") +
+      text: (a.mount ? "disk " + a.mount : a.peer ? "upstream " + a.peer :
+        "*" + a.cid + " (pid " + a.pid + ")") +
         " resolved " + (a.resolved_at || "") + " (" + (a.resolved_reason || "") + ")" }));
     $("resolved").replaceChildren(...(list.length ? list :
       [el("li", { class: "empty", text: "None since this page opened." })]));
@@ -158,18 +178,10 @@
       return row([["*" + c.cid + " (pid " + c.pid + ")"], [c.source], [num(c.rate_per_second), "n"],
         [num(c.failures_in_window), "n"], [up ? up[0] : "–"], [c.client || "–"]]);
     }));
-    const ups = new Map();
-    for (const c of state.connections) {
-      for (const [addr, n] of Object.entries(c.upstreams || {})) {
-        const u = ups.get(addr) || { failures: 0, connections: 0 };
-        u.failures += n;
-        u.connections += 1;
-        ups.set(addr, u);
-      }
-    }
-    $("upstreams").tBodies[0].replaceChildren(...[...ups.entries()]
-      .sort((a, b) => b[1].failures - a[1].failures).slice(0, 20)
-      .map(([addr, u]) => row([[addr], [num(u.failures), "n"], [num(u.connections), "n"]])));
+    $("upstreams").tBodies[0].replaceChildren(...state.upstreams.map((p) => row([
+      [p.peer + (p.anomalous ? " ⚠" : ""), p.anomalous ? "soon" : ""],
+      [num(p.failures_per_second), "n"], [num(p.connections), "n"],
+      [p.failing_seconds + " s", "n"], [p.warm ? num(p.baseline_per_second) : "learning", "n"]])));
     $("sources").tBodies[0].replaceChildren(...state.sources.map((s) => {
       const g = s.growth;
       const fs = g && g.filesystem;
@@ -200,23 +212,32 @@
   // only after that: a change between the two is in the stream, applied on top of the
   // list, never lost under it.
   async function loadAlerts() {
-    const [alerts, disk] = await Promise.all([
-      api("/api/v1/alerts?state=firing&limit=1000"), api("/api/v1/disk")]);
+    const [alerts, disk, peers] = await Promise.all([
+      api("/api/v1/alerts?state=firing&limit=1000"), api("/api/v1/disk"),
+      api("/api/v1/upstreams?limit=1")]);
     state.alerts = new Map(alerts.alerts.map((a) => [a.id, a]));
     state.disk = new Map(disk.alerts.filter((a) => a.state === "firing").map((a) => [a.id, a]));
+    state.peers = new Map(peers.alerts.filter((a) => a.state === "firing").map((a) => [a.id, a]));
   }
 
   async function loadOthers() {
-    const [connections, sources] = await Promise.all([
-      api("/api/v1/connections?limit=15"), api("/api/v1/sources")]);
+    const [connections, sources, upstreams] = await Promise.all([
+      api("/api/v1/connections?limit=15"), api("/api/v1/sources"),
+      api("/api/v1/upstreams?limit=20")]);
     state.connections = connections.connections;
     state.sources = sources.sources;
+    state.upstreams = upstreams.peers;
   }
 
   function apply(event, data) {
     const a = JSON.parse(data);
     if (event === "disk_fired") state.disk.set(a.id, a);
     else if (event === "disk_resolved") { state.disk.delete(a.id); state.resolved.unshift(a); }
+    else if (event === "upstream_fired") state.peers.set(a.id, a);
+    else if (event === "upstream_resolved") {
+      state.peers.delete(a.id);
+      state.resolved.unshift(a);
+    }
     else if (event === "resolved") { state.alerts.delete(a.id); state.resolved.unshift(a); }
     else if (event === "fired" || event === "updated" || event === "confirmed") {
       state.alerts.set(a.id, a);

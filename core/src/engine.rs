@@ -307,7 +307,13 @@ fn detect_one(
             pid: input.pid,
             cid,
         };
-        upstreams.failure(input.ts, &key, failure_peer(input.text, input.msg), 1);
+        // the detector's read of the line when it made one (a tracked connection's: a
+        // storm's every line), else the peer alone (a pending key's line stays unread)
+        let peer = match detector.line_peer() {
+            Some(peer) => peer,
+            None => failure_peer(input.text, input.msg),
+        };
+        upstreams.failure(input.ts, &key, peer, 1);
     }
     if let Some(agg) = agg {
         agg.event(input.ts);

@@ -141,7 +141,14 @@ pub fn failure_peer(text: &[u8], msg_start: usize) -> Option<&[u8]> {
     static KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(TAIL_KEY));
     let start = msg_start;
     let region = text.get(start..)?;
-    let tail = match KEY.find(region) {
+    // Every ", client: " begins with a comma: when the message's first comma begins one,
+    // that is the first (nginx's messages put none before their tail).
+    let first = match memchr::memchr(b',', region) {
+        Some(c) if region[c..].starts_with(TAIL_KEY) => Some(c),
+        Some(_) => KEY.find(region),
+        None => None,
+    };
+    let tail = match first {
         None => None,
         Some(first) => {
             let after = first + TAIL_KEY.len();

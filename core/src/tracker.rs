@@ -513,6 +513,8 @@ pub struct Detector {
     lists: [List; 2],
     gen: u64,
     fields: FieldCache,
+    /// The index in `fields` of the last processed line's fields, when they were read.
+    line_fields: Option<usize>,
     touched: Vec<(Key, u64)>,
     text_pool: Vec<Vec<u8>>,
     entry_pool: Vec<Vec<Entry>>,
@@ -542,6 +544,7 @@ impl Detector {
             lists: [EMPTY, EMPTY],
             gen: 0,
             fields: FieldCache::default(),
+            line_fields: None,
             touched: Vec::new(),
             text_pool: Vec::new(),
             entry_pool: Vec::new(),
@@ -694,6 +697,7 @@ impl Detector {
     // -- the per-event path ---------------------------------------------------------
     /// One event counted `n` times (identical events may come counted).
     pub fn process(&mut self, inp: &Input<'_>, n: u64, changes: &mut Vec<Change>) {
+        self.line_fields = None;
         if self.watermark.is_none_or(|w| inp.ts > w) {
             self.advance_to(inp.ts, changes);
         }
@@ -712,7 +716,9 @@ impl Detector {
                 if self.nodes[slot as usize].list == FIRING {
                     // A storm's line: its fields (and subsystem) were read once.
                     self.move_to_end(slot);
-                    let fields = Self::fields_of(&mut self.fields, inp.text);
+                    let i = Self::fields_of(&mut self.fields, inp.text);
+                    self.line_fields = Some(i);
+                    let fields = &self.fields.fields[i];
                     *self
                         .stats
                         .by_source_kind
@@ -734,7 +740,9 @@ impl Detector {
             let Some(slot) = self.state(key, found, inp, n) else {
                 return;
             };
-            let fields = Self::fields_of(&mut self.fields, inp.text);
+            let i = Self::fields_of(&mut self.fields, inp.text);
+            self.line_fields = Some(i);
+            let fields = &self.fields.fields[i];
             let (count, repeat) = match &mut self.nodes[slot as usize].state {
                 State::Conn(c) => (c.add(fields, inp.ts, n), c.max_repeat),
                 State::Pending(_) => return,
@@ -823,7 +831,16 @@ impl Detector {
         self.touched_at.clear();
     }
 
-    fn fields_of<'c>(cache: &'c mut FieldCache, text: &[u8]) -> &'c Fields {
+    /// The peer of the failure line last processed, when the detector read its fields
+    /// (a line of a tracked connection: a storm's lines); `None` when it did not (a
+    /// pending key's line is kept unread).
+    pub fn line_peer(&self) -> Option<Option<&[u8]>> {
+        let i = self.line_fields?;
+        Some(self.fields.fields[i].peer.as_deref())
+    }
+
+    /// The index in `cache.fields` of the fields of `text`.
+    fn fields_of(cache: &mut FieldCache, text: &[u8]) -> usize {
         let body = text.get(STAMP..).unwrap_or_default();
         // One lookup on a hit (a storm's every line): the map gives an index, not a
         // borrow that would outlive the miss branch.
@@ -840,7 +857,7 @@ impl Detector {
                 i
             }
         };
-        &cache.fields[i]
+        i
     }
 
     /// The slot whose Conn counts this failure, or None when it went to a pending key (or
@@ -872,8 +889,8 @@ impl Detector {
                 self.within_budget();
                 return None;
             }
-            let fields = Self::fields_of(&mut self.fields, inp.text);
-            let conn = Conn::new(cfg.window, fields, inp.ts, inp.text);
+            let i = Self::fields_of(&mut self.fields, inp.text);
+            let conn = Conn::new(cfg.window, &self.fields.fields[i], inp.ts, inp.text);
             return self.track(key, State::Conn(Box::new(conn)), n);
         };
         self.move_to_end(slot);
@@ -904,14 +921,11 @@ impl Detector {
             return Some(slot);
         };
         let (ts0, _, text0) = &p.first;
-        let mut conn = Conn::new(
-            cfg.window,
-            Self::fields_of(&mut self.fields, text0),
-            *ts0,
-            text0,
-        );
+        let i = Self::fields_of(&mut self.fields, text0);
+        let mut conn = Conn::new(cfg.window, &self.fields.fields[i], *ts0, text0);
         for (ts, times, text) in p.entries() {
-            conn.add(Self::fields_of(&mut self.fields, text), *ts, *times);
+            let i = Self::fields_of(&mut self.fields, text);
+            conn.add(&self.fields.fields[i], *ts, *times);
         }
         self.nodes[slot as usize].state = State::Conn(Box::new(conn));
         self.recycle(p);
@@ -1863,16 +1877,38 @@ mod tests {
     }
 
     #[test]
+    fn the_peer_of_a_line_is_given_when_its_fields_were_read() {
+        let mut d = Detector::new(Config {
+            threshold: 3,
+            ..Config::default()
+        });
+        let mut changes = Vec::new();
+        let text = line(1, "10.0.0.1:80");
+        d.process(&fail(100, 1, &text), 1, &mut changes);
+        assert_eq!(d.line_peer(), None); // pending: kept unread
+        d.process(&fail(100, 1, &text), 1, &mut changes);
+        d.process(&fail(100, 1, &text), 1, &mut changes); // a Conn now, and fired
+        assert_eq!(d.line_peer(), Some(Some(&b"10.0.0.1:80"[..])));
+        let other = line(1, "10.0.0.2:80");
+        d.process(&fail(101, 1, &other), 1, &mut changes); // firing: the storm's path
+        assert_eq!(d.line_peer(), Some(Some(&b"10.0.0.2:80"[..])));
+        d.process(&tick(102), 1, &mut changes); // not a failure
+        assert_eq!(d.line_peer(), None);
+    }
+
+    #[test]
     fn the_field_cache_is_bounded() {
         let mut cache = FieldCache::default();
         for cid in 0..FIELD_CACHE as u64 {
             Detector::fields_of(&mut cache, &line(cid, "10.0.0.1:80"));
         }
         assert_eq!(cache.fields.len(), FIELD_CACHE);
-        let again = Detector::fields_of(&mut cache, &line(5, "10.0.0.1:80"));
+        let i = Detector::fields_of(&mut cache, &line(5, "10.0.0.1:80"));
+        let again = &cache.fields[i];
         assert_eq!(again.peer.as_deref(), Some(&b"10.0.0.1:80"[..]));
         assert_eq!(cache.fields.len(), FIELD_CACHE); // a hit adds nothing
-        let new = Detector::fields_of(&mut cache, &line(1, "10.0.0.7:80"));
+        let i = Detector::fields_of(&mut cache, &line(1, "10.0.0.7:80"));
+        let new = &cache.fields[i];
         assert_eq!(new.peer.as_deref(), Some(&b"10.0.0.7:80"[..]));
         assert_eq!((cache.fields.len(), cache.index.len()), (1, 1)); // full: started over
     }

@@ -89,6 +89,9 @@ pub struct Peer {
     pub seconds_learnt: u64,
     /// The clock order: the eviction sample takes the least recently failing.
     touched: u64,
+    /// The connection and slice last sketched: a looping connection's next failure
+    /// changes no register (skipped).
+    sketched: Option<(Key, i64)>,
 }
 
 fn slot(second: i64) -> usize {
@@ -111,6 +114,7 @@ impl Peer {
             var: 0.0,
             seconds_learnt: 0,
             touched,
+            sketched: None,
         }
     }
 
@@ -178,6 +182,10 @@ impl Peer {
 
     fn sketch(&mut self, ts: i64, key: &Key) {
         let slice = ts.div_euclid(SLICE);
+        if self.sketched == Some((*key, slice)) {
+            return;
+        }
+        self.sketched = Some((*key, slice));
         let i = match self.sketches.iter().position(|s| s.slice == slice) {
             Some(i) => i,
             None => {
@@ -318,6 +326,9 @@ pub struct Upstreams {
     pub warmup: i64,
     /// The first second seen (a failure's, or the reader's clock).
     pub origin: Option<i64>,
+    /// The slot of the last peer counted: a storm's lines name one peer after another
+    /// (compared before the name is hashed).
+    last: usize,
 }
 
 impl Upstreams {
@@ -325,6 +336,7 @@ impl Upstreams {
         Upstreams {
             warmup: warmup.max(0),
             origin: None,
+            last: 0,
             peers: Vec::new(),
             index: new_map(),
             capacity: capacity.max(1),
@@ -359,10 +371,15 @@ impl Upstreams {
         self.newest = Some(self.newest.map_or(ts, |t| t.max(ts)));
         self.count_all(ts, n);
         self.clock += 1;
-        let i = match self.index.get(peer) {
-            Some(&i) => i as usize,
-            None => self.admit(peer, ts),
+        let i = if self.peers.get(self.last).is_some_and(|p| *p.name == *peer) {
+            self.last
+        } else {
+            match self.index.get(peer) {
+                Some(&i) => i as usize,
+                None => self.admit(peer, ts),
+            }
         };
+        self.last = i;
         let p = &mut self.peers[i];
         p.touched = self.clock;
         p.add(ts, key, n);

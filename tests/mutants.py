@@ -120,11 +120,6 @@ PYTHON_EQUIVALENT = {
     "retrywatch.delivery.channel.xǁChannelǁ_attempt__mutmut_38": _OUTCOME,
     "retrywatch.delivery.channel.xǁChannelǁ_attempt__mutmut_34": _HEADERS,
     "retrywatch.delivery.channel.xǁChannelǁ_attempt__mutmut_35": _HEADERS,
-    "retrywatch.delivery.channel.xǁChannelǁdrain__mutmut_11":
-        "deadline - time.monotonic() is exactly 0 only by chance: the next turn ends it",
-    "retrywatch.delivery.channel.xǁChannelǁdrain__mutmut_19":
-        "a longer poll of drain's wait: the same outcome, later (min(left, …) keeps the "
-        "deadline)",
     # serve/state.py
     "retrywatch.serve.state.xǁTransactionǁsave_engine__mutmut_13": _LEVEL,
     "retrywatch.serve.state.xǁTransactionǁsave_engine__mutmut_14": _LEVEL,

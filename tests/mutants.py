@@ -15,7 +15,8 @@ killed (the mutant loops), a mutant that does not compile (Rust) counts for noth
   left out: its behaviour is tested from Python.
 - Python (``mutmut``, of the ``dev`` extra): the modules in ``[tool.mutmut] only_mutate``
   of pyproject.toml (the detection wrapper, alerts, checkpoints and the state store, the
-  delivery channel, the disk forecast and a file's growth), tested by the in-process tests
+  delivery channel, the disk forecast, a file's growth and the upstream anomalies), tested
+  by the in-process tests
   listed there. mutmut switches a mutant on inside the test process, so a test that runs
   ``retrywatch`` in a subprocess cannot see one: those are not listed. A mutant no listed
   test reaches is "no tests" and counts as survived.
@@ -43,7 +44,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "core"
 #: The core's files whose mutants count (relative to core/).
-RUST_FILES = ("src/framing.rs", "src/head.rs", "src/window.rs", "src/tracker.rs")
+RUST_FILES = ("src/framing.rs", "src/head.rs", "src/window.rs", "src/tracker.rs",
+              "src/upstreams.rs")
 #: Mutants that change no behaviour, each with why: reported apart, not in the score.
 #: Matched against cargo-mutants' description without its line and column (they move).
 RUST_EQUIVALENT = {

@@ -11,14 +11,14 @@ killed (the mutant loops), a mutant that does not compile (Rust) counts for noth
 
 - Rust (``cargo mutants``, installed with ``cargo install --locked cargo-mutants`` when
   missing): the core's per-line decisions (``RUST_FILES``: framing, the head parse, the
-  window, the tracker), tested by ``cargo test``. ``src/py.rs`` (the Python boundary) is
+  window, the tracker, the per-peer counts), tested by ``cargo test``. ``src/py.rs`` (the Python boundary) is
   left out: its behaviour is tested from Python.
 - Python (``mutmut``, of the ``dev`` extra): the modules in ``[tool.mutmut] only_mutate``
   of pyproject.toml (the detection wrapper, alerts, checkpoints and the state store, the
   delivery channel, the disk forecast, a file's growth and the upstream anomalies), tested
-  by the in-process tests
-  listed there. mutmut switches a mutant on inside the test process, so a test that runs
-  ``retrywatch`` in a subprocess cannot see one: those are not listed. A mutant no listed
+  by the in-process tests listed there. mutmut switches a mutant on inside the test
+  process, so a test that runs ``retrywatch`` in a subprocess cannot see one: those are
+  not listed. A mutant no listed
   test reaches is "no tests" and counts as survived.
 
 Prints per file: mutants, killed, survived, timeouts, unviable, the score, and every

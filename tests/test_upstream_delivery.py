@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from helpers import BASE_TS
+from helpers import BASE_TS, http_refused
 from service_harness import FakeClock
 from test_delivery import alert
 from test_disk_delivery import am_receiver, disk_alert, settings_of
@@ -138,6 +138,9 @@ def checkpointed(tmp_path: Path, **more: Any) -> UpstreamAlertData:
     """A service's checkpoint holding a firing upstream alert and its peer's baseline."""
     first = Service(settings_of(tmp_path, **more), waker=ManualWaker(), clock=FakeClock(0.0))
     try:
+        # a line read (the snapshot's log second), and the peer's baseline learnt so far
+        first.engine.feed("nginx", http_refused(0, 1, peer="10.0.0.9:80").encode() + b"\n")
+        first.engine.end("nginx")
         first.engine.core.seed_upstreams([(PEER, 0.05, 0.0004, 900)], BASE_TS)
         fired(first.upstreams)
         assert first.checkpoint()
@@ -153,11 +156,13 @@ def test_a_firing_upstream_alert_and_the_baselines_outlive_a_restart(tmp_path: P
     try:
         assert again.upstreams.alerts() == [before]
         assert again.engine.upstreams is again.upstreams
-        assert again.engine.core.upstream_baselines() == [(PEER, 0.05, 0.0004, 900)]
+        assert (PEER, 0.05, 0.0004, 900) in again.engine.core.upstream_baselines()
         figures = again.engine.upstream_figures(BASE_TS + 200)
         assert figures is not None
-        (row,) = figures["peers"]
-        assert row["warm"]  # judged against its saved baseline at once
+        rows = {p["peer"]: p for p in figures["peers"]}
+        assert set(rows) == {PEER, "10.0.0.9:80"}
+        assert rows[PEER]["warm"]  # judged against its saved baseline at once
+        assert rows[PEER]["baseline_mean"] == 0.05
     finally:
         again.stop()
 

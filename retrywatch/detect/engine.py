@@ -400,8 +400,10 @@ class Engine:
         counts; :meth:`upstream_figures` reads them."""
         with self._lock:
             self.core.set_upstreams(capacity, warmup)
-            if capacity and self._saved_baselines:
-                self.core.seed_upstreams(self._saved_baselines, self._last_ts or 0)
+            # (from the log second of the snapshot: the seconds after it, quiet or not,
+            # are learnt as they come; without one there is nothing to start from)
+            if capacity and self._saved_baselines and self._last_ts is not None:
+                self.core.seed_upstreams(self._saved_baselines, self._last_ts)
             self._saved_baselines = []
 
     def event_now(self) -> int | None:

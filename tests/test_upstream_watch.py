@@ -13,13 +13,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from helpers import BASE_TS, http_refused
+import orjson
+from helpers import BASE_TS, SOURCE, http_refused
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
+from service_harness import FakeClock, new_engine
 
 from retrywatch._core import Core
 from retrywatch.detect.core import DetectorConfig, new_core
+from retrywatch.detect.engine import Engine
 from retrywatch.detect.schema import UpstreamAlertData, saved_alert
 from retrywatch.detect.upstreams import (
     RATIO,
@@ -312,3 +315,159 @@ def test_baselines_carry_over_a_restart() -> None:
     again.seed_upstreams(saved, BASE_TS + 300)
     [row] = again.upstreams(BASE_TS + 300)["peers"]  # type: ignore[index]
     assert row["warm"] and row["baseline_mean"] == mean and row["total"] == 0
+
+
+# -- each decision, exactly (mutation testing: tests/mutants.py) ------------------------------
+
+FIX = ("The peer refuses or does not answer while nginx still sends it connections: check "
+       "what listens there (`kubectl get endpoints` for the Service behind it; a pod that "
+       "died or is not ready, a wrong targetPort, a NetworkPolicy). Take it out of the "
+       "upstream until it answers: in plain nginx `max_fails` and `fail_timeout` on the "
+       "server (passive checks), in ingress-nginx a readiness probe so the endpoint leaves "
+       "the list. Bound the retries that reach it (`proxy_next_upstream_tries`), so one dead "
+       "peer cannot start a loop.")
+
+
+def test_the_alert_id_is_pinned() -> None:
+    assert upstream_alert_id("10.12.39.132:5555", 1764000000) == "a948a3edfd6379f5"
+
+
+def test_every_peer_is_judged_and_the_counts_add_up() -> None:
+    watch = UpstreamWatch(hold=0)
+    assert watch.peers() == [] and watch.alerts() == []
+    fine = peer(peer="a:1", failures=6, failing_seconds=6, connections=6, recent=1)
+    bad = [peer(peer=f"{name}:1", failures=600, failing_seconds=60, connections=500,
+                recent=100) for name in "bc"]
+    fired = watch.evaluate(figures_of(fine, *bad))
+    assert [(c.kind, c.alert.peer) for c in fired] == [("fired", "b:1"), ("fired", "c:1")]
+    assert watch.fired_total == 2
+    quiet = [peer(peer=f"{name}:1", failures=600, failing_seconds=60, connections=500,
+                  recent=0) for name in "bc"]
+    resolved = watch.evaluate(figures_of(fine, *quiet, now=BASE_TS + 101))
+    assert [c.kind for c in resolved] == ["resolved", "resolved"]
+    assert watch.resolved_total == 2 and watch.fired_total == 2
+
+
+def test_the_figures_are_rounded_as_said() -> None:
+    p = peer(failures=7, recent=3, connections=5, failing_seconds=4, baseline_mean=0.123456,
+             baseline_sd=0.067891, seconds_learnt=42, total=9, first=BASE_TS, last=BASE_TS + 3)
+    assert p.to_dict(60, 10, False) == {
+        "peer": "p:1", "failures": 7, "failures_per_second": 0.12, "recent_per_second": 0.3,
+        "failing_seconds": 4, "connections": 5, "baseline_per_second": 0.123,
+        "baseline_sd": 0.068, "seconds_learnt": 42, "warm": True, "total": 9,
+        "first_seen": _iso(BASE_TS), "last_seen": _iso(BASE_TS + 3), "anomalous": False}
+
+
+def test_far_above_is_inclusive_of_three_times_the_mean() -> None:
+    # 3 a second against a mean of 1 with no spread: exactly RATIO times it
+    assert peer(baseline_mean=1.0, baseline_sd=0.0).far_above(3.0, SIGMAS)
+    assert not peer(baseline_mean=1.0, baseline_sd=0.0).far_above(2.99, SIGMAS)
+    assert not peer(baseline_mean=1.0, baseline_sd=0.5).far_above(3.0, SIGMAS)  # 1 + 4 * 0.5
+
+
+def test_back_to_baseline_reads_the_last_ten_seconds_per_second() -> None:
+    """15 failures in the last 10 s are 1.5 a second: under 3 times a mean of 1, back."""
+    watch = UpstreamWatch(hold=0)
+    watch.evaluate(figures_of(peer(failures=600, failing_seconds=60, connections=500,
+                                   baseline_mean=1.0, baseline_sd=0.1, recent=100)))
+    calm = peer(failures=400, failing_seconds=60, connections=300, baseline_mean=1.0,
+                baseline_sd=0.1, recent=15)
+    [resolved] = watch.evaluate(figures_of(calm, now=BASE_TS + 101))
+    assert resolved.data["resolved_reason"] == "back_to_baseline"
+
+
+def test_each_gone_peer_is_held_on_its_own() -> None:
+    watch = UpstreamWatch(hold=10)
+    bad = [peer(peer=f"{name}:1", failures=600, failing_seconds=60, connections=500,
+                recent=100) for name in "ab"]
+    watch.evaluate(figures_of(*bad))
+    watch.evaluate(figures_of(bad[1], now=BASE_TS + 101))  # a:1 gone
+    assert watch.evaluate(figures_of(now=BASE_TS + 106)) == []  # b:1 gone too
+    [gone] = watch.evaluate(figures_of(now=BASE_TS + 111))
+    assert (gone.alert.peer, gone.data["resolved_at"]) == ("a:1", _iso(BASE_TS + 111))
+    assert watch.evaluate(figures_of(now=BASE_TS + 115)) == []
+    [gone] = watch.evaluate(figures_of(now=BASE_TS + 116))
+    assert gone.alert.peer == "b:1"
+
+
+def test_turned_off_resolves_at_the_second_given_and_no_event_keeps_the_summary() -> None:
+    watch = UpstreamWatch()
+    watch.evaluate(figures_of(peer(failures=600, failing_seconds=60, connections=500,
+                                   recent=100)))
+    [off] = watch.resolve_all("disabled", BASE_TS + 500)
+    assert (off.data["resolved_reason"], off.data["resolved_at"]) == (
+        "disabled", _iso(BASE_TS + 500))
+    fresh = UpstreamWatch()
+    assert fresh.evaluate(None) == [] and fresh.summary == {}
+    before = {**figures_of(), "now": None}
+    assert fresh.evaluate(before) == []
+    assert fresh.summary["now"] is None and fresh.summary["capacity"] == 256
+
+
+def test_one_runaway_connection_on_the_peer_and_the_first_three_of_many() -> None:
+    alert = UpstreamAlert("x" * 16, "p:1", BASE_TS, peer(
+        failures=120, connections=90, failing_seconds=30).to_dict(60, 10, True))
+    alert.runaway_alerts = [{"id": "a", "cid": 17}]
+    assert alert.diagnosis().cause.endswith(
+        " 1 runaway connection (*17) loops on it: their alerts say how to bound the retries.")
+    assert alert.diagnosis().fix == FIX
+    alert.runaway_alerts = [{"id": str(c), "cid": c} for c in (1, 2, 3, 4)]
+    assert " 4 runaway connections (*1, *2, *3) loop on it" in alert.diagnosis().cause
+    alert.runaway_alerts = []
+    assert alert.diagnosis().cause == (
+        "p:1 failed 120 connects from 90 connections in the last minute (2.0/s in 30 of 60 s;"
+        " its baseline is 0.00/s).")
+
+
+# -- the engine's side: log time now, the figures, the saved state ------------------------------
+
+def test_the_engines_log_second_now_moves_on_with_the_wall_clock() -> None:
+    clock = FakeClock(1000.0)
+    engine = new_engine(clock=clock)
+    engine.count_upstreams(8, 0)
+    assert engine.event_now() is None
+    assert engine.upstream_figures(BASE_TS - 5)["now"] == BASE_TS - 5  # type: ignore[index]
+    engine.feed(SOURCE, lines([(30, "a:1", 1)]))
+    engine.end(SOURCE)
+    assert engine.event_now() == BASE_TS + 30  # no wall second has passed
+    clock.advance(2.7)
+    assert engine.event_now() == BASE_TS + 32
+    figures = engine.upstream_figures(BASE_TS - 5)  # an event was seen: its time, not this
+    assert figures is not None and figures["now"] == BASE_TS + 32
+    engine.count_upstreams(0)
+    assert engine.upstream_figures(BASE_TS) is None
+
+
+def test_saved_baselines_seed_the_restored_engine_from_its_log_second(caplog: Any) -> None:
+    clock = FakeClock(1000.0)
+    engine = new_engine(clock=clock)
+    engine.count_upstreams(8, 0)
+    engine.feed(SOURCE, lines([(t, "a:1", t) for t in range(0, 120, 2)]))
+    engine.end(SOURCE)
+    engine.upstream_figures()
+    core_state, extra = engine.snapshot()
+    state = orjson.loads(extra)
+    (saved,) = state["upstream_baselines"]
+    state["upstream_baselines"].append(["broken", "x"])
+    good = upstream_alert_data()
+    state["upstreams"] = [good, {**good, "figures": "?"}]
+    restored = Engine.restore(core_state, orjson.dumps(state), DetectorConfig(), UTC,
+                              clock=clock)
+    said = [r.getMessage() for r in caplog.records]
+    assert "a saved upstream baseline cannot be read: left out" in said
+    (bad,) = [m for m in said if m.startswith("a saved upstream alert cannot be read (")]
+    assert bad.endswith("): left out") and "figures" in bad
+    assert [a.to_dict() for a in restored.restored_upstreams] == [good]
+    restored.count_upstreams(8, 600)
+    assert restored.core.upstream_baselines() == [tuple(saved)]
+    (row,) = restored.upstream_figures()["peers"]  # type: ignore[index]
+    assert row["warm"] and row["first"] == BASE_TS + 118  # seeded at the snapshot's second
+    restored.count_upstreams(8, 0)  # other settings start afresh: nothing seeded twice
+    assert restored.core.upstream_baselines() == []
+
+
+def upstream_alert_data() -> UpstreamAlertData:
+    watch = UpstreamWatch()
+    watch.evaluate(figures_of(peer(failures=600, failing_seconds=60, connections=500,
+                                   recent=100)))
+    return watch.alerts()[0]

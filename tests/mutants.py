@@ -11,8 +11,8 @@ killed (the mutant loops), a mutant that does not compile (Rust) counts for noth
 
 - Rust (``cargo mutants``, installed with ``cargo install --locked cargo-mutants`` when
   missing): the core's per-line decisions (``RUST_FILES``: framing, the head parse, the
-  window, the tracker, the per-peer counts), tested by ``cargo test``. ``src/py.rs`` (the Python boundary) is
-  left out: its behaviour is tested from Python.
+  window, the tracker, the per-peer counts), tested by ``cargo test``. ``src/py.rs`` (the
+  Python boundary) is left out: its behaviour is tested from Python.
 - Python (``mutmut``, of the ``dev`` extra): the modules in ``[tool.mutmut] only_mutate``
   of pyproject.toml (the detection wrapper, alerts, checkpoints and the state store, the
   delivery channel, the disk forecast, a file's growth and the upstream anomalies), tested
@@ -103,6 +103,25 @@ PYTHON_EQUIVALENT = {
     "retrywatch.detect.engine.xǁEngineǁtick__mutmut_14":
         "_last_ts and _last_ts_at are set together: one is None only when both are",
     "retrywatch.detect.engine.xǁEngineǁ_index__mutmut_3": _ORDER,
+    "retrywatch.detect.engine.xǁEngineǁevent_now__mutmut_1":
+        "_last_ts and _last_ts_at are set together: one is None only when both are",
+    "retrywatch.detect.engine.xǁEngineǁcount_upstreams__mutmut_6":
+        "seeding is a no-op without saved baselines or while not counting",
+    "retrywatch.detect.engine.xǁEngineǁcount_upstreams__mutmut_13":
+        "_saved_baselines is only tested for truth: None after use does as [] does",
+    "retrywatch.detect.engine.xǁEngineǁrunaway_upstreams__mutmut_3":
+        "every alert's snapshot has its upstreams (refresh writes them; a saved alert is "
+        "read with {} by default): the default is never taken",
+    "retrywatch.detect.engine.xǁEngineǁrunaway_upstreams__mutmut_5":
+        "every alert's snapshot has its upstreams: the default is never taken",
+    "retrywatch.detect.engine.xǁEngineǁ__init____mutmut_40":
+        "_saved_baselines is only tested for truth before it is set to []: None does the same",
+    # detect/upstreams.py
+    "retrywatch.detect.upstreams.xǁPeerǁto_dict__mutmut_20":
+        "recent failures (an integer) over the core's 10 s have one decimal: 2 or 3 digits "
+        "round alike",
+    "retrywatch.detect.upstreams.xǁUpstreamWatchǁevaluate__mutmut_63":
+        "a new alert's figures are set by _update right after it is made",
     "retrywatch.serve.state.x__prepare_directory__mutmut_4":
         "os.chmod(0o700) follows mkdir: the mode is 0700 whatever mkdir's mode",
     "retrywatch.serve.state.x__prepare_directory__mutmut_6":

@@ -18,7 +18,7 @@ from helpers import BASE_TS, SOURCE, http_refused
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
-from service_harness import FakeClock, new_engine
+from service_harness import STORM_FIRING_CID, FakeClock, feed_storm, new_engine
 
 from retrywatch._core import Core
 from retrywatch.detect.core import DetectorConfig, new_core
@@ -471,3 +471,39 @@ def upstream_alert_data() -> UpstreamAlertData:
     watch.evaluate(figures_of(peer(failures=600, failing_seconds=60, connections=500,
                                    recent=100)))
     return watch.alerts()[0]
+
+
+def test_each_firing_peer_back_to_its_baseline_is_held_on_its_own() -> None:
+    watch = UpstreamWatch(hold=10)
+    bad = [peer(peer=f"{name}:1", failures=600, failing_seconds=60, connections=500,
+                recent=100) for name in "ab"]
+    back = [peer(peer=f"{name}:1", failures=600, failing_seconds=60, connections=500,
+                 recent=0) for name in "ab"]
+    watch.evaluate(figures_of(*bad))
+    watch.evaluate(figures_of(back[0], bad[1], now=BASE_TS + 101))  # a:1 back
+    assert watch.evaluate(figures_of(*back, now=BASE_TS + 106)) == []  # b:1 back too
+    [first] = watch.evaluate(figures_of(*back, now=BASE_TS + 111))
+    assert first.alert.peer == "a:1"
+    # (a:1 out of the figures from now on: still failing as much, it would fire again)
+    assert watch.evaluate(figures_of(back[1], now=BASE_TS + 115)) == []
+    [second] = watch.evaluate(figures_of(back[1], now=BASE_TS + 116))
+    assert second.alert.peer == "b:1"
+
+
+def test_the_engines_default_warm_up_is_a_minute() -> None:
+    engine = new_engine(clock=FakeClock(1000.0))
+    engine.count_upstreams(8)
+    engine.feed(SOURCE, lines([(30, "a:1", 1)]))
+    engine.end(SOURCE)
+    assert engine.upstream_figures()["warm_from"] == BASE_TS + 30 + 60  # type: ignore[index]
+
+
+def test_the_engine_names_the_runaway_alerts_firing_and_their_peers() -> None:
+    engine = new_engine(clock=FakeClock(1000.0))
+    feed_storm(engine, end=False)  # *49447 still firing
+    firing = engine.alerts()
+    got = engine.runaway_upstreams()
+    assert got == [(a["id"], a["cid"], list(a["upstreams"])) for a in firing
+                   if a["state"] == "firing"]
+    (storm,) = [g for g in got if g[1] == STORM_FIRING_CID]
+    assert storm[2] == ["unix:/tmp/retrywatch-real-nginx.PJCwCC/stale-upstream.sock"]

@@ -460,7 +460,7 @@ def alert_checks(
 
 #: The switches of the features beyond one connection (``--features``): off, each is
 #: disabled; on, each runs as by default.
-FEATURES_OFF = ["--no-disk-forecast"]
+FEATURES_OFF = ["--no-disk-forecast", "--no-upstream-anomalies"]
 
 
 def part_throughput(

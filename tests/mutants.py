@@ -69,6 +69,20 @@ RUST_EQUIVALENT = {
         "filters the touched keys, empty between batches",
     # a loaded key's generation need only differ from those handed out later, which
     # count up from the loaded counter (a firing key is compared with itself otherwise)
+    # both > of Peer::sketch (one description): the oldest slice kept is compared only
+    # when no sketch holds this line's slice; a register set to a rank it already has
+    # is unchanged
+    "src/upstreams.rs: replace > with >= in Peer::sketch":
+        "never equal in the slice branch; an equal rank leaves the register as it is",
+    "src/upstreams.rs: replace >> with << in mix":
+        "z ^ (z << k) is as invertible as z ^ (z >> k): still a mix, and the keys spread "
+        "over the registers as well (connection_keys_spread_over_the_registers)",
+    # the first > of count_all (its second is tested): a failure of the newest second
+    # itself has nothing to clear
+    "src/upstreams.rs: replace > with >= in Upstreams::count_all":
+        "at the newest second the ring has nothing to clear and keeps its newest",
+    "src/upstreams.rs: replace - with + in Peer::sketch":
+        "the rank's cap matters only for a hash whose low 54 bits are all zero (1 in 2^54)",
     "src/tracker.rs: replace == with != in Detector::load":
         "generations of loaded keys: any values below the counter do",
     "src/tracker.rs: replace += with *= in Detector::load":

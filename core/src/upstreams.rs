@@ -527,9 +527,11 @@ mod tests {
         u.failure(200, &key(1), Some(b"a"), 1);
         u.failure(199, &key(2), Some(b"a"), 1);
         u.failure(120, &key(3), Some(b"a"), 1); // older than the ring: total only
+        u.failure(136, &key(4), Some(b"a"), 1); // 200 - 64: just out of it (its slot is 200's)
         let a = &u.peers()[0];
         assert_eq!(a.window(200), (2, 2));
-        assert_eq!(a.total, 3);
+        assert_eq!(a.last_seconds(200, 1), (1, 1));
+        assert_eq!(a.total, 4);
         assert_eq!(a.first, 120);
     }
 
@@ -640,6 +642,17 @@ mod tests {
     }
 
     #[test]
+    fn a_second_at_the_clip_is_learnt_in_full() {
+        // a fresh baseline (mean 0, no spread) clips at 1: one failure is not an outlier
+        let mut u = Upstreams::new(4, 0);
+        u.failure(0, &key(1), Some(b"p"), 1);
+        u.settle(1);
+        let p = &u.peers()[0];
+        assert_eq!(p.mean, ALPHA);
+        assert_eq!(p.var, (1.0 - ALPHA) * ALPHA);
+    }
+
+    #[test]
     fn quiet_seconds_are_learnt_when_settled_and_a_gap_is_bounded() {
         let mut u = Upstreams::new(4, 0);
         u.failure(0, &key(1), Some(b"p"), 300);
@@ -724,6 +737,76 @@ mod tests {
         assert_eq!(u.len(), 1);
         assert_eq!(u.peers()[0].name.len(), MAX_NAME);
         assert_eq!(u.peers()[0].total, 2);
+    }
+
+    #[test]
+    fn the_all_peers_ring_keeps_its_64_seconds_exactly() {
+        let mut u = Upstreams::new(4, 0);
+        assert!(u.is_empty());
+        u.failure(200, &key(1), Some(b"a"), 5);
+        assert!(!u.is_empty());
+        u.failure(136, &key(2), Some(b"a"), 7); // 200 - 64: out of the ring (200's slot)
+        u.failure(120, &key(3), Some(b"a"), 11); // further out
+        assert_eq!(u.all_in_window(200), 5);
+        assert_eq!(u.all_in_window(195), 0); // 136..=195: 136 is not kept
+        u.failure(150, &key(4), Some(b"a"), 2);
+        assert_eq!(u.all_in_window(195), 2);
+        assert_eq!(u.failures, 25);
+    }
+
+    #[test]
+    fn room_is_made_by_the_least_recently_failing_of_equals() {
+        let mut u = Upstreams::new(2, 0);
+        u.failure(100, &key(1), Some(b"a"), 1);
+        u.failure(100, &key(2), Some(b"b"), 1);
+        u.failure(101, &key(3), Some(b"b"), 1);
+        u.failure(101, &key(4), Some(b"a"), 1); // a failed last: b is the older
+        u.failure(101, &key(5), Some(b"c"), 1);
+        let names: Vec<&[u8]> = u.peers().iter().map(|p| &p.name[..]).collect();
+        assert_eq!(names, [&b"a"[..], &b"c"[..]]);
+    }
+
+    #[test]
+    fn connection_keys_spread_over_the_registers() {
+        // 10,240 keys differing in cid, pid or source: about 10 a register, none far off
+        let mut per = [0u32; REGISTERS];
+        for i in 0..10_240u64 {
+            let k = Key {
+                source: (i % 3) as u32,
+                pid: 1 + i % 5,
+                cid: i / 15,
+            };
+            per[(hash_key(&k) >> (64 - HLL_BITS)) as usize] += 1;
+        }
+        let empty = per.iter().filter(|&&n| n == 0).count();
+        let most = *per.iter().max().unwrap();
+        assert!(empty <= 2 && most <= 30, "{empty} empty, {most} at most");
+        // keys that differ in one field only never share a hash
+        let mut seen = std::collections::HashSet::new();
+        for source in 0..4 {
+            for pid in 0..4 {
+                for cid in 0..4 {
+                    assert!(seen.insert(hash_key(&Key { source, pid, cid })));
+                }
+            }
+        }
+        // and the rank bits below the index are mixed too
+        let ranks: Vec<u32> = (0..4096u64)
+            .map(|cid| (hash_key(&key(cid)) << HLL_BITS).leading_zeros())
+            .collect();
+        let zero = ranks.iter().filter(|&&r| r == 0).count();
+        assert!(
+            (1_848..=2_248).contains(&zero),
+            "{zero} of 4096 with rank 1"
+        );
+    }
+
+    #[test]
+    fn the_estimate_is_hyperloglogs_when_no_register_is_zero() {
+        // every register at rank 1: 2 alpha m, alpha = 0.7213 / (1 + 1.079 / 1024)
+        let r = [1u8; REGISTERS];
+        let got = estimate(&r);
+        assert!((got - 1_475.667).abs() < 0.001, "{got}");
     }
 
     #[test]

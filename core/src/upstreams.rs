@@ -767,6 +767,32 @@ mod tests {
     }
 
     #[test]
+    fn room_is_made_among_the_eight_least_recently_failing_only() {
+        let mut u = Upstreams::new(10, 0);
+        for i in 0..9u64 {
+            let name = format!("p{i}");
+            for k in 0..5 {
+                u.failure(100, &key(10 * i + k), Some(name.as_bytes()), 1);
+            }
+        }
+        u.failure(100, &key(99), Some(b"p9"), 1); // the fewest, but failed last
+        u.failure(100, &key(100), Some(b"new"), 1);
+        let names: Vec<&[u8]> = u.peers().iter().map(|p| &p.name[..]).collect();
+        assert!(
+            !names.contains(&&b"p0"[..]),
+            "the oldest of the eight makes room"
+        );
+        assert!(names.contains(&&b"p9"[..]) && names.contains(&&b"p8"[..]));
+        // a seeded peer counts as failing when it was seeded
+        let mut v = Upstreams::new(2, 0);
+        v.failure(10, &key(1), Some(b"a"), 1); // out of the window at 200
+        v.seed(b"b", 0.0, 0.0, 1, 200);
+        v.failure(200, &key(2), Some(b"c"), 1);
+        let names: Vec<&[u8]> = v.peers().iter().map(|p| &p.name[..]).collect();
+        assert_eq!(names, [&b"c"[..], &b"b"[..]]);
+    }
+
+    #[test]
     fn connection_keys_spread_over_the_registers() {
         // 10,240 keys differing in cid, pid or source: about 10 a register, none far off
         let mut per = [0u32; REGISTERS];

@@ -783,6 +783,20 @@ mod tests {
             "the oldest of the eight makes room"
         );
         assert!(names.contains(&&b"p9"[..]) && names.contains(&&b"p8"[..]));
+        // the eight are the least recently failing whatever their slots: p0, in the
+        // first slot, failed last (once in the window); the oldest of the rest makes room
+        let mut w = Upstreams::new(10, 0);
+        w.failure(40, &key(1), Some(b"p0"), 1); // out of the window at 100
+        for i in 1..10u64 {
+            let name = format!("p{i}");
+            for k in 0..5 {
+                w.failure(100, &key(10 * i + k), Some(name.as_bytes()), 1);
+            }
+        }
+        w.failure(100, &key(2), Some(b"p0"), 1);
+        w.failure(100, &key(3), Some(b"new"), 1);
+        let names: Vec<&[u8]> = w.peers().iter().map(|p| &p.name[..]).collect();
+        assert!(names.contains(&&b"p0"[..]) && !names.contains(&&b"p1"[..]));
         // a seeded peer counts as failing when it was seeded
         let mut v = Upstreams::new(2, 0);
         v.failure(10, &key(1), Some(b"a"), 1); // out of the window at 200

@@ -444,9 +444,9 @@ impl Core {
         }
     }
 
-    /// Connect failures per upstream peer in the window ending at `now` (and in its last
-    /// `RECENT` seconds, `recent`) (default: the
-    /// newest event second), when made with `upstreams` > 0 (else None). Seconds before
+    /// Connect failures per upstream peer in the window ending at `now` (default: the
+    /// newest event second), and in its last `RECENT` seconds (`recent`), while counting
+    /// (`set_upstreams`; else None). Seconds before
     /// `now` are learnt by each peer's baseline first. Peers are sorted by failures in the
     /// window, most first, at most `limit` of them; `window_failures` counts every peer.
     #[pyo3(signature = (now=None, limit=usize::MAX))]
@@ -470,16 +470,15 @@ impl Core {
         d.set_item("without_peer_total", u.without_peer)?;
         d.set_item("evicted_total", u.evicted)?;
         d.set_item("warm_from", u.warm_from())?;
+        d.set_item("recent_seconds", RECENT)?;
         let peers = PyList::empty(py);
         let Some(now) = now else {
             d.set_item("window_failures", 0)?;
-            d.set_item("recent_seconds", RECENT)?;
             d.set_item("peers", peers)?;
             return Ok(Some(d));
         };
         py.detach(|| u.settle(now));
         d.set_item("window_failures", u.all_in_window(now))?;
-        d.set_item("recent_seconds", RECENT)?;
         let mut rows: Vec<(u64, u32, &upstreams::Peer)> = u
             .peers()
             .iter()

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import ClassVar, Literal
 
 from retrywatch.detect.diagnosis import Diagnosis
 from retrywatch.detect.schema import (
@@ -212,6 +212,8 @@ class DiskAlert:
 
 @dataclass(slots=True, frozen=True)
 class DiskChange:
+    #: The event stream's name of its kind: ``disk_fired``, ``disk_resolved``.
+    EVENT: ClassVar[str] = "disk"
     kind: Literal["fired", "resolved"]
     alert: DiskAlert
     #: The alert as it was at the change (made under the watch's lock: the alert object

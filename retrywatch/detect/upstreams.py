@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from retrywatch.detect.diagnosis import Diagnosis
 from retrywatch.detect.schema import (
@@ -174,6 +174,8 @@ class UpstreamAlert:
 
 @dataclass(slots=True, frozen=True)
 class UpstreamChange:
+    #: The event stream's name of its kind: ``upstream_fired``, ``upstream_resolved``.
+    EVENT: ClassVar[str] = "upstream"
     kind: Literal["fired", "resolved"]
     alert: UpstreamAlert
     #: The alert as it was at the change (made under the watch's lock).

@@ -410,12 +410,9 @@ def _encode(data: str | None = None, *, event: str | None = None, id: str | None
 def _event(change: Change, event_id: int) -> bytes:
     """The event of a change. Written without the engine's lock, as the figures are then
     (the JSON a list request made under it, when the alert has not changed since)."""
-    if isinstance(change, DiskChange):  # (its data as of the change)
-        return _encode(orjson.dumps(change.data).decode(), event=f"disk_{change.kind}",
-                       id=str(event_id))
-    if isinstance(change, UpstreamChange):
-        return _encode(orjson.dumps(change.data).decode(), event=f"upstream_{change.kind}",
-                       id=str(event_id))
+    if isinstance(change, DiskChange | UpstreamChange):  # (its data as of the change)
+        return _encode(orjson.dumps(change.data).decode(),
+                       event=f"{change.EVENT}_{change.kind}", id=str(event_id))
     alert = change.alert
     data = alert.json_made or orjson.dumps(alert.to_dict())
     return _encode(data.decode(), event=change.kind, id=str(event_id))

@@ -326,9 +326,20 @@ pub struct Upstreams {
     pub warmup: i64,
     /// The first second seen (a failure's, or the reader's clock).
     pub origin: Option<i64>,
-    /// The slot of the last peer counted: a storm's lines name one peer after another
-    /// (compared before the name is hashed).
-    last: usize,
+    /// Recently counted peers by the low bits of their name's hash: (hash, slot). A hit
+    /// is confirmed by the name, so a stale entry (its slot given to another peer) is a
+    /// miss. A storm names one peer line after line and a flood a few in turn: one hash
+    /// and one equal comparison find them, where the map would compare names that differ.
+    recent: [(u64, u32); RECENT],
+}
+
+/// Entries of `Upstreams::recent` (a power of two).
+const RECENT: usize = 16;
+
+/// The hash of a peer's name for `Upstreams::recent` (fixed seed: only speed depends on it).
+fn name_hash(name: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x5eed).hash_one(name)
 }
 
 impl Upstreams {
@@ -336,7 +347,7 @@ impl Upstreams {
         Upstreams {
             warmup: warmup.max(0),
             origin: None,
-            last: 0,
+            recent: [(0, u32::MAX); RECENT],
             peers: Vec::new(),
             index: new_map(),
             capacity: capacity.max(1),
@@ -371,15 +382,23 @@ impl Upstreams {
         self.newest = Some(self.newest.map_or(ts, |t| t.max(ts)));
         self.count_all(ts, n);
         self.clock += 1;
-        let i = if self.peers.get(self.last).is_some_and(|p| *p.name == *peer) {
-            self.last
+        let h = name_hash(peer);
+        let cached = &mut self.recent[h as usize % RECENT];
+        let hit = cached.0 == h
+            && self
+                .peers
+                .get(cached.1 as usize)
+                .is_some_and(|p| *p.name == *peer);
+        let i = if hit {
+            cached.1 as usize
         } else {
-            match self.index.get(peer) {
+            let i = match self.index.get(peer) {
                 Some(&i) => i as usize,
                 None => self.admit(peer, ts),
-            }
+            };
+            self.recent[h as usize % RECENT] = (h, i as u32);
+            i
         };
-        self.last = i;
         let p = &mut self.peers[i];
         p.touched = self.clock;
         p.add(ts, key, n);
@@ -752,6 +771,35 @@ mod tests {
         u.failure(150, &key(4), Some(b"a"), 2);
         assert_eq!(u.all_in_window(195), 2);
         assert_eq!(u.failures, 25);
+    }
+
+    #[test]
+    fn a_recent_entry_whose_slot_went_to_another_peer_is_not_taken() {
+        // one slot: each new peer takes it, while the recent entries of the names that
+        // held it before still point there
+        let mut u = Upstreams::new(1, 0);
+        u.failure(100, &key(1), Some(b"a"), 3);
+        u.failure(100, &key(2), Some(b"b"), 2);
+        u.failure(100, &key(3), Some(b"a"), 1);
+        assert_eq!(u.len(), 1);
+        assert_eq!(&u.peers()[0].name[..], b"a");
+        assert_eq!(u.peers()[0].total, 1); // a afresh: not b's count, not a's old one
+        assert_eq!(u.evicted, 2);
+        // names whose hashes share the entry's low bits, counted in turn, each its own
+        let names: Vec<String> = (0..200).map(|i| format!("10.0.{i}.1:80")).collect();
+        let mut many = Upstreams::new(256, 0);
+        for round in 0..3 {
+            for (i, name) in names.iter().enumerate() {
+                many.failure(
+                    100,
+                    &key((round * 1000 + i) as u64),
+                    Some(name.as_bytes()),
+                    1,
+                );
+            }
+        }
+        assert_eq!(many.len(), 200);
+        assert!(many.peers().iter().all(|p| p.total == 3));
     }
 
     #[test]

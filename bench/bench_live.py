@@ -828,12 +828,19 @@ def print_report(result: dict[str, Any], out: Any) -> None:
         )
         for c in r["checks"]:
             p(f"  [{mark(c['ok'])}] {c['what']}: {c['detail']}")
-    rates = {(r["workload"], r.get("features")): r.get("lines_per_s")
-             for r in result.get("throughput", [])}
+    rates: dict[tuple[str, str], list[int]] = {}
+    for r in result.get("throughput", []):
+        if r.get("lines_per_s"):
+            rates.setdefault((r["workload"], r.get("features", "on")), []).append(r["lines_per_s"])
     for workload in dict.fromkeys(w for w, _ in rates):
-        on, off = rates.get((workload, "on")), rates.get((workload, "off"))
-        if on and off:
-            p(f"features, {workload}: {on:,} lines/s on, {off:,} lines/s off: on is "
+        ons, offs = rates.get((workload, "on")), rates.get((workload, "off"))
+        if ons and offs:
+            on, off = round(statistics.median(ons)), round(statistics.median(offs))
+            runs = ""
+            if len(ons) > 1 or len(offs) > 1:
+                runs = (f" (medians of {len(ons)} and {len(offs)} interleaved runs; on "
+                        f"{min(ons):,}-{max(ons):,}, off {min(offs):,}-{max(offs):,})")
+            p(f"features, {workload}: {on:,} lines/s on, {off:,} lines/s off{runs}: on is "
               f"{on / off:.1%} of off ({FEATURES_OFF} turns them off)")
     for r in result.get("latency", []):
         lat = r.get("latency_ms")
@@ -939,6 +946,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="on",
         help="throughput with the features beyond one connection (the disk forecast) on, "
         "off, or both, each in its own run, and their ratio (on)",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="throughput runs per workload and setting, interleaved (on, off, on, ...); the "
+        "ratio is of the medians (1). A run is a second or two: one is noisy on a shared "
+        "machine",
     )
     ap.add_argument("--storm-lines", type=int, default=2_000_000, help="throughput (2000000)")
     ap.add_argument(
@@ -1092,7 +1107,7 @@ def main(argv: list[str] | None = None) -> int:
                 attempt(part_throughput, {"workload": w, "lines": 0, "bytes": 0,
                                           "features": f},
                         args, workdir, w, rw, f)
-                for w in workloads for f in features
+                for w in workloads for _ in range(args.repeat) for f in features
             ]  # fmt: skip
         if "latency" in args.part_set:
             result["latency"] = []
